@@ -1,0 +1,246 @@
+//! The `rosey` binary as an operator uses it: real processes, real signals, real files.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with its location
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const ROSEY: &str = env!("CARGO_BIN_EXE_rosey");
+
+/// A fresh, empty working directory for one test.
+fn scratch_dir() -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "rosey-cli-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write_config(dir: &Path, json: &str) -> PathBuf {
+    let path = dir.join("config.json");
+    std::fs::write(&path, json).unwrap();
+    path
+}
+
+fn rosey(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(ROSEY);
+    cmd.args(args).current_dir(dir).env_remove("RUST_LOG");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ROSEY_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+fn check_config(json: &str) -> Output {
+    let dir = scratch_dir();
+    let path = write_config(&dir, json);
+    rosey(&dir, &["check-config", path.to_str().unwrap()]).output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let out = Command::new(ROSEY).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("run"), "{text}");
+    assert!(text.contains("check-config"), "{text}");
+}
+
+#[test]
+fn check_config_accepts_the_example_configs() {
+    for name in ["config-dev.json", "config-prod.json"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name);
+        let out =
+            rosey(&scratch_dir(), &["check-config", path.to_str().unwrap()]).output().unwrap();
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("OK"));
+    }
+}
+
+#[test]
+fn check_config_rejects_bad_configs_and_names_the_key() {
+    let cases = [
+        (r#"{"dashboard": {"port": 70000}}"#, "dashboard.port"),
+        (r#"{"dashboard": {"port": 0}}"#, "dashboard.port"),
+        (r#"{"metrics": {"poll_interval": 0}}"#, "metrics.poll_interval"),
+        (
+            r#"{"metrics": {"poll_interval": 10, "history_duration": 5}}"#,
+            "metrics.history_duration",
+        ),
+        (r#"{"admins": ["bob"]}"#, "owner"),
+        (r#"{"dashbord": {}}"#, "dashbord"),
+        (r#"{"dashboard": {"prot": 80}}"#, "dashboard.prot"),
+        (r#"{"dashboard": {"port": "80"}}"#, "dashboard.port"),
+        (r#"{"database": {"pool_size": 0}}"#, "database.pool_size"),
+    ];
+    for (json, key) in cases {
+        let out = check_config(json);
+        assert_eq!(out.status.code(), Some(1), "{json} should be rejected");
+        let err = stderr(&out);
+        assert!(err.contains(key), "{json}: error does not name {key}: {err}");
+    }
+}
+
+#[test]
+fn check_config_suggests_the_key_meant() {
+    let err = stderr(&check_config(r#"{"dashboard": {"prot": 80}}"#));
+    assert!(err.contains("port"), "{err}");
+}
+
+#[test]
+fn check_config_reports_every_error_at_once() {
+    let out = check_config(r#"{"dashboard": {"port": 0}, "metrics": {"poll_interval": 0}}"#);
+    let err = stderr(&out);
+    assert!(err.contains("dashboard.port") && err.contains("metrics.poll_interval"), "{err}");
+}
+
+#[test]
+fn check_config_reports_syntax_errors_with_line_and_column() {
+    let err = stderr(&check_config("{\n  \"owner\": \"alice\",\n  oops\n}"));
+    assert!(err.contains("line 3"), "{err}");
+    assert!(err.contains("column"), "{err}");
+}
+
+#[test]
+fn check_config_on_a_missing_file_fails_clearly() {
+    let dir = scratch_dir();
+    let out = rosey(&dir, &["check-config", "nope.json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("nope.json"), "{}", stderr(&out));
+}
+
+/// A running `rosey run`, whose stdout lines arrive on a channel.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(mut cmd: Command) -> Self {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Waits for a stdout line containing `needle`; returns everything read up to it.
+    fn wait_for(&self, needle: &str) -> String {
+        let mut seen = String::new();
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(20)) {
+                Ok(line) => {
+                    seen.push_str(&line);
+                    seen.push('\n');
+                    if line.contains(needle) {
+                        return seen;
+                    }
+                }
+                Err(_) => panic!("no line containing {needle:?}; output so far:\n{seen}"),
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let status =
+            Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status();
+        assert!(status.unwrap().success());
+    }
+
+    fn wait_exit(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().unwrap();
+        let rest: Vec<String> = self.lines.iter().collect();
+        (status, rest.join("\n"))
+    }
+}
+
+#[test]
+fn run_on_embedded_defaults_starts_and_stops_cleanly_on_sigterm() {
+    let dir = scratch_dir();
+    let running = Running::start(rosey(&dir, &["run"]));
+    let startup = running.wait_for("rosey ready");
+    assert!(startup.contains("memory"), "default bus is the in-process one:\n{startup}");
+    running.signal("TERM");
+    let (status, rest) = running.wait_exit();
+    assert!(status.success(), "exit {status:?}; output:\n{rest}");
+    assert!(rest.contains("rosey stopped"), "{rest}");
+    let log = std::fs::read_to_string(dir.join("logs/rosey.log")).unwrap();
+    assert!(log.contains("rosey ready"), "log file has the startup:\n{log}");
+}
+
+#[test]
+fn run_stops_cleanly_on_sigint() {
+    let dir = scratch_dir();
+    let running = Running::start(rosey(&dir, &["run"]));
+    running.wait_for("rosey ready");
+    running.signal("INT");
+    let (status, _) = running.wait_exit();
+    assert!(status.success(), "exit {status:?}");
+}
+
+#[test]
+fn run_with_nats_url_uses_nats_and_never_logs_credentials() {
+    let dir = scratch_dir();
+    let url =
+        std::env::var("ROSEY_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let with_creds = url.replacen("nats://", "nats://rosey:s3cr3t-nats@", 1);
+    let config = write_config(
+        &dir,
+        &format!(
+            r#"{{"owner": "alice", "nats_url": "{with_creds}",
+                 "database": {{"url": "postgres://rosey:s3cr3t-db@127.0.0.1/rosey"}},
+                 "cytube": {{"channel": "lobby", "username": "rosey", "password": "s3cr3t-cytube"}}}}"#
+        ),
+    );
+    // The local server has no auth configured; it accepts (and ignores) the credentials.
+    let running = Running::start(rosey(&dir, &["run", "--config", config.to_str().unwrap()]));
+    let startup = running.wait_for("rosey ready");
+    assert!(startup.contains("nats"), "{startup}");
+    running.signal("TERM");
+    let (status, rest) = running.wait_exit();
+    assert!(status.success(), "exit {status:?}");
+    let log = std::fs::read_to_string(dir.join("logs/rosey.log")).unwrap();
+    for secret in ["s3cr3t-nats", "s3cr3t-db", "s3cr3t-cytube"] {
+        assert!(!startup.contains(secret) && !rest.contains(secret), "{secret} on stdout");
+        assert!(!log.contains(secret), "{secret} in the log file");
+    }
+}
+
+#[test]
+fn run_with_an_invalid_config_exits_1_naming_the_key() {
+    let dir = scratch_dir();
+    let config = write_config(&dir, r#"{"dashboard": {"port": 70000}}"#);
+    let out = rosey(&dir, &["run", "--config", config.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("dashboard.port"), "{}", stderr(&out));
+}
+
+#[test]
+fn run_fails_with_a_clear_error_when_nats_is_unreachable() {
+    let dir = scratch_dir();
+    // Port 1 on loopback: nothing listens there, so the connection is refused at once.
+    let config = write_config(&dir, r#"{"nats_url": "nats://127.0.0.1:1"}"#);
+    let out = rosey(&dir, &["run", "--config", config.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("NATS"), "{stdout}");
+}

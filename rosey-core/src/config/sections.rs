@@ -1,0 +1,134 @@
+//! The sections of the configuration file and their embedded defaults.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+use super::secret::{Secret, SecretUrl};
+
+/// `database`: where the audit log, plugin history and plugin key-value store live.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, expecting = "a JSON object")]
+pub struct DatabaseConfig {
+    /// `sqlite:` (a file, the default `sqlite://rosey.db`) or `postgres://` / `postgresql://` URL; may
+    /// hold a password, so it is only printed redacted.
+    pub url: SecretUrl,
+    /// Maximum number of pooled connections, at least 1.
+    pub pool_size: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: SecretUrl::new("sqlite://rosey.db".to_owned()), pool_size: 5 }
+    }
+}
+
+/// `cytube`: the CyTube channel to join; without this section the bot chats on the console instead.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(expecting = "a JSON object")]
+pub struct CytubeConfig {
+    /// Base URL of the CyTube server, `http://` or `https://` (default `https://cytu.be`).
+    #[serde(default = "default_cytube_server")]
+    pub server: String,
+    /// Channel to join; required.
+    #[serde(default)]
+    pub channel: String,
+    /// Account the bot logs in as; required.
+    #[serde(default)]
+    pub username: String,
+    /// Password of that account; `None` joins as a guest. Best given as `ROSEY_CYTUBE_PASSWORD`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+}
+
+fn default_cytube_server() -> String {
+    "https://cytu.be".to_owned()
+}
+
+/// `metrics`: how often plugin metrics are sampled and how long samples are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, expecting = "a JSON object")]
+pub struct MetricsConfig {
+    /// Whether the metrics collector runs at all.
+    pub enabled: bool,
+    /// Seconds between two samples, at least 1.
+    pub poll_interval: u64,
+    /// Seconds of samples kept per plugin, at least `poll_interval`.
+    pub history_duration: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true, poll_interval: 5, history_duration: 3600 }
+    }
+}
+
+/// `dashboard`: the web dashboard and its JSON and Prometheus endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, expecting = "a JSON object")]
+pub struct DashboardConfig {
+    /// Whether the dashboard is served.
+    pub enabled: bool,
+    /// Address to bind; the default `127.0.0.1` keeps it off the network.
+    pub host: String,
+    /// TCP port, 1-65535.
+    #[serde(deserialize_with = "deserialize_port")]
+    pub port: u16,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self { enabled: true, host: "127.0.0.1".to_owned(), port: 8080 }
+    }
+}
+
+/// `logging` (an addition to the spec's keys): log level and optional log file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, expecting = "a JSON object")]
+pub struct LoggingConfig {
+    /// One of `error`, `warn`, `info`, `debug`, `trace` (any case).
+    pub level: String,
+    /// File that also receives the log (default `logs/rosey.log`); JSON `null` logs to the console only.
+    pub file: Option<PathBuf>,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self { level: "info".to_owned(), file: Some(PathBuf::from("logs/rosey.log")) }
+    }
+}
+
+/// The range message shared by parsing and [`validate`](super::Config::validate).
+pub(super) fn port_out_of_range(port: impl std::fmt::Display) -> String {
+    format!("{port} is out of range 1-65535")
+}
+
+/// Reads any JSON integer so that `70000` is reported as out of range rather than as a type error.
+fn deserialize_port<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
+    struct Port;
+
+    impl Visitor<'_> for Port {
+        type Value = u16;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a port number 1-65535")
+        }
+
+        fn visit_u64<E: de::Error>(self, port: u64) -> Result<u16, E> {
+            match u16::try_from(port) {
+                Ok(port) if port != 0 => Ok(port),
+                _ => Err(E::custom(port_out_of_range(port))),
+            }
+        }
+
+        fn visit_i64<E: de::Error>(self, port: i64) -> Result<u16, E> {
+            match u64::try_from(port) {
+                Ok(port) => self.visit_u64(port),
+                Err(_) => Err(E::custom(port_out_of_range(port))),
+            }
+        }
+    }
+
+    deserializer.deserialize_u64(Port)
+}

@@ -1,0 +1,216 @@
+//! Typed payloads of the subjects in [`subject`](crate::subject), as they travel on the bus (JSON).
+//!
+//! Every payload is a plain serde struct; [`Message`](crate::bus::Message) is the envelope that carries
+//! one (subject, optional reply subject, JSON bytes). Optional fields are omitted from the JSON when
+//! absent, and unknown fields are ignored when decoding, so a newer publisher can add fields without
+//! breaking an older subscriber.
+//!
+//! ```
+//! use rosey_core::event::{ChatMessage, encode, decode};
+//!
+//! let msg = ChatMessage::new("lobby", "alice", "!roll 2d6", 1_795_343_000_000);
+//! let bytes = encode(&msg).unwrap();
+//! let back: ChatMessage = decode(&bytes).unwrap();
+//! assert_eq!(back, msg);
+//! ```
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// A payload could not be encoded to or decoded from JSON.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid event payload: {0}")]
+pub struct PayloadError(#[from] serde_json::Error);
+
+/// Encodes a payload as the JSON bytes that travel on the bus.
+pub fn encode<T: Serialize>(payload: &T) -> Result<Bytes, PayloadError> {
+    Ok(Bytes::from(serde_json::to_vec(payload)?))
+}
+
+/// Decodes JSON bytes from the bus into a payload.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, PayloadError> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+/// Milliseconds since the Unix epoch, the unit of every `time` field (as CyTube sends it).
+pub type EpochMillis = i64;
+
+/// The current time in [`EpochMillis`].
+pub fn now_millis() -> EpochMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Incoming chat on [`CHAT_MESSAGE`](crate::subject::CHAT_MESSAGE). `message` is already HTML-decoded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Channel the message was said in.
+    pub channel: String,
+    /// Who said it.
+    pub user: String,
+    /// The text, HTML entities decoded and tags stripped.
+    pub message: String,
+    /// When the server saw it.
+    pub time: EpochMillis,
+    /// The sender's channel rank, when the connector knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<f64>,
+    /// Platform extras (e.g. CyTube's `meta`, a `/me` action flag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<serde_json::Value>,
+}
+
+impl ChatMessage {
+    /// A message with no rank and no meta.
+    pub fn new(channel: &str, user: &str, message: &str, time: EpochMillis) -> Self {
+        Self {
+            channel: channel.to_owned(),
+            user: user.to_owned(),
+            message: message.to_owned(),
+            time,
+            rank: None,
+            meta: None,
+        }
+    }
+}
+
+/// Outgoing chat on [`CHAT_SEND`](crate::subject::CHAT_SEND).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatSend {
+    /// Channel to say it in.
+    pub channel: String,
+    /// Plain text; the connector escapes and splits it as the platform needs.
+    pub message: String,
+}
+
+/// Incoming private message on [`PM_MESSAGE`](crate::subject::PM_MESSAGE).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PmMessage {
+    /// Channel whose connection received it.
+    pub channel: String,
+    /// Sender.
+    pub user: String,
+    /// The text, HTML-decoded.
+    pub message: String,
+    /// When the server saw it, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<EpochMillis>,
+}
+
+/// Outgoing private message on [`PM_SEND`](crate::subject::PM_SEND).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PmSend {
+    /// Channel whose connection sends it.
+    pub channel: String,
+    /// Recipient.
+    pub to: String,
+    /// Plain text.
+    pub message: String,
+}
+
+/// A user joined, on [`USER_JOIN`](crate::subject::USER_JOIN).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserJoin {
+    /// Channel joined.
+    pub channel: String,
+    /// Who joined.
+    pub user: String,
+    /// Their channel rank, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<f64>,
+}
+
+/// A user left, on [`USER_LEAVE`](crate::subject::USER_LEAVE).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserLeave {
+    /// Channel left.
+    pub channel: String,
+    /// Who left.
+    pub user: String,
+}
+
+/// The playing media changed, on [`MEDIA_CHANGE`](crate::subject::MEDIA_CHANGE).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MediaChange {
+    /// Channel whose playlist moved on.
+    pub channel: String,
+    /// Title of the new media.
+    pub title: String,
+    /// Provider id, e.g. `yt` (CyTube's `type`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    /// Provider-specific media id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Length in seconds, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<f64>,
+}
+
+/// A routed command on `rosey.command.<command>[.<sub>]` (see [`subject::command`](crate::subject::command)).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandEvent {
+    /// Channel the command was typed in; replies go back there.
+    pub channel: String,
+    /// Who typed it.
+    pub user: String,
+    /// Their channel rank, when the connector knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<f64>,
+    /// The command word without prefix (`roll` for `!roll 2d6`).
+    pub command: String,
+    /// Everything after the command word, untouched (quotes, unicode and spacing kept).
+    pub args: String,
+    /// The whole chat line as typed.
+    pub message: String,
+    /// When the chat line was said.
+    pub time: EpochMillis,
+}
+
+/// A plugin lifecycle event on `rosey.plugin.<name>.<kind>` (see
+/// [`subject::plugin_lifecycle`](crate::subject::plugin_lifecycle)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleEvent {
+    /// Plugin name.
+    pub name: String,
+    /// Version now running (for a reload: the new one when it succeeded, the old one when it failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Version before a reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_version: Option<String>,
+    /// Process id of the instance concerned, when it is a process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Why it happened (crash cause, reload failure step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// How long the operation took, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// When it happened.
+    pub time: EpochMillis,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn optional_fields_are_omitted_and_unknown_fields_ignored() {
+        let msg = ChatMessage::new("lobby", "alice", "hi", 1);
+        let json = String::from_utf8(encode(&msg).unwrap().to_vec()).unwrap();
+        assert_eq!(json, r#"{"channel":"lobby","user":"alice","message":"hi","time":1}"#);
+
+        let newer = br#"{"channel":"c","user":"u","message":"m","time":2,"rank":3,"shiny":true}"#;
+        let decoded: ChatMessage = decode(newer).unwrap();
+        assert_eq!(decoded.rank, Some(3.0));
+    }
+
+    #[test]
+    fn decoding_garbage_is_an_error_not_a_panic() {
+        assert!(decode::<CommandEvent>(b"{not json").is_err());
+        assert!(decode::<CommandEvent>(br#"{"channel":1}"#).is_err());
+    }
+}

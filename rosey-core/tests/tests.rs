@@ -1,0 +1,6 @@
+//! Integration tests of rosey-core, linked as one binary.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with its location
+
+mod bus_conformance;
+mod config;
+mod support;

@@ -1,0 +1,6 @@
+//! Rosey's metrics collector.
+//!
+//! This crate will hold the `MetricsCollector` (a poll loop over the plugin manager's snapshots that keeps
+//! `metrics.history_duration` of samples per plugin in a ring buffer and computes avg/min/max/p95 over any
+//! window) and the Prometheus registry behind the dashboard's `/metrics` endpoint. It implements
+//! `rosey_core`'s `MetricsSink` trait. Nothing is implemented yet; see the project's issue tracker.
