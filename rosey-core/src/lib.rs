@@ -12,5 +12,7 @@
 
 pub mod bus;
 pub mod config;
+pub mod connector;
 pub mod event;
+pub mod plugin;
 pub mod subject;

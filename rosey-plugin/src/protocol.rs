@@ -180,7 +180,9 @@ fn decode<T: DeserializeOwned>(line: &[u8], known: &[&str]) -> Result<Decoded<T>
                 Some(Value::String(kind)) if !known.contains(&kind.as_str()) => {
                     Ok(Decoded::Unknown(kind.clone()))
                 }
-                Some(Value::String(kind)) => Err(DecodeError(format!("bad {kind:?} message: {err}"))),
+                Some(Value::String(kind)) => {
+                    Err(DecodeError(format!("bad {kind:?} message: {err}")))
+                }
                 _ => Err(DecodeError("message has no string \"type\" field".to_owned())),
             },
             Ok(_) => Err(DecodeError("message is not a JSON object".to_owned())),
@@ -281,6 +283,9 @@ mod tests {
     #[test]
     fn unknown_fields_are_ignored() {
         let line = br#"{"type":"pong","id":9,"extra":{"a":1}}"#;
-        assert_eq!(PluginMessage::decode(line), Ok(Decoded::Message(PluginMessage::Pong { id: 9 })));
+        assert_eq!(
+            PluginMessage::decode(line),
+            Ok(Decoded::Message(PluginMessage::Pong { id: 9 }))
+        );
     }
 }

@@ -1,0 +1,5 @@
+//! Plugins: manifests, runtimes, the command table, and (coming) the manager that supervises them.
+
+pub mod commands;
+
+pub use commands::{CommandRoute, CommandTable, RoutedCommand};
