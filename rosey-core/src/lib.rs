@@ -14,5 +14,7 @@ pub mod bus;
 pub mod config;
 pub mod connector;
 pub mod event;
+pub mod metrics;
 pub mod plugin;
+pub mod router;
 pub mod subject;

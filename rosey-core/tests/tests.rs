@@ -3,4 +3,7 @@
 
 mod bus_conformance;
 mod config;
+mod console;
+mod router;
 mod support;
+mod plugins;

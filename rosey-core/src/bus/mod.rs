@@ -126,13 +126,13 @@ impl fmt::Debug for Message {
 ///
 /// Dropping it unsubscribes. The stream ends only when the bus itself is closed.
 pub struct Subscription {
-    inner: Pin<Box<dyn Stream<Item = Message> + Send>>,
+    inner: Pin<Box<dyn Stream<Item = Message> + Send + Sync>>,
 }
 
 impl Subscription {
     /// Wraps a stream of messages; used by [`EventBus`] implementations. Whatever the stream owns is
     /// dropped with the subscription, which is how implementations unsubscribe.
-    pub fn new(stream: impl Stream<Item = Message> + Send + 'static) -> Self {
+    pub fn new(stream: impl Stream<Item = Message> + Send + Sync + 'static) -> Self {
         Self { inner: Box::pin(stream) }
     }
 }

@@ -2,6 +2,8 @@
 //! [`CHAT_MESSAGE`](crate::subject::CHAT_MESSAGE) (and the other `cytube.*` subjects), and what is
 //! published on [`CHAT_SEND`](crate::subject::CHAT_SEND) is said in the channel.
 
+pub mod console;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;

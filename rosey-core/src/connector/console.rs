@@ -1,0 +1,1 @@
+//! Placeholder: the console connector is being written.

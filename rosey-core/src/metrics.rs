@@ -1,0 +1,70 @@
+//! [`MetricsSink`]: how the runtime reports what happened to whoever keeps metrics.
+//!
+//! rosey-core calls the sink; it never reads anything back. The default is [`NoopSink`]; the
+//! `rosey-metrics` crate provides a Prometheus-backed sink with history. Every method has a no-op default
+//! so a sink implements only what it cares about, and must return quickly (it is called on hot paths):
+//! record and return, never block or await.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How a reload ended, as the sink hears it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The new version is serving.
+    Success,
+    /// The new version failed its health check; the old one keeps serving.
+    RolledBack,
+}
+
+/// Receives the runtime's measurements. Implementations must be cheap and non-blocking.
+pub trait MetricsSink: Send + Sync + 'static {
+    /// A plugin finished an event (`ok` false when it failed, timed out or its plugin crashed), with
+    /// the time from delivery to `done`.
+    fn event_processed(&self, plugin: &str, latency: Duration, ok: bool) {
+        let _ = (plugin, latency, ok);
+    }
+
+    /// A bus event of `kind` (its subject's last meaningful token, e.g. `command`) reached `plugin`.
+    fn event_received(&self, plugin: &str, kind: &str) {
+        let _ = (plugin, kind);
+    }
+
+    /// A plugin instance exited unexpectedly or was killed for a limit; `reason` says why.
+    fn plugin_crashed(&self, plugin: &str, reason: &str) {
+        let _ = (plugin, reason);
+    }
+
+    /// The supervisor restarted a plugin after a crash.
+    fn plugin_restarted(&self, plugin: &str) {
+        let _ = plugin;
+    }
+
+    /// A reload finished.
+    fn plugin_reloaded(&self, plugin: &str, outcome: ReloadOutcome, duration: Duration) {
+        let _ = (plugin, outcome, duration);
+    }
+
+    /// An `!admin` command ran.
+    fn admin_command(&self, command: &str) {
+        let _ = command;
+    }
+
+    /// A plugin reported a metric of its own (`kind` is `counter` or `gauge`).
+    fn plugin_metric(
+        &self,
+        plugin: &str,
+        name: &str,
+        kind: &str,
+        value: f64,
+        labels: &BTreeMap<String, String>,
+    ) {
+        let _ = (plugin, name, kind, value, labels);
+    }
+}
+
+/// A [`MetricsSink`] that ignores everything: the embedded default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoopSink;
+
+impl MetricsSink for NoopSink {}

@@ -1,0 +1,34 @@
+//! [`PluginControl`]: what operators (the `!admin` plugin, the dashboard, the bus control API) may do
+//! to plugins. Implemented by [`PluginManager`](super::PluginManager).
+
+use async_trait::async_trait;
+
+use super::status::PluginStatus;
+
+/// Why a control request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// No plugin has that name.
+    #[error("unknown plugin {0:?}")]
+    UnknownPlugin(String),
+    /// Another operation on the same plugin is in progress.
+    #[error("{0}")]
+    Busy(String),
+    /// The operation ran and failed; says why.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Operator actions on plugins.
+#[async_trait]
+pub trait PluginControl: Send + Sync {
+    /// Every plugin's status, in name order.
+    async fn list(&self) -> Vec<PluginStatus>;
+
+    /// One plugin's status.
+    async fn status(&self, name: &str) -> Result<PluginStatus, ControlError>;
+
+    /// Stops the plugin (if running) and starts it again, clearing FAILED; returns once it serves or
+    /// its start failed.
+    async fn restart(&self, name: &str) -> Result<PluginStatus, ControlError>;
+}

@@ -1,0 +1,313 @@
+//! [`PluginManager`]: discovers plugins, runs one slot per plugin, and answers for all of them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::commands::CommandTable;
+use super::control::{ControlError, PluginControl};
+use super::manifest::{self, Manifest, ManifestError};
+use super::runtime::PluginRuntime;
+use super::slot::{Control, Shared, SharedCell, Slot};
+use super::status::{PluginState, PluginStatus};
+use crate::bus::EventBus;
+use crate::metrics::{MetricsSink, NoopSink};
+
+/// Tuning of a [`PluginManager`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManagerOptions {
+    /// How often each plugin's CPU and memory are sampled (and checked against its limits).
+    pub sample_interval: Duration,
+    /// How long [`PluginManager::shutdown`] waits for each plugin before giving up on it.
+    pub stop_timeout: Duration,
+}
+
+impl Default for ManagerOptions {
+    fn default() -> Self {
+        Self { sample_interval: Duration::from_secs(1), stop_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// Why a manager operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManagerError {
+    /// A plugin with this name is already managed.
+    #[error("a plugin named {0:?} is already loaded")]
+    Duplicate(String),
+    /// No plugin has that name.
+    #[error("unknown plugin {0:?}")]
+    UnknownPlugin(String),
+    /// The plugin's slot is gone (the manager is shutting down).
+    #[error("plugin {0:?} is shutting down")]
+    Gone(String),
+    /// Waiting for a state ran out of time.
+    #[error("plugin {name:?} is {state} after waiting {waited:?}")]
+    Timeout {
+        /// The plugin.
+        name: String,
+        /// Its state when the wait ended.
+        state: PluginState,
+        /// How long was waited.
+        waited: Duration,
+    },
+    /// A start or restart failed; says why.
+    #[error("{0}")]
+    Failed(String),
+}
+
+struct Entry {
+    control: mpsc::Sender<Control>,
+    shared: SharedCell,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Runs and supervises plugins: one slot per plugin, each owning its bus subscription (queue group =
+/// plugin name), wait queue, instances and counters.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use rosey_core::bus::MemoryBus;
+/// use rosey_core::plugin::{PluginManager, ProcessRuntime};
+///
+/// # async fn demo() {
+/// let manager = PluginManager::new(Arc::new(MemoryBus::new()), Arc::new(ProcessRuntime::new()));
+/// for error in manager.load_dir("plugins".as_ref()).await {
+///     eprintln!("skipped: {error}");
+/// }
+/// for plugin in manager.snapshot() {
+///     println!("{} {} {}", plugin.name, plugin.version, plugin.state);
+/// }
+/// manager.shutdown().await;
+/// # }
+/// ```
+pub struct PluginManager {
+    bus: Arc<dyn EventBus>,
+    runtime: Arc<dyn PluginRuntime>,
+    sink: Arc<dyn MetricsSink>,
+    commands: CommandTable,
+    options: ManagerOptions,
+    slots: RwLock<BTreeMap<String, Arc<Entry>>>,
+}
+
+impl std::fmt::Debug for PluginManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginManager")
+            .field("plugins", &self.slots.read().keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginManager {
+    /// A manager with no plugins, reporting to no metrics sink.
+    pub fn new(bus: Arc<dyn EventBus>, runtime: Arc<dyn PluginRuntime>) -> Self {
+        Self {
+            bus,
+            runtime,
+            sink: Arc::new(NoopSink),
+            commands: CommandTable::new(),
+            options: ManagerOptions::default(),
+            slots: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    /// Reports events, crashes and restarts to `sink`. Set before adding plugins.
+    pub fn with_metrics_sink(mut self, sink: Arc<dyn MetricsSink>) -> Self {
+        self.sink = sink;
+        self
+    }
+
+    /// Uses `options`. Set before adding plugins.
+    pub fn with_options(mut self, options: ManagerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The command table the manager keeps from its plugins' manifests, for the router.
+    pub fn command_table(&self) -> CommandTable {
+        self.commands.clone()
+    }
+
+    /// Loads and starts every plugin under `dir`. Returns the manifests that could not be loaded; the
+    /// other plugins load anyway. Does not wait for the plugins to be ready.
+    pub async fn load_dir(&self, dir: &Path) -> Vec<ManifestError> {
+        let (manifests, mut errors) = manifest::discover(dir);
+        for manifest in manifests {
+            let path = manifest.dir.join(manifest::MANIFEST_FILE);
+            if let Err(err) = self.add(manifest).await {
+                errors.push(ManifestError { path, message: err.to_string() });
+            }
+        }
+        errors
+    }
+
+    /// Adds a plugin and starts it (without waiting for it to be ready).
+    pub async fn add(&self, manifest: Manifest) -> Result<(), ManagerError> {
+        let name = manifest.name.clone();
+        let shared: SharedCell = Arc::new(Mutex::new((Shared::new(&manifest), None)));
+        let (control, control_rx) = mpsc::channel(16);
+        {
+            let mut slots = self.slots.write();
+            if slots.contains_key(&name) {
+                return Err(ManagerError::Duplicate(name));
+            }
+            slots.insert(
+                name.clone(),
+                Arc::new(Entry { control, shared: shared.clone(), task: Mutex::new(None) }),
+            );
+        }
+        let clashes = self.commands.set_plugin_commands(
+            &name,
+            manifest.commands.iter().map(|c| (c.name.clone(), c.subcommands)),
+        );
+        for command in clashes {
+            tracing::warn!(message = "command already owned by another plugin; not routed here", plugin = %name, command = %command);
+        }
+        let slot = Slot::new(
+            manifest,
+            self.runtime.clone(),
+            self.bus.clone(),
+            self.sink.clone(),
+            shared,
+            self.options.sample_interval,
+        );
+        let task = tokio::spawn(slot.run(control_rx, true));
+        if let Some(entry) = self.slots.read().get(&name) {
+            *entry.task.lock() = Some(task);
+        }
+        Ok(())
+    }
+
+    fn entry(&self, name: &str) -> Result<Arc<Entry>, ManagerError> {
+        self.slots
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ManagerError::UnknownPlugin(name.to_owned()))
+    }
+
+    /// One plugin's status.
+    pub fn status(&self, name: &str) -> Option<PluginStatus> {
+        let entry = self.slots.read().get(name).cloned()?;
+        let cell = entry.shared.lock();
+        Some(cell.0.snapshot(cell.1))
+    }
+
+    /// Every plugin's status, in name order.
+    pub fn snapshot(&self) -> Vec<PluginStatus> {
+        let entries: Vec<Arc<Entry>> = self.slots.read().values().cloned().collect();
+        entries
+            .iter()
+            .map(|entry| {
+                let cell = entry.shared.lock();
+                cell.0.snapshot(cell.1)
+            })
+            .collect()
+    }
+
+    /// Waits until the plugin is RUNNING (`Ok`) or FAILED (`Err`), at most `timeout`.
+    pub async fn wait_running(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<PluginStatus, ManagerError> {
+        let entry = self.entry(name)?;
+        let mut state: watch::Receiver<PluginState> = entry.shared.lock().0.watch_state();
+        let outcome = tokio::time::timeout(
+            timeout,
+            state.wait_for(|s| matches!(s, PluginState::Running | PluginState::Failed)),
+        )
+        .await;
+        let status =
+            self.status(name).ok_or_else(|| ManagerError::UnknownPlugin(name.to_owned()))?;
+        match outcome {
+            Ok(Ok(_)) if status.state == PluginState::Running => Ok(status),
+            Ok(Ok(_)) => Err(ManagerError::Failed(
+                status.last_error.unwrap_or_else(|| format!("{name} failed")),
+            )),
+            Ok(Err(_)) => Err(ManagerError::Gone(name.to_owned())),
+            Err(_) => Err(ManagerError::Timeout {
+                name: name.to_owned(),
+                state: status.state,
+                waited: timeout,
+            }),
+        }
+    }
+
+    /// Stops a plugin: it unsubscribes and its instance gets `shutdown`, then SIGKILL after the grace
+    /// period. Returns once it has stopped.
+    pub async fn stop(&self, name: &str) -> Result<(), ManagerError> {
+        let entry = self.entry(name)?;
+        let (done, wait) = oneshot::channel();
+        entry
+            .control
+            .send(Control::Stop { done })
+            .await
+            .map_err(|_| ManagerError::Gone(name.to_owned()))?;
+        wait.await.map_err(|_| ManagerError::Gone(name.to_owned()))
+    }
+
+    /// Stops (if running) and starts a plugin again, clearing FAILED. Returns once it serves, or why
+    /// its start failed.
+    pub async fn restart(&self, name: &str) -> Result<PluginStatus, ManagerError> {
+        let entry = self.entry(name)?;
+        let (done, wait) = oneshot::channel();
+        entry
+            .control
+            .send(Control::Restart { done })
+            .await
+            .map_err(|_| ManagerError::Gone(name.to_owned()))?;
+        match wait.await {
+            Ok(Ok(())) => {
+                self.status(name).ok_or_else(|| ManagerError::UnknownPlugin(name.to_owned()))
+            }
+            Ok(Err(reason)) => Err(ManagerError::Failed(reason)),
+            Err(_) => Err(ManagerError::Gone(name.to_owned())),
+        }
+    }
+
+    /// Stops every plugin (in parallel, each bounded by the stop timeout) and ends their slots.
+    pub async fn shutdown(&self) {
+        let entries: Vec<(String, Arc<Entry>)> =
+            std::mem::take(&mut *self.slots.write()).into_iter().collect();
+        let timeout = self.options.stop_timeout;
+        let stops = entries.into_iter().map(|(name, entry)| async move {
+            self.commands.remove_plugin(&name);
+            let (done, wait) = oneshot::channel();
+            if entry.control.send(Control::Shutdown { done }).await.is_ok()
+                && tokio::time::timeout(timeout, wait).await.is_err()
+            {
+                tracing::warn!(message = "plugin did not stop in time", plugin = %name, timeout = ?timeout);
+            }
+            let task = entry.task.lock().take();
+            if let Some(task) = task {
+                task.abort();
+            }
+        });
+        futures_util::future::join_all(stops).await;
+    }
+}
+
+#[async_trait]
+impl PluginControl for PluginManager {
+    async fn list(&self) -> Vec<PluginStatus> {
+        self.snapshot()
+    }
+
+    async fn status(&self, name: &str) -> Result<PluginStatus, ControlError> {
+        PluginManager::status(self, name)
+            .ok_or_else(|| ControlError::UnknownPlugin(name.to_owned()))
+    }
+
+    async fn restart(&self, name: &str) -> Result<PluginStatus, ControlError> {
+        PluginManager::restart(self, name).await.map_err(|e| match e {
+            ManagerError::UnknownPlugin(name) => ControlError::UnknownPlugin(name),
+            other => ControlError::Failed(other.to_string()),
+        })
+    }
+}

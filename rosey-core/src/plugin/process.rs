@@ -1,0 +1,377 @@
+//! [`ProcessRuntime`]: each plugin instance is a child process speaking protocol v1 over stdio.
+//!
+//! Isolation and cleanup: the child runs in its own process group with the plugin's folder as working
+//! directory and without the host's `ROSEY_*` environment variables (they carry secrets). It gets
+//! SIGKILL when the host thread that spawned it dies (Linux parent-death signal), and its stdin closes
+//! when the host goes away, so it cannot outlive a host that is SIGKILLed or panics. Stopping an
+//! instance kills its whole process group.
+//!
+//! Bounded memory: stdout lines over [`MAX_LINE_BYTES`] are discarded (reported as malformed), stdout
+//! is read only as fast as the slot consumes it (a flooding plugin blocks on its own pipe), and stderr is
+//! logged line by line with a rate limit.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rosey_plugin::protocol::{Decoded, HostMessage, MAX_LINE_BYTES, PluginMessage};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::{mpsc, oneshot};
+
+use super::manifest::Manifest;
+use super::runtime::{ExitReason, Instance, InstanceOutput, PluginRuntime, RuntimeError};
+
+/// Longest stderr line logged as is; longer ones are cut.
+const MAX_STDERR_LINE: usize = 16 * 1024;
+/// Stderr lines logged per second and plugin instance before the rest are counted and summarized.
+const STDERR_LINES_PER_SECOND: u32 = 100;
+/// Outputs buffered between the stdout reader and the slot (back-pressure beyond that).
+const OUTPUT_BUFFER: usize = 1024;
+
+/// The child-process [`PluginRuntime`], the default.
+#[derive(Debug, Clone)]
+pub struct ProcessRuntime {
+    search_dirs: Vec<PathBuf>,
+}
+
+impl Default for ProcessRuntime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProcessRuntime {
+    /// A runtime that resolves a bare program name in the plugin's folder, then next to the running
+    /// executable (where cargo puts the bundled plugins), then on `PATH`.
+    pub fn new() -> Self {
+        let mut search_dirs = Vec::new();
+        if let Ok(exe) = std::env::current_exe()
+            && let Some(dir) = exe.parent()
+        {
+            search_dirs.push(dir.to_path_buf());
+            // Test binaries live in target/<profile>/deps; the plugins one level up.
+            if dir.ends_with("deps")
+                && let Some(parent) = dir.parent()
+            {
+                search_dirs.push(parent.to_path_buf());
+            }
+        }
+        Self { search_dirs }
+    }
+
+    /// Adds a directory searched for bare program names, after the plugin's folder and before the
+    /// defaults.
+    pub fn with_search_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.search_dirs.insert(0, dir.into());
+        self
+    }
+
+    /// Where `manifest.exec[0]` resolves to: a path with a `/` is taken relative to the plugin's
+    /// folder; a bare name is searched in the folder, the search directories, then `PATH`.
+    pub fn resolve_program(&self, manifest: &Manifest) -> Result<PathBuf, RuntimeError> {
+        let program = manifest.exec.first().map(String::as_str).unwrap_or_default();
+        if program.contains('/') {
+            let path = manifest.dir.join(program);
+            return if path.is_file() {
+                Ok(path)
+            } else {
+                Err(RuntimeError::Exec(format!("{} not found", path.display())))
+            };
+        }
+        let path_dirs = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .unwrap_or_default();
+        std::iter::once(manifest.dir.clone())
+            .chain(self.search_dirs.iter().cloned())
+            .chain(path_dirs)
+            .map(|dir| dir.join(program))
+            .find(|candidate| is_executable(candidate))
+            .ok_or_else(|| {
+                RuntimeError::Exec(format!(
+                    "{program} not found in {}, next to the rosey executable, or on PATH \
+                     (bundled plugins are built by `cargo build --release`)",
+                    manifest.dir.display()
+                ))
+            })
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[async_trait]
+impl PluginRuntime for ProcessRuntime {
+    async fn start(&self, manifest: &Manifest) -> Result<Instance, RuntimeError> {
+        let program = self.resolve_program(manifest)?;
+        let mut command = Command::new(&program);
+        command
+            .args(manifest.exec.iter().skip(1))
+            .current_dir(&manifest.dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("ROSEY_") {
+                command.env_remove(key);
+            }
+        }
+        command.env("ROSEY_PLUGIN_NAME", &manifest.name);
+        sys::die_with_parent(&mut command);
+        let mut child = command
+            .spawn()
+            .map_err(|e| RuntimeError::Exec(format!("{}: {e}", program.display())))?;
+        let pid = child.id();
+        let (stdin, stdout, stderr) =
+            match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
+                (Some(stdin), Some(stdout), Some(stderr)) => (stdin, stdout, stderr),
+                _ => return Err(RuntimeError::Exec("child has no stdio pipes".to_owned())),
+            };
+        let name = manifest.name.clone();
+        let (input_tx, input_rx) = mpsc::unbounded_channel();
+        let (output_tx, output_rx) = mpsc::channel(OUTPUT_BUFFER);
+        let (kill_tx, kill_rx) = oneshot::channel();
+
+        tokio::spawn(write_stdin(stdin, input_rx));
+        tokio::spawn(log_stderr(BufReader::new(stderr), name.clone(), pid));
+        let reader = tokio::spawn(read_stdout(BufReader::new(stdout), output_tx.clone()));
+        tokio::spawn(watch_exit(child, pid, kill_rx, reader, output_tx));
+        tracing::debug!(message = "plugin process spawned", plugin = %name, pid, program = %program.display());
+        Ok(Instance::new(pid, input_tx, output_rx, kill_tx))
+    }
+}
+
+/// Writes host messages to the child's stdin, batching what is queued; closing the channel closes
+/// stdin, which tells the plugin the host is gone.
+async fn write_stdin(mut stdin: ChildStdin, mut input: mpsc::UnboundedReceiver<HostMessage>) {
+    let mut buf = Vec::with_capacity(4096);
+    while let Some(message) = input.recv().await {
+        buf.extend_from_slice(&message.to_line());
+        while buf.len() < 64 * 1024 {
+            match input.try_recv() {
+                Ok(more) => buf.extend_from_slice(&more.to_line()),
+                Err(_) => break,
+            }
+        }
+        if stdin.write_all(&buf).await.is_err() || stdin.flush().await.is_err() {
+            // The child is gone or closed stdin; the exit watcher reports it.
+            return;
+        }
+        buf.clear();
+    }
+}
+
+/// How a bounded line read ended.
+#[derive(Debug, PartialEq, Eq)]
+enum LineRead {
+    /// A whole line is in the buffer (newline and any `\r` removed).
+    Line,
+    /// The line was longer than the limit; it was discarded.
+    TooLong(usize),
+    /// End of input with nothing pending.
+    Eof,
+}
+
+/// Reads one line of at most `max` bytes into `buf` (cleared first), never holding more than `max`
+/// bytes of it in memory.
+async fn read_line_limited<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<LineRead> {
+    buf.clear();
+    let mut discarded = 0usize;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(match (discarded, buf.is_empty()) {
+                (0, true) => LineRead::Eof,
+                (0, false) => LineRead::Line,
+                (n, _) => LineRead::TooLong(n),
+            });
+        }
+        let (chunk, found) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (&available[..i], Some(i + 1)),
+            None => (available, None),
+        };
+        if discarded > 0 || buf.len() + chunk.len() > max {
+            discarded += buf.len() + chunk.len();
+            buf.clear();
+        } else {
+            buf.extend_from_slice(chunk);
+        }
+        let consumed = found.unwrap_or(available.len());
+        reader.consume(consumed);
+        if found.is_some() {
+            if discarded > 0 {
+                return Ok(LineRead::TooLong(discarded));
+            }
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+            return Ok(LineRead::Line);
+        }
+    }
+}
+
+/// Decodes the child's stdout into outputs until EOF.
+async fn read_stdout<R: AsyncBufRead + Unpin>(mut stdout: R, output: mpsc::Sender<InstanceOutput>) {
+    let mut line = Vec::with_capacity(1024);
+    loop {
+        let item = match read_line_limited(&mut stdout, &mut line, MAX_LINE_BYTES).await {
+            Ok(LineRead::Eof) | Err(_) => return,
+            Ok(LineRead::TooLong(n)) => InstanceOutput::Malformed(format!(
+                "line of {n} bytes over the {MAX_LINE_BYTES}-byte limit"
+            )),
+            Ok(LineRead::Line) if line.iter().all(u8::is_ascii_whitespace) => continue,
+            Ok(LineRead::Line) => match PluginMessage::decode(&line) {
+                Ok(Decoded::Message(message)) => InstanceOutput::Message(message),
+                Ok(Decoded::Unknown(kind)) => InstanceOutput::Unknown(kind),
+                Err(err) => InstanceOutput::Malformed(err.to_string()),
+            },
+        };
+        if output.send(item).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Logs the child's stderr under the plugin's name, at most [`STDERR_LINES_PER_SECOND`] lines a
+/// second; the rest are counted and summarized.
+async fn log_stderr<R: AsyncBufRead + Unpin>(mut stderr: R, plugin: String, pid: Option<u32>) {
+    let mut line = Vec::with_capacity(256);
+    let mut window = Instant::now();
+    let mut logged = 0u32;
+    let mut suppressed = 0u64;
+    loop {
+        let text = match read_line_limited(&mut stderr, &mut line, MAX_STDERR_LINE).await {
+            Ok(LineRead::Eof) | Err(_) => break,
+            Ok(LineRead::TooLong(n)) => format!("<{n}-byte line cut>"),
+            Ok(LineRead::Line) => String::from_utf8_lossy(&line).into_owned(),
+        };
+        if window.elapsed() >= Duration::from_secs(1) {
+            if suppressed > 0 {
+                tracing::warn!(message = "plugin stderr lines dropped (rate limit)", plugin = %plugin, pid, suppressed);
+            }
+            window = Instant::now();
+            logged = 0;
+            suppressed = 0;
+        }
+        if logged < STDERR_LINES_PER_SECOND {
+            logged += 1;
+            tracing::info!(target: "rosey::plugin::stderr", plugin = %plugin, pid, "{text}");
+        } else {
+            suppressed += 1;
+        }
+    }
+    if suppressed > 0 {
+        tracing::warn!(message = "plugin stderr lines dropped (rate limit)", plugin = %plugin, pid, suppressed);
+    }
+}
+
+/// Waits for the child to exit (or kills it on request or when the instance is dropped), cleans up
+/// its process group, lets the stdout reader finish, and reports the exit last.
+async fn watch_exit(
+    mut child: Child,
+    pid: Option<u32>,
+    kill: oneshot::Receiver<()>,
+    reader: tokio::task::JoinHandle<()>,
+    output: mpsc::Sender<InstanceOutput>,
+) {
+    let status = tokio::select! {
+        status = child.wait() => status,
+        _ = kill => {
+            if let Some(pid) = pid {
+                sys::kill_group(pid);
+            }
+            let _ = child.start_kill();
+            child.wait().await
+        }
+    };
+    // Whatever the plugin left behind in its group goes with it.
+    if let Some(pid) = pid {
+        sys::kill_group(pid);
+    }
+    let reason = match status {
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt;
+            match (status.code(), status.signal()) {
+                (Some(code), _) => ExitReason::Code(code),
+                (None, Some(signal)) => ExitReason::Signal(signal),
+                (None, None) => ExitReason::Stopped("exited".to_owned()),
+            }
+        }
+        Err(e) => ExitReason::Stopped(format!("lost track of the process: {e}")),
+    };
+    // Give the reader time to deliver what the plugin wrote before dying.
+    let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
+    let _ = output.send(InstanceOutput::Exited(reason)).await;
+}
+
+/// The few system calls std does not wrap.
+#[allow(unsafe_code)]
+mod sys {
+    use tokio::process::Command;
+
+    /// Arranges for the child to get SIGKILL when the spawning thread (the host) dies.
+    pub(super) fn die_with_parent(command: &mut Command) {
+        let parent = std::process::id();
+        // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
+        // calls (prctl, getppid); it allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died between fork and prctl.
+                if libc::getppid() as u32 != parent {
+                    return Err(std::io::Error::other("host exited during plugin start"));
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// SIGKILL to the process group led by `pid` (the plugin and anything it spawned).
+    pub(super) fn kill_group(pid: u32) {
+        if let Ok(pid) = i32::try_from(pid)
+            && pid > 0
+        {
+            // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lines(input: &[u8], max: usize) -> Vec<Result<String, usize>> {
+        let mut reader = BufReader::with_capacity(4, input);
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            match read_line_limited(&mut reader, &mut buf, max).await.unwrap() {
+                LineRead::Eof => return out,
+                LineRead::Line => out.push(Ok(String::from_utf8(buf.clone()).unwrap())),
+                LineRead::TooLong(n) => out.push(Err(n)),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_discarded_without_losing_the_next_ones() {
+        let got = lines(b"short\r\n0123456789abcdef\nok\nlast-without-newline", 8).await;
+        assert_eq!(got, [Ok("short".into()), Err(16), Ok("ok".into()), Err(20)],);
+        assert_eq!(lines(b"a\n\nb", 8).await, [Ok("a".into()), Ok("".into()), Ok("b".into())]);
+    }
+}

@@ -1,0 +1,279 @@
+//! CPU and memory of a plugin process, read from `/proc`, and the limit rule.
+//!
+//! [`ProcessSampler`] reads `/proc/<pid>/stat` (CPU ticks) and `/proc/<pid>/statm` (resident pages).
+//! CPU % is the share of one core used between two samples (100 % = one full core); the first sample
+//! of a sampler reports the average since the process started. Memory is resident set size in MB,
+//! where 1 MB = 1 048 576 bytes. [`LimitWatch`] flags a process over a limit on two samples in a row
+//! (DESIGN §5).
+
+use std::time::Instant;
+
+/// One measurement of a process.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ResourceSample {
+    /// CPU use since the previous sample, in percent of one core.
+    pub cpu_percent: f64,
+    /// Resident memory, MB (MiB).
+    pub memory_mb: f64,
+    /// When it was taken.
+    pub at: Instant,
+}
+
+/// Why a sample could not be taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SampleError {
+    /// The process no longer exists.
+    #[error("process is gone")]
+    Gone,
+    /// `/proc` said something unexpected.
+    #[error("cannot parse /proc: {0}")]
+    Parse(String),
+}
+
+/// Samples one process; keeps the previous reading to compute CPU use between samples.
+#[derive(Debug, Clone)]
+pub struct ProcessSampler {
+    pid: u32,
+    previous: Option<(u64, Instant)>,
+    ticks_per_second: f64,
+    page_size: f64,
+}
+
+impl ProcessSampler {
+    /// A sampler for process `pid`.
+    pub fn new(pid: u32) -> Self {
+        let (ticks_per_second, page_size) = sys::clock_and_page();
+        Self { pid, previous: None, ticks_per_second, page_size }
+    }
+
+    /// Takes a sample.
+    pub fn sample(&mut self) -> Result<ResourceSample, SampleError> {
+        let read = |file: &str| {
+            std::fs::read_to_string(format!("/proc/{}/{file}", self.pid)).map_err(|e| {
+                match e.kind() {
+                    std::io::ErrorKind::NotFound => SampleError::Gone,
+                    _ if e.raw_os_error() == Some(libc::ESRCH) => SampleError::Gone,
+                    _ => SampleError::Parse(e.to_string()),
+                }
+            })
+        };
+        let stat = parse_stat(&read("stat")?)?;
+        if stat.state == 'Z' || stat.state == 'X' {
+            return Err(SampleError::Gone);
+        }
+        let resident_pages = parse_statm(&read("statm")?)?;
+        let now = Instant::now();
+        let cpu_percent = match self.previous {
+            Some((ticks, at)) => {
+                let wall = now.saturating_duration_since(at).as_secs_f64();
+                if wall > 0.0 {
+                    (stat.cpu_ticks.saturating_sub(ticks) as f64 / self.ticks_per_second) / wall
+                        * 100.0
+                } else {
+                    0.0
+                }
+            }
+            None => self.average_since_start(&stat),
+        };
+        self.previous = Some((stat.cpu_ticks, now));
+        Ok(ResourceSample {
+            cpu_percent,
+            memory_mb: resident_pages as f64 * self.page_size / 1_048_576.0,
+            at: now,
+        })
+    }
+
+    fn average_since_start(&self, stat: &Stat) -> f64 {
+        let uptime = std::fs::read_to_string("/proc/uptime")
+            .ok()
+            .and_then(|u| u.split_whitespace().next().and_then(|s| s.parse::<f64>().ok()));
+        let Some(uptime) = uptime else { return 0.0 };
+        let age = uptime - stat.start_ticks as f64 / self.ticks_per_second;
+        if age > 0.0 { stat.cpu_ticks as f64 / self.ticks_per_second / age * 100.0 } else { 0.0 }
+    }
+}
+
+/// The fields of `/proc/<pid>/stat` we use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    state: char,
+    cpu_ticks: u64,
+    start_ticks: u64,
+}
+
+/// Parses `/proc/<pid>/stat`. The command name is in parentheses and may contain anything, `)`
+/// included, so fields are counted from the last `)`.
+fn parse_stat(text: &str) -> Result<Stat, SampleError> {
+    let bad = |what: &str| SampleError::Parse(format!("stat: {what}"));
+    let rest = text.rfind(')').map(|i| &text[i + 1..]).ok_or_else(|| bad("no command name"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3 of the file, utime 14, stime 15, starttime 22.
+    let field = |n: usize| fields.get(n - 3).copied().ok_or_else(|| bad("too few fields"));
+    let number = |n: usize| -> Result<u64, SampleError> {
+        field(n)?.parse::<u64>().map_err(|_| bad(&format!("field {n} is not a number")))
+    };
+    let state = field(3)?.chars().next().ok_or_else(|| bad("empty state"))?;
+    Ok(Stat { state, cpu_ticks: number(14)? + number(15)?, start_ticks: number(22)? })
+}
+
+/// Parses `/proc/<pid>/statm`: the second field is resident pages.
+fn parse_statm(text: &str) -> Result<u64, SampleError> {
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| SampleError::Parse("statm: no resident page count".to_owned()))
+}
+
+/// The verdict of a [`LimitWatch`] on a sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Within limits, or over for the first time.
+    Ok,
+    /// Over a limit on two samples in a row; says which, e.g. `memory 260 MB over limit 200 MB`.
+    Over {
+        /// The measurement and the limit.
+        reason: String,
+    },
+}
+
+/// Applies a plugin's limits to its samples: over a limit twice in a row is a verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitWatch {
+    memory_mb: Option<f64>,
+    cpu_percent: Option<f64>,
+    memory_streak: u32,
+    cpu_streak: u32,
+}
+
+impl LimitWatch {
+    /// Watches for `memory_mb` and `cpu_percent` (either may be absent).
+    pub fn new(memory_mb: Option<f64>, cpu_percent: Option<f64>) -> Self {
+        Self { memory_mb, cpu_percent, memory_streak: 0, cpu_streak: 0 }
+    }
+
+    /// Takes one sample into account.
+    pub fn check(&mut self, sample: &ResourceSample) -> Verdict {
+        let over = |value: f64, limit: Option<f64>, streak: &mut u32| match limit {
+            Some(limit) if value > limit => {
+                *streak += 1;
+                *streak >= 2
+            }
+            _ => {
+                *streak = 0;
+                false
+            }
+        };
+        let memory_over = over(sample.memory_mb, self.memory_mb, &mut self.memory_streak);
+        let cpu_over = over(sample.cpu_percent, self.cpu_percent, &mut self.cpu_streak);
+        if memory_over {
+            let limit = self.memory_mb.unwrap_or_default();
+            return Verdict::Over {
+                reason: format!("memory {:.0} MB over limit {limit:.0} MB", sample.memory_mb),
+            };
+        }
+        if cpu_over {
+            let limit = self.cpu_percent.unwrap_or_default();
+            return Verdict::Over {
+                reason: format!("cpu {:.0}% over limit {limit:.0}%", sample.cpu_percent),
+            };
+        }
+        Verdict::Ok
+    }
+}
+
+#[allow(unsafe_code)]
+mod sys {
+    /// Clock ticks per second and page size in bytes, with Linux's usual values as fallback.
+    pub(super) fn clock_and_page() -> (f64, f64) {
+        // SAFETY: sysconf only reads system constants.
+        let (ticks, page) =
+            unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+        (if ticks > 0 { ticks as f64 } else { 100.0 }, if page > 0 { page as f64 } else { 4096.0 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    const STAT: &str =
+        "1234 (a) b (c) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 9876 1000 200";
+
+    #[test]
+    fn stat_is_parsed_from_the_last_parenthesis() {
+        let stat = parse_stat(STAT).unwrap();
+        assert_eq!(stat, Stat { state: 'S', cpu_ticks: 300, start_ticks: 9876 });
+    }
+
+    #[test]
+    fn odd_proc_content_is_an_error_not_a_panic() {
+        assert!(parse_stat("").is_err());
+        assert!(parse_stat("12 (x) S 1 2").is_err());
+        assert!(parse_stat("12 (x) S 1 1 1 0 -1 0 0 0 0 0 ten 5 0 0 0 0 1 0 9 0 0").is_err());
+        assert!(parse_statm("").is_err());
+        assert!(parse_statm("100 abc").is_err());
+        assert_eq!(parse_statm("1000 250 30 1 0 100 0\n").unwrap(), 250);
+    }
+
+    fn sample(cpu: f64, mem: f64) -> ResourceSample {
+        ResourceSample { cpu_percent: cpu, memory_mb: mem, at: Instant::now() }
+    }
+
+    #[test]
+    fn a_limit_counts_only_when_exceeded_twice_in_a_row() {
+        let mut w = LimitWatch::new(Some(200.0), Some(50.0));
+        assert_eq!(w.check(&sample(10.0, 260.0)), Verdict::Ok);
+        assert_eq!(w.check(&sample(10.0, 150.0)), Verdict::Ok, "a dip resets the streak");
+        assert_eq!(w.check(&sample(10.0, 260.0)), Verdict::Ok);
+        assert_eq!(
+            w.check(&sample(10.0, 260.4)),
+            Verdict::Over { reason: "memory 260 MB over limit 200 MB".into() }
+        );
+        let mut w = LimitWatch::new(None, Some(50.0));
+        w.check(&sample(97.0, 1.0));
+        assert_eq!(
+            w.check(&sample(97.2, 1.0)),
+            Verdict::Over { reason: "cpu 97% over limit 50%".into() }
+        );
+    }
+
+    #[test]
+    fn this_process_has_memory() {
+        let s = ProcessSampler::new(std::process::id()).sample().unwrap();
+        assert!(s.memory_mb > 0.0);
+    }
+
+    #[test]
+    fn a_spinning_child_shows_cpu_and_a_reaped_one_is_gone() {
+        let mut child = Command::new("sh").args(["-c", "while :; do :; done"]).spawn().unwrap();
+        let mut sampler = ProcessSampler::new(child.id());
+        sampler.sample().unwrap();
+        // The measurement window is the point here, not synchronisation.
+        std::thread::sleep(Duration::from_millis(300));
+        let s = sampler.sample().unwrap();
+        assert!(s.cpu_percent > 20.0, "{s:?}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(sampler.sample(), Err(SampleError::Gone));
+    }
+
+    #[test]
+    fn a_child_holding_64_mb_shows_it() {
+        let mut child = Command::new("python3")
+            .args(["-c", "b = b'x' * (64*1024*1024); import sys; sys.stdout.write('ok\\n'); sys.stdout.flush(); sys.stdin.read()"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line, "ok\n");
+        let s = ProcessSampler::new(child.id()).sample().unwrap();
+        assert!(s.memory_mb >= 60.0, "{s:?}");
+        drop(child.stdin.take());
+        child.wait().unwrap();
+    }
+}

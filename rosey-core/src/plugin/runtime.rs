@@ -1,0 +1,161 @@
+//! [`PluginRuntime`]: how one plugin instance is started, and the [`Instance`] handle it returns.
+//!
+//! An instance is a duplex of protocol messages: the slot sends [`HostMessage`]s and receives
+//! [`InstanceOutput`]s, the last of which is always [`InstanceOutput::Exited`]. The runtime does the
+//! transport (a child process over stdio for [`ProcessRuntime`](super::ProcessRuntime), a task for
+//! [`InProcessRuntime`](super::InProcessRuntime)); the protocol logic (handshake, events, pings,
+//! supervision) lives once, in the plugin slot, whatever the runtime.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use rosey_plugin::protocol::{HostMessage, PluginMessage};
+use tokio::sync::{mpsc, oneshot};
+
+use super::manifest::Manifest;
+
+/// Why an instance could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The program could not be found or executed.
+    #[error("exec failed: {0}")]
+    Exec(String),
+    /// The runtime knows no plugin of that name (in-process runtime).
+    #[error("no in-process plugin named {0:?}")]
+    UnknownPlugin(String),
+}
+
+/// How an instance ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    /// The process exited with this status code.
+    Code(i32),
+    /// The process was killed by this signal.
+    Signal(i32),
+    /// The runtime stopped it (kill requested, or the in-process task ended or panicked).
+    Stopped(String),
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Code(code) => write!(f, "exited with code {code}"),
+            Self::Signal(9) => write!(f, "killed by SIGKILL"),
+            Self::Signal(signal) => write!(f, "killed by signal {signal}"),
+            Self::Stopped(why) => f.write_str(why),
+        }
+    }
+}
+
+/// What comes out of an instance, in the order it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InstanceOutput {
+    /// A well-formed protocol message.
+    Message(PluginMessage),
+    /// A line that is not a valid message (or is over the line limit); says why.
+    Malformed(String),
+    /// A well-formed message of a type the host does not know; ignored by the host.
+    Unknown(String),
+    /// The instance is gone. Always the last output.
+    Exited(ExitReason),
+}
+
+/// A running plugin instance. Dropping it kills the instance.
+#[derive(Debug)]
+pub struct Instance {
+    pid: Option<u32>,
+    input: mpsc::UnboundedSender<HostMessage>,
+    output: mpsc::Receiver<InstanceOutput>,
+    kill: Option<oneshot::Sender<()>>,
+}
+
+/// The parts of an [`Instance`], for a slot that polls the outputs of several instances together.
+#[derive(Debug)]
+pub struct InstanceParts {
+    /// Process id, when the instance is a process.
+    pub pid: Option<u32>,
+    /// Where to send messages to the instance.
+    pub input: InstanceInput,
+    /// Everything the instance says, ending with [`InstanceOutput::Exited`].
+    pub output: mpsc::Receiver<InstanceOutput>,
+    /// Kills the instance when used or dropped.
+    pub kill: KillSwitch,
+}
+
+/// Sends messages to an instance. Never blocks: the slot bounds what it sends by its in-flight limit.
+#[derive(Debug, Clone)]
+pub struct InstanceInput(mpsc::UnboundedSender<HostMessage>);
+
+impl InstanceInput {
+    /// Queues `message` for the instance; `false` when the instance is gone.
+    pub fn send(&self, message: HostMessage) -> bool {
+        self.0.send(message).is_ok()
+    }
+}
+
+/// Kills an instance (SIGKILL to its process group for a process) when [`KillSwitch::kill`] is called
+/// or the switch is dropped.
+#[derive(Debug)]
+pub struct KillSwitch(Option<oneshot::Sender<()>>);
+
+impl KillSwitch {
+    /// Kills the instance now. Its output still ends with [`InstanceOutput::Exited`].
+    pub fn kill(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Instance {
+    /// Assembles an instance from its channels; used by runtimes. `kill` fires (or is dropped) to stop
+    /// the instance; the runtime must then still send [`InstanceOutput::Exited`] last.
+    pub fn new(
+        pid: Option<u32>,
+        input: mpsc::UnboundedSender<HostMessage>,
+        output: mpsc::Receiver<InstanceOutput>,
+        kill: oneshot::Sender<()>,
+    ) -> Self {
+        Self { pid, input, output, kill: Some(kill) }
+    }
+
+    /// Process id, when the instance is a process.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// Queues `message` for the instance; `false` when the instance is gone.
+    pub fn send(&self, message: HostMessage) -> bool {
+        self.input.send(message).is_ok()
+    }
+
+    /// The next output; `None` only after [`InstanceOutput::Exited`] was received.
+    pub async fn recv(&mut self) -> Option<InstanceOutput> {
+        self.output.recv().await
+    }
+
+    /// Kills the instance now.
+    pub fn kill(&mut self) {
+        if let Some(tx) = self.kill.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Splits the instance into its parts.
+    pub fn into_parts(mut self) -> InstanceParts {
+        InstanceParts {
+            pid: self.pid,
+            input: InstanceInput(self.input.clone()),
+            output: std::mem::replace(&mut self.output, mpsc::channel(1).1),
+            kill: KillSwitch(self.kill.take()),
+        }
+    }
+}
+
+/// Starts plugin instances. One runtime serves many plugins; each `start` makes one new instance.
+#[async_trait]
+pub trait PluginRuntime: Send + Sync + 'static {
+    /// Starts an instance of the plugin described by `manifest`. Returns once it runs (for a process:
+    /// once spawned); the protocol handshake is the caller's.
+    async fn start(&self, manifest: &Manifest) -> Result<Instance, RuntimeError>;
+}

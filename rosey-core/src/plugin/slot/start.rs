@@ -1,0 +1,174 @@
+//! Starting an instance: one code path for first start, crash restart and operator restart.
+
+use super::*;
+
+impl Slot {
+    pub(super) async fn begin_start(&mut self, purpose: Purpose) {
+        if self.subscription.is_none()
+            && let Err(reason) = self.subscribe().await
+        {
+            self.start_failed(purpose, format!("subscribe failed: {reason}")).await;
+            return;
+        }
+        self.set_state(PluginState::Starting);
+        let instance = match self.runtime.start(&self.manifest).await {
+            Ok(instance) => instance,
+            Err(err) => {
+                self.start_failed(purpose, err.to_string()).await;
+                return;
+            }
+        };
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let parts = instance.into_parts();
+        self.outputs.push(Tagged { generation, output: parts.output });
+        let sent = parts.input.send(HostMessage::Init {
+            protocol: PROTOCOL_VERSION,
+            name: self.manifest.name.clone(),
+            config: self.manifest.config.clone(),
+        });
+        if !sent {
+            tracing::debug!(message = "plugin gone before init", plugin = %self.name());
+        }
+        self.starting = Some(Starting {
+            generation,
+            pid: parts.pid,
+            input: parts.input,
+            kill: parts.kill,
+            phase: Phase::AwaitReady,
+            deadline: Instant::now() + self.manifest.timeouts.ready,
+            version: None,
+            purpose,
+        });
+    }
+
+    pub(super) async fn subscribe(&mut self) -> Result<(), String> {
+        let mut all = SelectAll::new();
+        for subject in self.manifest.subjects() {
+            let sub = self
+                .bus
+                .queue_subscribe(&subject, &self.manifest.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            all.push(sub);
+        }
+        self.subscription = Some(all);
+        Ok(())
+    }
+
+    pub(super) async fn on_start_output(&mut self, output: InstanceOutput) {
+        let Some(starting) = self.starting.as_mut() else { return };
+        match output {
+            InstanceOutput::Message(PluginMessage::Ready { name, version, .. })
+                if matches!(starting.phase, Phase::AwaitReady) =>
+            {
+                if name != self.manifest.name {
+                    tracing::warn!(message = "plugin reports another name", plugin = %self.manifest.name, reported = %name);
+                }
+                if version != self.manifest.version {
+                    tracing::warn!(message = "plugin version differs from its manifest", plugin = %self.manifest.name, manifest = %self.manifest.version, reported = %version);
+                }
+                starting.version = Some(version);
+                let id = self.next_ping;
+                self.next_ping += 1;
+                starting.input.send(HostMessage::Ping { id });
+                starting.phase = Phase::AwaitPong(id);
+                starting.deadline = Instant::now() + self.manifest.timeouts.health;
+            }
+            InstanceOutput::Message(PluginMessage::Pong { id }) if matches!(starting.phase, Phase::AwaitPong(expected) if expected == id) =>
+            {
+                self.promote().await;
+            }
+            InstanceOutput::Message(PluginMessage::Log { level, message }) => {
+                self.log_from_plugin(&level, &message);
+            }
+            InstanceOutput::Exited(reason) => {
+                let phase = match starting.phase {
+                    Phase::AwaitReady => "before ready",
+                    Phase::AwaitPong(_) => "before pong",
+                };
+                let reason = format!("exited {phase}: {reason}");
+                if let Some(starting) = self.starting.take() {
+                    self.start_failed(starting.purpose, reason).await;
+                }
+            }
+            InstanceOutput::Malformed(reason) => self.note_malformed(&reason),
+            other => {
+                tracing::debug!(message = "plugin output ignored during start", plugin = %self.manifest.name, output = ?other);
+            }
+        }
+    }
+
+    pub(super) async fn on_start_timeout(&mut self) {
+        let Some(mut starting) = self.starting.take() else { return };
+        let secs = |d: Duration| format!("{}s", d.as_secs_f64());
+        let reason = match starting.phase {
+            Phase::AwaitReady => format!("no ready within {}", secs(self.manifest.timeouts.ready)),
+            Phase::AwaitPong(_) => {
+                format!("no pong within {}", secs(self.manifest.timeouts.health))
+            }
+        };
+        starting.kill.kill();
+        self.start_failed(starting.purpose, reason).await;
+    }
+
+    /// The started instance passed its checks: it serves from now on.
+    pub(super) async fn promote(&mut self) {
+        let Some(starting) = self.starting.take() else { return };
+        let version = starting.version.unwrap_or_else(|| self.manifest.version.clone());
+        let now = Instant::now();
+        let running = Running {
+            generation: starting.generation,
+            pid: starting.pid,
+            version: version.clone(),
+            input: starting.input,
+            kill: starting.kill,
+            started_at: now,
+            in_flight: HashMap::new(),
+            kill_reason: None,
+            sampler: starting.pid.map(ProcessSampler::new),
+            limits: LimitWatch::new(
+                self.manifest.limits.memory_mb,
+                self.manifest.limits.cpu_percent,
+            ),
+        };
+        let pid = running.pid;
+        self.active = Some(running);
+        self.consecutive_timeouts = 0;
+        {
+            let mut cell = self.shared.lock();
+            cell.1 = Some(now);
+            cell.0.state.send_replace(PluginState::Running);
+            let status = &mut cell.0.status;
+            status.state = PluginState::Running;
+            status.pid = pid;
+            status.version = version.clone();
+            status.loaded_at = Some(now_millis());
+        }
+        tracing::info!(message = "plugin started", plugin = %self.manifest.name, version = %version, pid);
+        self.announce(LifecycleKind::Started, Some(version), pid, None).await;
+        match starting.purpose {
+            Purpose::CrashRestart => {
+                self.update(|s| s.restart_count += 1);
+                self.sink.plugin_restarted(&self.manifest.name);
+                let version = self.shared.lock().0.status.version.clone();
+                self.announce(LifecycleKind::Restarted, Some(version), pid, None).await;
+            }
+            Purpose::Start(Some(done)) => {
+                let _ = done.send(Ok(()));
+            }
+            Purpose::Start(None) => {}
+        }
+        self.pump().await;
+    }
+
+    /// A start failed: like a crash, it counts against the restart budget.
+    pub(super) async fn start_failed(&mut self, purpose: Purpose, reason: String) {
+        tracing::warn!(message = "plugin failed to start", plugin = %self.manifest.name, reason = %reason);
+        if let Purpose::Start(Some(done)) = purpose {
+            let _ = done.send(Err(reason.clone()));
+        }
+        let now = Instant::now();
+        self.after_crash(reason, now, None).await;
+    }
+}

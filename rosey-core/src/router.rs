@@ -1,0 +1,1 @@
+//! Placeholder: the router is being written.
