@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use rosey_core::bus::{EventBus, EventBusExt, MemoryBus, NatsBus, Subscription};
 use rosey_core::event::{ChatSend, CommandEvent, LifecycleEvent};
-use rosey_core::plugin::{Manifest, ManagerOptions, PluginManager, PluginState, ProcessRuntime};
+use rosey_core::plugin::{ManagerOptions, Manifest, PluginManager, PluginState, ProcessRuntime};
 use serde_json::Value;
 
 use crate::support::unique_prefix;
@@ -22,10 +22,16 @@ fn testbed() -> PathBuf {
 }
 
 /// A plugin folder in a fresh temp dir, running testbed.py with `flags`, owning `command`.
-pub(crate) fn testbed_manifest(name: &str, command: &str, flags: &[&str], extra_toml: &str) -> Manifest {
+pub(crate) fn testbed_manifest(
+    name: &str,
+    command: &str,
+    flags: &[&str],
+    extra_toml: &str,
+) -> Manifest {
     let dir = std::env::temp_dir().join(format!("rosey-plugin-{}", unique_prefix())).join(name);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut exec = vec![format!("{:?}", "python3"), format!("{:?}", testbed().display().to_string())];
+    let mut exec =
+        vec![format!("{:?}", "python3"), format!("{:?}", testbed().display().to_string())];
     exec.extend(flags.iter().map(|f| format!("{f:?}")));
     let toml = format!(
         "name = \"{name}\"\nversion = \"1.0.0\"\nexec = [{}]\ncommands = [\"{command}\"]\n{extra_toml}\n",
@@ -54,9 +60,11 @@ impl Bed {
     }
 
     async fn on(bus: Arc<dyn EventBus>) -> Self {
-        let manager = PluginManager::new(bus.clone(), Arc::new(ProcessRuntime::new())).with_options(
-            ManagerOptions { sample_interval: Duration::from_millis(100), ..ManagerOptions::default() },
-        );
+        let manager = PluginManager::new(bus.clone(), Arc::new(ProcessRuntime::new()))
+            .with_options(ManagerOptions {
+                sample_interval: Duration::from_millis(100),
+                ..ManagerOptions::default()
+            });
         let chat = bus.subscribe("cytube.chat.send").await.unwrap();
         let lifecycle = bus.subscribe("rosey.plugin.>").await.unwrap();
         Self { bus, manager, channel: unique_prefix(), chat, lifecycle }
@@ -90,11 +98,8 @@ impl Bed {
     /// Sends a command as a bus request; returns the slot's `{replies, error}` answer.
     pub(crate) async fn ask(&self, command: &str, args: &str) -> Value {
         let payload = Bytes::from(serde_json::to_vec(&self.event(command, args)).unwrap());
-        let reply = self
-            .bus
-            .request(&format!("rosey.command.{command}"), payload, PATIENCE)
-            .await
-            .unwrap();
+        let reply =
+            self.bus.request(&format!("rosey.command.{command}"), payload, PATIENCE).await.unwrap();
         serde_json::from_slice(reply.payload()).unwrap()
     }
 
@@ -134,7 +139,13 @@ fn pid_alive(pid: u32) -> bool {
 }
 
 fn kill9(pid: u32) {
-    assert!(std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
 }
 
 async fn command_round_trip(mut bed: Bed) {
@@ -221,7 +232,8 @@ async fn a_crash_mid_event_answers_that_event_with_an_error_and_does_not_replay_
 async fn a_crash_loop_ends_in_failed_until_an_operator_restarts_it() {
     let mut bed = Bed::memory().await;
     // Two attempts (after 0 s and 1 s) keep the test short; the rule is the same with five.
-    let manifest = testbed_manifest("doomed", "doomed", &["--exit-at-start"], "[restart]\nmax_attempts = 2");
+    let manifest =
+        testbed_manifest("doomed", "doomed", &["--exit-at-start"], "[restart]\nmax_attempts = 2");
     bed.manager.add(manifest).await.unwrap();
     let err = bed.manager.wait_running("doomed", PATIENCE).await.unwrap_err();
     assert!(err.to_string().contains("exited before ready: exited with code 3"), "{err}");
@@ -232,7 +244,8 @@ async fn a_crash_loop_ends_in_failed_until_an_operator_restarts_it() {
         bed.lifecycle("doomed", "crashed").await;
     }
     // Commands to a FAILED plugin find nobody listening.
-    let err = bed.bus.request("rosey.command.doomed", Bytes::from("{}"), PATIENCE).await.unwrap_err();
+    let err =
+        bed.bus.request("rosey.command.doomed", Bytes::from("{}"), PATIENCE).await.unwrap_err();
     assert!(err.to_string().contains("no responders"), "{err}");
     let err = bed.manager.restart("doomed").await.unwrap_err();
     assert!(err.to_string().contains("exited before ready"), "{err}");
@@ -332,7 +345,10 @@ async fn a_failing_health_handshake_names_the_step() {
     missing.exec = vec!["no-such-program-anywhere".into()];
     bed.manager.add(missing).await.unwrap();
     let err = bed.manager.wait_running("ghost", PATIENCE).await.unwrap_err();
-    assert!(err.to_string().starts_with("exec failed: no-such-program-anywhere not found"), "{err}");
+    assert!(
+        err.to_string().starts_with("exec failed: no-such-program-anywhere not found"),
+        "{err}"
+    );
     bed.manager.shutdown().await;
 }
 
@@ -345,7 +361,8 @@ async fn stopping_a_plugin_ends_its_process_and_unsubscribes_it() {
     bed.lifecycle("quitter", "stopped").await;
     assert!(!pid_alive(pid));
     assert_eq!(bed.manager.status("quitter").unwrap().state, PluginState::Stopped);
-    let err = bed.bus.request("rosey.command.quitter", Bytes::from("{}"), PATIENCE).await.unwrap_err();
+    let err =
+        bed.bus.request("rosey.command.quitter", Bytes::from("{}"), PATIENCE).await.unwrap_err();
     assert!(err.to_string().contains("no responders"), "{err}");
     bed.manager.restart("quitter").await.unwrap();
     assert_eq!(replies(&bed.ask("quitter", "echo back").await), ["back"]);
@@ -360,7 +377,11 @@ async fn a_bad_manifest_is_reported_with_its_file_and_key_and_the_others_load() 
     std::fs::create_dir_all(&good_dir).unwrap();
     std::fs::copy(good.dir.join("plugin.toml"), good_dir.join("plugin.toml")).unwrap();
     std::fs::create_dir_all(root.join("broken")).unwrap();
-    std::fs::write(root.join("broken/plugin.toml"), "name = \"broken\"\nversion = \"1\"\nexec = []\n").unwrap();
+    std::fs::write(
+        root.join("broken/plugin.toml"),
+        "name = \"broken\"\nversion = \"1\"\nexec = []\n",
+    )
+    .unwrap();
 
     let bed = Bed::memory().await;
     let errors = bed.manager.load_dir(&root).await;

@@ -1,1 +1,131 @@
+//! The router on both buses: chat lines in, command events out.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rosey_core::bus::{EventBus, EventBusExt, MemoryBus, NatsBus, Subscription};
+use rosey_core::event::{ChatMessage, CommandEvent};
+use rosey_core::plugin::CommandTable;
+use rosey_core::router::{Router, RouterHandle, RouterOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{nats_url, unique_prefix};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Routers listen on the fixed subject `cytube.chat.message`, so two router tests sharing the NATS
+/// server would route each other's lines; they take turns.
+static NATS_ROUTERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Routed {
+    bus: Arc<dyn EventBus>,
+    channel: String,
+    commands: Subscription,
+    router: RouterHandle,
+    stop: CancellationToken,
+}
+
+impl Routed {
+    async fn start(bus: Arc<dyn EventBus>, group: &str) -> Self {
+        let table = CommandTable::new();
+        table.set_plugin_commands("dice-roller", [("roll".into(), false)]);
+        table.set_plugin_commands("admin", [("admin".into(), true)]);
+        let commands = bus.subscribe("rosey.command.>").await.unwrap();
+        let stop = CancellationToken::new();
+        let options = RouterOptions {
+            bot_name: Some("RoseyBot".into()),
+            queue_group: group.to_owned(),
+            ..RouterOptions::default()
+        };
+        let router = Router::new(bus.clone(), table, options).start(stop.clone()).await.unwrap();
+        Self { bus, channel: unique_prefix(), commands, router, stop }
+    }
+
+    async fn say(&self, user: &str, line: &str) {
+        let mut msg = ChatMessage::new(&self.channel, user, line, 42);
+        msg.rank = Some(2.0);
+        self.bus.publish_json("cytube.chat.message", &msg).await.unwrap();
+    }
+
+    /// The next command event of this test's channel, with its subject.
+    async fn next(&mut self) -> (String, CommandEvent) {
+        loop {
+            let msg = tokio::time::timeout(PATIENCE, self.commands.next()).await.unwrap().unwrap();
+            let event: CommandEvent = msg.decode().unwrap();
+            if event.channel == self.channel {
+                return (msg.subject().to_owned(), event);
+            }
+        }
+    }
+}
+
+async fn routes_commands_and_ignores_the_rest(bus: Arc<dyn EventBus>) {
+    let mut r = Routed::start(bus, &unique_prefix()).await;
+    r.say("RoseyBot", "!roll 1d6").await;
+    r.say("alice", "just chatting").await;
+    r.say("alice", "!dance").await;
+    r.say("alice", "!roll 2d6").await;
+    let (subject, event) = r.next().await;
+    assert_eq!(subject, "rosey.command.roll");
+    assert_eq!(
+        (event.user.as_str(), event.command.as_str(), event.args.as_str(), event.time, event.rank),
+        ("alice", "roll", "2d6", 42, Some(2.0))
+    );
+    assert_eq!(event.message, "!roll 2d6");
+
+    r.say("bob", "!admin reload dice-roller").await;
+    let (subject, event) = r.next().await;
+    assert_eq!(subject, "rosey.command.admin.reload");
+    assert_eq!(event.args, "reload dice-roller");
+
+    let long = "ü".repeat(1000);
+    let tricky = format!("  \"quoted words\" 'single' {long}");
+    r.say("carol", &format!("!roll {tricky}")).await;
+    assert_eq!(r.next().await.1.args, tricky, "arguments pass through untouched");
+
+    r.bus.publish("cytube.chat.message", "not json".into()).await.unwrap();
+    r.say("dave", "!roll 1d20").await;
+    assert_eq!(r.next().await.1.user, "dave", "the router survives a malformed payload");
+    let stats = r.router.stats();
+    assert_eq!(stats.malformed, 1);
+    assert!(stats.routed >= 4 && stats.ignored >= 3, "{stats:?}");
+    r.stop.cancel();
+    r.router.wait().await;
+}
+
+#[tokio::test]
+async fn the_router_routes_commands_and_ignores_the_rest_on_memory_bus() {
+    routes_commands_and_ignores_the_rest(Arc::new(MemoryBus::new())).await;
+}
+
+#[tokio::test]
+async fn the_router_routes_commands_and_ignores_the_rest_on_nats() {
+    let _turn = NATS_ROUTERS.lock().await;
+    routes_commands_and_ignores_the_rest(Arc::new(NatsBus::connect(&nats_url()).await.unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_route_each_chat_line_once() {
+    let _turn = NATS_ROUTERS.lock().await;
+    let group = unique_prefix();
+    let node_a = Arc::new(NatsBus::connect(&nats_url()).await.unwrap());
+    let node_b = Arc::new(NatsBus::connect(&nats_url()).await.unwrap());
+    let mut a = Routed::start(node_a, &group).await;
+    let b = Routed::start(node_b, &group).await;
+    a.channel = b.channel.clone();
+    for i in 0..50 {
+        b.say("alice", &format!("!roll {i}")).await;
+    }
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 50 {
+        let (_, event) = a.next().await;
+        assert!(seen.insert(event.args.clone()), "{} routed twice", event.args);
+    }
+    b.say("alice", "!roll end").await;
+    let (_, event) = a.next().await;
+    assert_eq!(event.args, "end", "no duplicate arrived before the last line");
+    let total = a.router.stats().routed + b.router.stats().routed;
+    assert_eq!(total, 51);
+    assert!(a.router.stats().routed > 0 && b.router.stats().routed > 0, "both nodes shared the work");
+}

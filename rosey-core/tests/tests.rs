@@ -4,6 +4,6 @@
 mod bus_conformance;
 mod config;
 mod console;
+mod plugins;
 mod router;
 mod support;
-mod plugins;

@@ -24,6 +24,9 @@ pub enum ConnectorError {
     /// The platform refused the connector (bad credentials, banned, duplicate login…).
     #[error("{0}")]
     Refused(String),
+    /// The connector's task failed unexpectedly.
+    #[error("connector task failed: {0}")]
+    Failed(String),
 }
 
 /// A chat platform on the bus.
@@ -59,7 +62,7 @@ impl ConnectorHandle {
     pub async fn wait(self) -> Result<(), ConnectorError> {
         match self.task.await {
             Ok(result) => result,
-            Err(err) => Err(ConnectorError::Refused(format!("connector task failed: {err}"))),
+            Err(err) => Err(ConnectorError::Failed(err.to_string())),
         }
     }
 }
