@@ -8,6 +8,14 @@ use std::time::Duration;
 
 use rosey_core::bus::{BusError, EventBus, MemoryBus};
 use rosey_core::config::Config;
+use rosey_core::connector::console::{ConsoleConnector, ConsoleOptions};
+use rosey_core::connector::{Connector, ConnectorError};
+use rosey_core::plugin::{PluginManager, ProcessRuntime};
+use rosey_core::router::{Router, RouterOptions};
+use tokio_util::sync::CancellationToken;
+
+/// How long startup waits for each plugin to be running.
+const PLUGIN_START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long each shutdown step may take before it is abandoned.
 const STOP_STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -20,6 +28,8 @@ pub(crate) enum NodeError {
     #[cfg(not(feature = "nats"))]
     #[error("nats_url is set but this build of rosey has no `nats` feature")]
     NatsNotBuilt,
+    #[error("connector: {0}")]
+    Connector(ConnectorError),
     #[error("cannot listen for signals: {0}")]
     Signals(std::io::Error),
 }
@@ -29,17 +39,89 @@ pub(crate) async fn run(config: Config) -> Result<(), NodeError> {
     let shutdown = shutdown_signal()?;
     tracing::info!(message = "starting rosey", version = env!("CARGO_PKG_VERSION"));
 
+    // 1. EventBus
     let (bus, bus_kind) = start_bus(&config).await?;
-    tracing::info!(message = "rosey ready", bus = bus_kind);
+    // 2. Database: arrives with the storage work.
+    // 3. PluginManager
+    let manager = PluginManager::new(bus.clone(), Arc::new(ProcessRuntime::new()));
+    for error in manager.load_dir(&config.plugin_dir).await {
+        tracing::error!(message = "plugin not loaded", %error);
+    }
+    // Chat starts flowing only once the plugins have had their chance to start; one that fails keeps
+    // being retried by its supervisor and does not hold the others up.
+    for plugin in manager.snapshot() {
+        if let Err(err) = manager.wait_running(&plugin.name, PLUGIN_START_TIMEOUT).await {
+            tracing::error!(message = "plugin not running at startup", plugin = %plugin.name, %err);
+        }
+    }
+    // 4–6. MetricsCollector, Dashboard, AdminPlugin: arrive with their crates.
+    // 7. Router
+    let stop = CancellationToken::new();
+    let bot_name = config.cytube.as_ref().map_or("rosey", |c| c.username.as_str()).to_owned();
+    let router_options =
+        RouterOptions { bot_name: Some(bot_name.clone()), ..RouterOptions::default() };
+    let router = Router::new(bus.clone(), manager.command_table(), router_options);
+    let router = match router.start(stop.clone()).await {
+        Ok(router) => router,
+        Err(err) => {
+            manager.shutdown().await;
+            return Err(err.into());
+        }
+    };
+    // 8. Connector
+    let connector: Box<dyn Connector> = match &config.cytube {
+        None => Box::new(ConsoleConnector::new(ConsoleOptions {
+            bot_name,
+            ..ConsoleOptions::default()
+        })),
+        Some(_) => {
+            tracing::warn!(message = "the CyTube connector is not built yet; using the console");
+            Box::new(ConsoleConnector::new(ConsoleOptions {
+                bot_name,
+                ..ConsoleOptions::default()
+            }))
+        }
+    };
+    let connector = match connector.start(bus.clone(), stop.clone()).await {
+        Ok(handle) => handle,
+        Err(err) => {
+            stop.cancel();
+            manager.shutdown().await;
+            return Err(NodeError::Connector(err));
+        }
+    };
+    let plugins = manager.snapshot();
+    tracing::info!(
+        message = "rosey ready",
+        bus = bus_kind,
+        plugins = plugins.len(),
+        connector = connector_name(&config)
+    );
 
     shutdown.await;
     tracing::info!(message = "shutting down");
+    // Reverse order, each step bounded.
+    stop.cancel();
+    step("connector", connector.wait()).await;
+    step("router", router.wait()).await;
+    step("plugins", manager.shutdown()).await;
     if tokio::time::timeout(STOP_STEP_TIMEOUT, bus.flush()).await.is_err() {
         tracing::warn!(message = "event bus did not flush in time", timeout = ?STOP_STEP_TIMEOUT);
     }
     drop(bus);
     tracing::info!(message = "rosey stopped");
     Ok(())
+}
+
+fn connector_name(config: &Config) -> &'static str {
+    if config.cytube.is_some() { "cytube" } else { "console" }
+}
+
+/// Runs one shutdown step, abandoning it after [`STOP_STEP_TIMEOUT`].
+async fn step<T>(name: &str, work: impl Future<Output = T>) {
+    if tokio::time::timeout(STOP_STEP_TIMEOUT, work).await.is_err() {
+        tracing::warn!(message = "shutdown step did not finish in time", step = name, timeout = ?STOP_STEP_TIMEOUT);
+    }
 }
 
 async fn start_bus(config: &Config) -> Result<(Arc<dyn EventBus>, &'static str), NodeError> {

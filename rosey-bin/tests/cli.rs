@@ -31,7 +31,7 @@ fn write_config(dir: &Path, json: &str) -> PathBuf {
 
 fn rosey(dir: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(ROSEY);
-    cmd.args(args).current_dir(dir).env_remove("RUST_LOG");
+    cmd.args(args).current_dir(dir).env_remove("RUST_LOG").stdin(Stdio::null());
     for (key, _) in std::env::vars() {
         if key.starts_with("ROSEY_") {
             cmd.env_remove(key);
@@ -243,4 +243,72 @@ fn run_fails_with_a_clear_error_when_nats_is_unreachable() {
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("NATS"), "{stdout}");
+}
+
+/// A config whose plugin_dir is `dir`, without a log file.
+fn config_with_plugins(dir: &Path, plugin_dir: &Path) -> PathBuf {
+    write_config(
+        dir,
+        &format!(
+            r#"{{"plugin_dir": {:?}, "logging": {{"file": null}}}}"#,
+            plugin_dir.display().to_string()
+        ),
+    )
+}
+
+#[test]
+fn console_chat_reaches_the_bundled_plugins_and_their_replies_are_printed() {
+    let dir = scratch_dir();
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let config = config_with_plugins(&dir, &plugins);
+    let mut cmd = rosey(&dir, &["run", "--config", config.to_str().unwrap()]);
+    cmd.stdin(Stdio::piped());
+    let mut running = Running::start(cmd);
+    running.wait_for("rosey ready");
+    let mut stdin = running.child.stdin.take().unwrap();
+    use std::io::Write as _;
+    writeln!(stdin, "!roll 2d6").unwrap();
+    let roll = running.wait_for("rosey: 🎲");
+    let line = roll.lines().last().unwrap();
+    let total: u32 = line.rsplit("= ").next().unwrap().trim().parse().unwrap();
+    assert!((2..=12).contains(&total), "{line}");
+    writeln!(stdin, "bob: !8ball will it work?").unwrap();
+    let answer = running.wait_for("rosey: 🎱");
+    assert!(answer.contains("\"will it work?\""), "{answer}");
+    drop(stdin);
+    running.signal("TERM");
+    let (status, _) = running.wait_exit();
+    assert!(status.success());
+}
+
+#[test]
+fn killing_the_host_leaves_no_plugin_processes_behind() {
+    let dir = scratch_dir();
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let config = config_with_plugins(&dir, &plugins);
+    let running = Running::start(rosey(&dir, &["run", "--config", config.to_str().unwrap()]));
+    let startup = running.wait_for("rosey ready");
+    let pids: Vec<u32> = startup
+        .lines()
+        .filter(|l| l.contains("plugin started"))
+        .filter_map(|l| l.split("pid=").nth(1))
+        .filter_map(|p| p.split_whitespace().next())
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert_eq!(pids.len(), 2, "both bundled plugins started:\n{startup}");
+    running.signal("KILL");
+    let (status, _) = running.wait_exit();
+    assert!(!status.success());
+    for pid in pids {
+        // The kernel delivers the parent-death signal at once; allow it a moment to be reaped.
+        let gone = (0..250).any(|_| {
+            let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| !s.contains(") Z "));
+            if alive {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            !alive
+        });
+        assert!(gone, "plugin process {pid} outlived its host");
+    }
 }

@@ -24,7 +24,10 @@ async fn typed_lines_become_chat_and_replies_are_printed() {
     let stop = CancellationToken::new();
     let handle = console.start(bus.clone(), stop.clone()).await.unwrap();
 
-    keyboard.write_all(b"!roll 2d6\n\nbob: !8ball will it work?\nnote: see http://x\n").await.unwrap();
+    keyboard
+        .write_all(b"!roll 2d6\n\nbob: !8ball will it work?\nnote: see http://x\n")
+        .await
+        .unwrap();
     keyboard.write_all(b"bad \xff utf8\n").await.unwrap();
     let mut heard = Vec::new();
     for _ in 0..4 {
@@ -43,7 +46,10 @@ async fn typed_lines_become_chat_and_replies_are_printed() {
 
     // End of input: replies still reach the screen.
     drop(keyboard);
-    let say = |channel: &str, message: &str| ChatSend { channel: channel.into(), message: message.into() };
+    let say = |channel: &str, message: &str| ChatSend {
+        channel: channel.into(),
+        message: message.into(),
+    };
     bus.publish_json("cytube.chat.send", &say("elsewhere", "not for the console")).await.unwrap();
     bus.publish_json("cytube.chat.send", &say("console", "🎲 [4, 3] = 7")).await.unwrap();
     let mut lines = BufReader::new(screen).lines();

@@ -102,7 +102,8 @@ async fn the_router_routes_commands_and_ignores_the_rest_on_memory_bus() {
 #[tokio::test]
 async fn the_router_routes_commands_and_ignores_the_rest_on_nats() {
     let _turn = NATS_ROUTERS.lock().await;
-    routes_commands_and_ignores_the_rest(Arc::new(NatsBus::connect(&nats_url()).await.unwrap())).await;
+    routes_commands_and_ignores_the_rest(Arc::new(NatsBus::connect(&nats_url()).await.unwrap()))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,5 +128,8 @@ async fn two_nodes_route_each_chat_line_once() {
     assert_eq!(event.args, "end", "no duplicate arrived before the last line");
     let total = a.router.stats().routed + b.router.stats().routed;
     assert_eq!(total, 51);
-    assert!(a.router.stats().routed > 0 && b.router.stats().routed > 0, "both nodes shared the work");
+    assert!(
+        a.router.stats().routed > 0 && b.router.stats().routed > 0,
+        "both nodes shared the work"
+    );
 }

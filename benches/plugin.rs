@@ -1,0 +1,207 @@
+//! Plugin path benchmarks: chat line in → router → plugin slot → the bundled dice-roller child process →
+//! reply out on `cytube.chat.send`, on MemoryBus and on NATS; and spawn-to-ready of the dice-roller.
+//!
+//! Needs the release plugin binaries next to the bench executable's target dir:
+//! `cargo build --release -p rosey-dice-roller -p rosey-8ball && cargo bench -p rosey-benches --bench plugin`.
+//! Prints p50/p99 of every timed round trip, commands/s with 64 in flight, spawn-to-ready, and the
+//! RSS of idle plugin processes. Results: benches/RESULTS.md.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures_util::StreamExt;
+use rosey_core::bus::{EventBus, EventBusExt, MemoryBus, NatsBus, Subscription};
+use rosey_core::event::ChatMessage;
+use rosey_core::plugin::{Manifest, PluginManager, PluginRuntime, ProcessRuntime};
+use rosey_core::router::{Router, RouterOptions};
+use rosey_plugin::protocol::{HostMessage, PluginMessage};
+use tokio_util::sync::CancellationToken;
+
+fn plugins_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins"))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A running node: bus, manager with dice-roller and 8ball, router, and a subscription to replies.
+struct Node {
+    bus: Arc<dyn EventBus>,
+    manager: PluginManager,
+    shutdown: CancellationToken,
+    replies: Subscription,
+    channel: String,
+}
+
+impl Node {
+    async fn start(bus: Arc<dyn EventBus>) -> Self {
+        let manager = PluginManager::new(bus.clone(), Arc::new(ProcessRuntime::new()));
+        let errors = manager.load_dir(plugins_dir()).await;
+        assert!(errors.is_empty(), "{errors:?}");
+        for name in ["dice-roller", "8ball"] {
+            manager
+                .wait_running(name, Duration::from_secs(10))
+                .await
+                .expect("plugin binaries built with `cargo build --release`?");
+        }
+        let shutdown = CancellationToken::new();
+        let options = RouterOptions {
+            queue_group: format!("bench-router-{}", std::process::id()),
+            ..RouterOptions::default()
+        };
+        Router::new(bus.clone(), manager.command_table(), options)
+            .start(shutdown.clone())
+            .await
+            .expect("router");
+        let replies = bus.subscribe("cytube.chat.send").await.expect("subscribe");
+        Self { bus, manager, shutdown, replies, channel: format!("bench{}", std::process::id()) }
+    }
+
+    async fn say(&self, line: &str) {
+        let msg = ChatMessage::new(&self.channel, "alice", line, 1);
+        self.bus.publish_json("cytube.chat.message", &msg).await.expect("publish");
+    }
+
+    async fn reply(&mut self) {
+        tokio::time::timeout(Duration::from_secs(10), self.replies.next())
+            .await
+            .expect("reply within 10 s")
+            .expect("subscription open");
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.manager.shutdown().await;
+    }
+}
+
+fn percentiles(name: &str, samples: &mut [Duration]) {
+    samples.sort_unstable();
+    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p) as usize];
+    eprintln!("{name}: {} commands, p50 {:?}, p99 {:?}", samples.len(), pct(0.5), pct(0.99));
+}
+
+fn chat_round_trip(c: &mut Criterion, name: &str, make_bus: impl Fn() -> Arc<dyn EventBus>) {
+    let rt = runtime();
+    let mut node = rt.block_on(Node::start(make_bus()));
+    let mut samples = Vec::new();
+    c.bench_function(&format!("chat_to_reply/{name}/sequential"), |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    node.say("!roll 2d6").await;
+                    node.reply().await;
+                    samples.push(t.elapsed());
+                }
+                start.elapsed()
+            })
+        })
+    });
+    percentiles(&format!("chat_to_reply/{name}/sequential"), &mut samples);
+
+    // Throughput: keep 64 commands in flight for 20 000 commands.
+    let total = 20_000u32;
+    let elapsed = rt.block_on(async {
+        let start = Instant::now();
+        for _ in 0..64 {
+            node.say("!roll 2d6").await;
+        }
+        let mut sent = 64;
+        for _ in 0..total {
+            node.reply().await;
+            if sent < total {
+                node.say("!roll 2d6").await;
+                sent += 1;
+            }
+        }
+        start.elapsed()
+    });
+    eprintln!(
+        "chat_to_reply/{name}/64_in_flight: {total} commands in {elapsed:?} = {:.0} commands/s",
+        f64::from(total) / elapsed.as_secs_f64()
+    );
+    let status = node.manager.status("dice-roller").expect("dice-roller");
+    assert_eq!(status.events.failed, 0, "no command may fail under load");
+    rt.block_on(node.stop());
+}
+
+fn chat_to_reply(c: &mut Criterion) {
+    chat_round_trip(c, "memory", || Arc::new(MemoryBus::new()));
+    let url =
+        std::env::var("ROSEY_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let rt = runtime();
+    let nats = rt.block_on(NatsBus::connect(&url)).expect("NATS must be running for this bench");
+    chat_round_trip(c, "nats", || Arc::new(nats.clone()));
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn spawn_to_ready(c: &mut Criterion) {
+    let rt = runtime();
+    let runtime = ProcessRuntime::new();
+    let manifest = Manifest::load(&plugins_dir().join("dice-roller")).expect("manifest");
+    let mut idle_rss = Vec::new();
+    c.bench_function("spawn_to_ready/dice-roller", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    let mut instance = runtime.start(&manifest).await.expect("spawn");
+                    instance.send(HostMessage::Init {
+                        protocol: 1,
+                        name: manifest.name.clone(),
+                        config: serde_json::json!({}),
+                    });
+                    loop {
+                        match instance.recv().await {
+                            Some(rosey_core::plugin::InstanceOutput::Message(
+                                PluginMessage::Ready { .. },
+                            )) => break,
+                            Some(_) => continue,
+                            None => panic!("plugin exited before ready"),
+                        }
+                    }
+                    total += start.elapsed();
+                    if idle_rss.len() < 10
+                        && let Some(pid) = instance.pid()
+                    {
+                        idle_rss.push(rss_mb(pid));
+                    }
+                    instance.send(HostMessage::Shutdown {});
+                    while instance.recv().await.is_some() {}
+                }
+                total
+            })
+        })
+    });
+    idle_rss.sort_by(f64::total_cmp);
+    eprintln!(
+        "dice-roller idle RSS after ready: {:.2} MB (median of {})",
+        idle_rss[idle_rss.len() / 2],
+        idle_rss.len()
+    );
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(5));
+    targets = spawn_to_ready, chat_to_reply
+}
+criterion_main!(benches);

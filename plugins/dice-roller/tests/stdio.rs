@@ -1,0 +1,32 @@
+//! The real dice-roller binary over stdio, as the host drives it.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+#[test]
+fn the_binary_speaks_protocol_v1() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rosey-dice-roller"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, r#"{{"type":"init","protocol":1,"name":"dice-roller","config":{{}}}}"#)
+        .unwrap();
+    writeln!(stdin, r#"{{"type":"event","id":1,"subject":"rosey.command.roll","data":{{"channel":"c","user":"alice","command":"roll","args":"2d6","message":"!roll 2d6","time":1}}}}"#).unwrap();
+    writeln!(stdin, r#"{{"type":"ping","id":2}}"#).unwrap();
+    writeln!(stdin, r#"{{"type":"shutdown"}}"#).unwrap();
+    let lines: Vec<serde_json::Value> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(lines[0]["type"], "ready");
+    assert_eq!(lines[0]["version"], env!("CARGO_PKG_VERSION"));
+    let reply = lines[1]["message"].as_str().unwrap();
+    let total: u32 = reply.rsplit("= ").next().unwrap().parse().unwrap();
+    assert!(reply.starts_with("🎲 [") && (2..=12).contains(&total), "{reply}");
+    assert_eq!(lines[2], serde_json::json!({"type": "done", "id": 1}));
+    assert_eq!(lines[3], serde_json::json!({"type": "pong", "id": 2}));
+}

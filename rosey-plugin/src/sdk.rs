@@ -1,0 +1,401 @@
+//! The SDK: a Rust plugin is a `main` plus one handler per command.
+//!
+//! ```no_run
+//! use rosey_plugin::{Plugin, Response};
+//!
+//! fn main() -> std::process::ExitCode {
+//!     Plugin::new("greeter", env!("CARGO_PKG_VERSION"))
+//!         .command("hello", |cmd| Ok(Response::reply(format!("👋 Hello, {}!", cmd.user))))
+//!         .run()
+//! }
+//! ```
+//!
+//! [`Plugin::run`] speaks protocol v1 on stdin/stdout: it answers `init` with `ready`, `ping` with
+//! `pong`, exits on `shutdown` or when stdin closes (the host is gone), skips and reports malformed or
+//! oversize lines, and turns each event into the handler's replies followed by `done`. A handler that
+//! returns `Err` or panics ends its event with an error; the plugin keeps running. Handlers run one at
+//! a time, in arrival order.
+
+use std::io::{self, BufRead, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use crate::protocol::{Decoded, HostMessage, MAX_LINE_BYTES, PluginMessage};
+
+/// A command event, as the handler sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Command<'a> {
+    /// The event id (replies and `done` carry it; the SDK handles that).
+    pub id: u64,
+    /// The subject it arrived on, e.g. `rosey.command.roll`.
+    pub subject: &'a str,
+    /// The channel it was typed in.
+    pub channel: &'a str,
+    /// Who typed it.
+    pub user: &'a str,
+    /// Their rank, when known.
+    pub rank: Option<f64>,
+    /// The command word, e.g. `roll`.
+    pub command: &'a str,
+    /// Everything after the command word, untouched.
+    pub args: &'a str,
+    /// The whole chat line.
+    pub message: &'a str,
+    /// When it was said, epoch milliseconds.
+    pub time: i64,
+    /// The raw event payload.
+    pub data: &'a Value,
+    /// The plugin's `[config]` table from its manifest (as JSON).
+    pub config: &'a Value,
+}
+
+/// A non-command event (from the manifest's extra subscriptions).
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'a> {
+    /// The event id.
+    pub id: u64,
+    /// The subject it arrived on.
+    pub subject: &'a str,
+    /// Its payload.
+    pub data: &'a Value,
+    /// The plugin's `[config]` table.
+    pub config: &'a Value,
+}
+
+/// What a handler says back: zero or more chat lines for the event's channel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Response {
+    lines: Vec<String>,
+}
+
+impl Response {
+    /// One reply line.
+    pub fn reply(text: impl Into<String>) -> Self {
+        Self { lines: vec![text.into()] }
+    }
+
+    /// Several reply lines, in order.
+    pub fn replies(lines: Vec<String>) -> Self {
+        Self { lines }
+    }
+
+    /// No reply (the event still ends successfully).
+    pub fn none() -> Self {
+        Self::default()
+    }
+}
+
+type CommandHandler = Box<dyn FnMut(&Command<'_>) -> Result<Response, String>>;
+type EventHandler = Box<dyn FnMut(&Event<'_>) -> Result<Response, String>>;
+
+/// A plugin under construction; see the [module docs](self).
+pub struct Plugin {
+    name: String,
+    version: String,
+    commands: Vec<(String, CommandHandler)>,
+    on_event: Option<EventHandler>,
+    config: Value,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let commands: Vec<&str> = self.commands.iter().map(|(c, _)| c.as_str()).collect();
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("commands", &commands)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// A plugin named `name` (as in its manifest) reporting `version`.
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            version: version.into(),
+            commands: Vec::new(),
+            on_event: None,
+            config: Value::Null,
+        }
+    }
+
+    /// Handles the chat command `name` (without prefix).
+    pub fn command(
+        mut self,
+        name: impl Into<String>,
+        handler: impl FnMut(&Command<'_>) -> Result<Response, String> + 'static,
+    ) -> Self {
+        self.commands.push((name.into(), Box::new(handler)));
+        self
+    }
+
+    /// Handles events that are not commands (the manifest's extra subscriptions).
+    pub fn on_event(
+        mut self,
+        handler: impl FnMut(&Event<'_>) -> Result<Response, String> + 'static,
+    ) -> Self {
+        self.on_event = Some(Box::new(handler));
+        self
+    }
+
+    /// Serves on stdin/stdout until `shutdown` or end of input; the exit code for `main`.
+    pub fn run(mut self) -> ExitCode {
+        let stdin = io::stdin();
+        let stdout = io::stdout();
+        match self.serve(stdin.lock(), stdout.lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            // The host closed our stdout: it is gone, nothing left to do.
+            Err(err) if err.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("{}: {err}", self.name);
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// Serves protocol v1 on any reader and writer until `shutdown` or end of input.
+    pub fn serve(&mut self, mut input: impl BufRead, mut output: impl Write) -> io::Result<()> {
+        let mut line = Vec::with_capacity(1024);
+        loop {
+            match read_line(&mut input, &mut line)? {
+                Line::Eof => return Ok(()),
+                Line::TooLong(n) => {
+                    log(&mut output, "warn", &format!("skipped a {n}-byte line over the limit"))?
+                }
+                Line::Ok => match HostMessage::decode(&line) {
+                    Ok(Decoded::Message(HostMessage::Shutdown {})) => return Ok(()),
+                    Ok(Decoded::Message(message)) => self.handle(message, &mut output)?,
+                    Ok(Decoded::Unknown(_)) => {}
+                    Err(err) => log(&mut output, "warn", &format!("skipped a bad line: {err}"))?,
+                },
+            }
+            output.flush()?;
+        }
+    }
+
+    fn handle(&mut self, message: HostMessage, output: &mut impl Write) -> io::Result<()> {
+        match message {
+            HostMessage::Init { config, .. } => {
+                self.config = config;
+                let ready = PluginMessage::Ready {
+                    name: self.name.clone(),
+                    version: self.version.clone(),
+                    commands: self.commands.iter().map(|(c, _)| c.clone()).collect(),
+                    subscribe: Vec::new(),
+                };
+                output.write_all(&ready.to_line())
+            }
+            HostMessage::Ping { id } => output.write_all(&PluginMessage::Pong { id }.to_line()),
+            HostMessage::Event { id, subject, data } => {
+                let result = self.dispatch(id, &subject, &data);
+                let error = match result {
+                    Ok(response) => {
+                        for message in response.lines {
+                            output.write_all(&PluginMessage::Reply { id, message }.to_line())?;
+                        }
+                        None
+                    }
+                    Err(error) => Some(error),
+                };
+                output.write_all(&PluginMessage::Done { id, error }.to_line())
+            }
+            HostMessage::Shutdown {} | HostMessage::Response { .. } => Ok(()),
+        }
+    }
+
+    fn dispatch(&mut self, id: u64, subject: &str, data: &Value) -> Result<Response, String> {
+        let text = |key: &str| data.get(key).and_then(Value::as_str).unwrap_or_default();
+        let command_name = match text("command") {
+            "" => subject
+                .strip_prefix("rosey.command.")
+                .map(|rest| rest.split('.').next().unwrap_or(rest)),
+            name => Some(name),
+        };
+        let config = &self.config;
+        let handler = command_name
+            .and_then(|name| self.commands.iter_mut().find(|(c, _)| c == name))
+            .map(|(_, handler)| handler);
+        let outcome = match (handler, command_name) {
+            (Some(handler), Some(command)) => {
+                let cmd = Command {
+                    id,
+                    subject,
+                    channel: text("channel"),
+                    user: text("user"),
+                    rank: data.get("rank").and_then(Value::as_f64),
+                    command,
+                    args: text("args"),
+                    message: text("message"),
+                    time: data.get("time").and_then(Value::as_i64).unwrap_or_default(),
+                    data,
+                    config,
+                };
+                catch_unwind(AssertUnwindSafe(|| handler(&cmd)))
+            }
+            _ => match self.on_event.as_mut() {
+                Some(handler) => {
+                    let event = Event { id, subject, data, config };
+                    catch_unwind(AssertUnwindSafe(|| handler(&event)))
+                }
+                None => return Err(format!("no handler for {subject}")),
+            },
+        };
+        outcome.unwrap_or_else(|_| Err("handler panicked".to_owned()))
+    }
+}
+
+/// Writes a protocol `log` line (`level`: error, warn, info, debug or trace); the host logs it under
+/// the plugin's name.
+pub fn log(output: &mut impl Write, level: &str, message: &str) -> io::Result<()> {
+    output.write_all(
+        &PluginMessage::Log { level: level.to_owned(), message: message.to_owned() }.to_line(),
+    )
+}
+
+enum Line {
+    Ok,
+    TooLong(usize),
+    Eof,
+}
+
+/// Reads one line (without newline) of at most [`MAX_LINE_BYTES`]; longer lines are skipped whole.
+fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<Line> {
+    line.clear();
+    let mut skipped = 0usize;
+    loop {
+        let available = match input.fill_buf() {
+            Ok(available) => available,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        if available.is_empty() {
+            return Ok(match (skipped, line.is_empty()) {
+                (0, true) => Line::Eof,
+                (0, false) => Line::Ok,
+                (n, _) => Line::TooLong(n),
+            });
+        }
+        let (chunk, end) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (&available[..i], Some(i + 1)),
+            None => (available, None),
+        };
+        if skipped > 0 || line.len() + chunk.len() > MAX_LINE_BYTES {
+            skipped += line.len() + chunk.len();
+            line.clear();
+        } else {
+            line.extend_from_slice(chunk);
+        }
+        let used = end.unwrap_or(available.len());
+        input.consume(used);
+        if end.is_some() {
+            if skipped > 0 {
+                return Ok(Line::TooLong(skipped));
+            }
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            return Ok(Line::Ok);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn talk(plugin: &mut Plugin, input: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        plugin.serve(input.as_bytes(), &mut out).unwrap();
+        String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    fn echo() -> Plugin {
+        Plugin::new("echo", "1.2.3")
+            .command("echo", |cmd| Ok(Response::reply(format!("{}: {}", cmd.user, cmd.args))))
+            .command("fail", |_| Err("nope".into()))
+            .command("boom", |_| panic!("kaboom"))
+            .command("two", |_| Ok(Response::replies(vec!["a".into(), "b".into()])))
+    }
+
+    fn event(id: u64, command: &str, args: &str) -> String {
+        format!(
+            r#"{{"type":"event","id":{id},"subject":"rosey.command.{command}","data":{{"channel":"c","user":"alice","command":"{command}","args":"{args}","message":"","time":1}}}}"#
+        )
+    }
+
+    #[test]
+    fn init_gets_ready_and_ping_gets_pong() {
+        let out = talk(
+            &mut echo(),
+            "{\"type\":\"init\",\"protocol\":1,\"name\":\"echo\",\"config\":{}}\n{\"type\":\"ping\",\"id\":5}\n",
+        );
+        assert_eq!(out[0]["type"], "ready");
+        assert_eq!(out[0]["version"], "1.2.3");
+        assert_eq!(out[0]["commands"], serde_json::json!(["echo", "fail", "boom", "two"]));
+        assert_eq!(out[1], serde_json::json!({"type": "pong", "id": 5}));
+    }
+
+    #[test]
+    fn a_command_gets_its_replies_then_done() {
+        let out = talk(
+            &mut echo(),
+            &format!("{}\n{}\n", event(1, "echo", "hi there"), event(2, "two", "")),
+        );
+        assert_eq!(
+            out[0],
+            serde_json::json!({"type": "reply", "id": 1, "message": "alice: hi there"})
+        );
+        assert_eq!(out[1], serde_json::json!({"type": "done", "id": 1}));
+        assert_eq!(
+            (out[2]["message"].as_str(), out[3]["message"].as_str()),
+            (Some("a"), Some("b"))
+        );
+        assert_eq!(out[4]["type"], "done");
+    }
+
+    #[test]
+    fn errors_and_panics_end_the_event_with_an_error_and_the_plugin_goes_on() {
+        let input = format!(
+            "{}\n{}\n{}\n",
+            event(1, "fail", ""),
+            event(2, "boom", ""),
+            event(3, "echo", "ok")
+        );
+        let out = talk(&mut echo(), &input);
+        assert_eq!(out[0], serde_json::json!({"type": "done", "id": 1, "error": "nope"}));
+        assert_eq!(
+            out[1],
+            serde_json::json!({"type": "done", "id": 2, "error": "handler panicked"})
+        );
+        assert_eq!(out[2]["message"], "alice: ok");
+    }
+
+    #[test]
+    fn bad_unknown_and_oversize_lines_are_skipped() {
+        let huge = "x".repeat(MAX_LINE_BYTES + 1);
+        let input =
+            format!("not json\n{{\"type\":\"future\"}}\n{huge}\n{}\n", event(9, "echo", "still"));
+        let out = talk(&mut echo(), &input);
+        assert_eq!(out[0]["type"], "log");
+        assert_eq!(out[1]["type"], "log");
+        assert!(out[1]["message"].as_str().unwrap().contains("over the limit"));
+        assert_eq!(out[2]["message"], "alice: still");
+        assert_eq!(out.len(), 4);
+    }
+
+    #[test]
+    fn shutdown_ends_serving_and_so_does_end_of_input() {
+        let input = format!("{{\"type\":\"shutdown\"}}\n{}\n", event(1, "echo", "never"));
+        assert!(talk(&mut echo(), &input).is_empty());
+        assert!(talk(&mut echo(), "").is_empty());
+    }
+
+    #[test]
+    fn an_unhandled_command_is_an_error() {
+        let out = talk(&mut echo(), &format!("{}\n", event(4, "dance", "")));
+        assert_eq!(out[0]["error"], "no handler for rosey.command.dance");
+    }
+}
