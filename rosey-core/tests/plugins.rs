@@ -391,3 +391,33 @@ async fn a_bad_manifest_is_reported_with_its_file_and_key_and_the_others_load() 
     bed.manager.wait_running("good", PATIENCE).await.unwrap();
     bed.manager.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_example_plugin_written_from_the_protocol_doc_works() {
+    let bed = Bed::memory().await;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python-plugin");
+    bed.start(Manifest::load(&dir).unwrap()).await;
+    assert_eq!(replies(&bed.ask("greet", "").await), ["👋 Hello, alice!"]);
+    assert_eq!(replies(&bed.ask("greet", "Bob").await), ["👋 Hello, Bob!"]);
+    let status = bed.manager.status("python-greeter").unwrap();
+    assert_eq!((status.version.as_str(), status.events.completed), ("1.0.0", 2));
+    bed.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bundled_plugins_answer_through_the_host() {
+    let bed = Bed::memory().await;
+    let errors = bed.manager.load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins")).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    for name in ["dice-roller", "8ball"] {
+        bed.manager.wait_running(name, PATIENCE).await.unwrap();
+    }
+    let roll = &replies(&bed.ask("roll", "1d20+5").await)[0];
+    assert!(roll.starts_with("🎲 [") && roll.contains("] + 5 = "), "{roll}");
+    assert_eq!(replies(&bed.ask("roll", "21d6").await), ["❌ At most 20 dice"]);
+    let flip = &replies(&bed.ask("flip", "").await)[0];
+    assert!(flip == "🪙 Heads!" || flip == "🪙 Tails!", "{flip}");
+    let answer = &replies(&bed.ask("8ball", "is Rust fun?").await)[0];
+    assert!(answer.starts_with("🎱 \"is Rust fun?\" — "), "{answer}");
+    bed.manager.shutdown().await;
+}
