@@ -24,6 +24,9 @@ fn plugins_dir() -> &'static Path {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
+    if std::env::var_os("BENCH_CURRENT_THREAD").is_some() {
+        return tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -83,14 +86,25 @@ impl Node {
 }
 
 fn percentiles(name: &str, samples: &mut [Duration]) {
+    if samples.is_empty() {
+        return;
+    }
     samples.sort_unstable();
     let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p) as usize];
     eprintln!("{name}: {} commands, p50 {:?}, p99 {:?}", samples.len(), pct(0.5), pct(0.99));
 }
 
-fn chat_round_trip(c: &mut Criterion, name: &str, make_bus: impl Fn() -> Arc<dyn EventBus>) {
+/// Runs the chat benches on MemoryBus (`nats_url` None) or on the NATS server at `nats_url`. The bus is
+/// made inside the bench's own runtime, which then drives its connection.
+fn chat_round_trip(c: &mut Criterion, name: &str, nats_url: Option<&str>) {
     let rt = runtime();
-    let mut node = rt.block_on(Node::start(make_bus()));
+    let mut node = rt.block_on(async {
+        let bus: Arc<dyn EventBus> = match nats_url {
+            None => Arc::new(MemoryBus::new()),
+            Some(url) => Arc::new(NatsBus::connect(url).await.expect("NATS must be running")),
+        };
+        Node::start(bus).await
+    });
     let mut samples = Vec::new();
     c.bench_function(&format!("chat_to_reply/{name}/sequential"), |b| {
         b.iter_custom(|iters| {
@@ -135,12 +149,10 @@ fn chat_round_trip(c: &mut Criterion, name: &str, make_bus: impl Fn() -> Arc<dyn
 }
 
 fn chat_to_reply(c: &mut Criterion) {
-    chat_round_trip(c, "memory", || Arc::new(MemoryBus::new()));
+    chat_round_trip(c, "memory", None);
     let url =
         std::env::var("ROSEY_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
-    let rt = runtime();
-    let nats = rt.block_on(NatsBus::connect(&url)).expect("NATS must be running for this bench");
-    chat_round_trip(c, "nats", || Arc::new(nats.clone()));
+    chat_round_trip(c, "nats", Some(&url));
 }
 
 fn rss_mb(pid: u32) -> f64 {
@@ -192,16 +204,69 @@ fn spawn_to_ready(c: &mut Criterion) {
         })
     });
     idle_rss.sort_by(f64::total_cmp);
-    eprintln!(
-        "dice-roller idle RSS after ready: {:.2} MB (median of {})",
-        idle_rss[idle_rss.len() / 2],
-        idle_rss.len()
-    );
+    if let Some(median) = idle_rss.get(idle_rss.len() / 2) {
+        eprintln!(
+            "dice-roller idle RSS after ready: {median:.2} MB (median of {})",
+            idle_rss.len()
+        );
+    }
+}
+
+/// One event straight to a running dice-roller instance and back (`event` → `reply` + `done`): the
+/// cost of the process hop alone, without bus, router or slot.
+fn instance_round_trip(c: &mut Criterion) {
+    let rt = runtime();
+    let runtime = ProcessRuntime::new();
+    let manifest = Manifest::load(&plugins_dir().join("dice-roller")).expect("manifest");
+    let mut instance = rt.block_on(async {
+        let mut instance = runtime.start(&manifest).await.expect("spawn");
+        instance.send(HostMessage::Init {
+            protocol: 1,
+            name: "dice-roller".into(),
+            config: serde_json::json!({}),
+        });
+        while !matches!(
+            instance.recv().await,
+            Some(rosey_core::plugin::InstanceOutput::Message(PluginMessage::Ready { .. }))
+        ) {}
+        instance
+    });
+    let data = serde_json::json!({"channel": "c", "user": "alice", "command": "roll", "args": "2d6", "message": "!roll 2d6", "time": 1});
+    let mut id = 0u64;
+    let mut samples = Vec::new();
+    c.bench_function("instance_round_trip/dice-roller", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    id += 1;
+                    let t = Instant::now();
+                    instance.send(HostMessage::Event {
+                        id,
+                        subject: "rosey.command.roll".into(),
+                        data: data.clone(),
+                    });
+                    loop {
+                        match instance.recv().await {
+                            Some(rosey_core::plugin::InstanceOutput::Message(
+                                PluginMessage::Done { .. },
+                            )) => break,
+                            Some(_) => {}
+                            None => panic!("plugin exited"),
+                        }
+                    }
+                    samples.push(t.elapsed());
+                }
+                start.elapsed()
+            })
+        })
+    });
+    percentiles("instance_round_trip/dice-roller", &mut samples);
 }
 
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(5));
-    targets = spawn_to_ready, chat_to_reply
+    targets = spawn_to_ready, instance_round_trip, chat_to_reply
 }
 criterion_main!(benches);

@@ -8,8 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use rosey_core::bus::{EventBus, EventBusExt, MemoryBus, NatsBus, Subscription};
-use rosey_core::event::{ChatSend, CommandEvent, LifecycleEvent};
+use rosey_core::event::{ChatMessage, ChatSend, CommandEvent, LifecycleEvent};
 use rosey_core::plugin::{ManagerOptions, Manifest, PluginManager, PluginState, ProcessRuntime};
+use rosey_core::router::{Router, RouterOptions};
 use serde_json::Value;
 
 use crate::support::unique_prefix;
@@ -407,7 +408,8 @@ async fn the_python_example_plugin_written_from_the_protocol_doc_works() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bundled_plugins_answer_through_the_host() {
     let bed = Bed::memory().await;
-    let errors = bed.manager.load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins")).await;
+    let errors =
+        bed.manager.load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins")).await;
     assert!(errors.is_empty(), "{errors:?}");
     for name in ["dice-roller", "8ball"] {
         bed.manager.wait_running(name, PATIENCE).await.unwrap();
@@ -419,5 +421,65 @@ async fn the_bundled_plugins_answer_through_the_host() {
     assert!(flip == "🪙 Heads!" || flip == "🪙 Tails!", "{flip}");
     let answer = &replies(&bed.ask("8ball", "is Rust fun?").await)[0];
     assert!(answer.starts_with("🎱 \"is Rust fun?\" — "), "{answer}");
+    bed.manager.shutdown().await;
+}
+
+async fn chat_through_the_router(bed: Bed) {
+    let mut bed = bed;
+    let command = format!("c{}", unique_prefix());
+    bed.start(testbed_manifest("chatty", &command, &[], "")).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let options = RouterOptions { queue_group: unique_prefix(), ..RouterOptions::default() };
+    let router = Router::new(bed.bus.clone(), bed.manager.command_table(), options)
+        .start(stop.clone())
+        .await
+        .unwrap();
+    let chat = ChatMessage::new(&bed.channel, "alice", &format!("!{command} echo 🎲 hi"), 1);
+    bed.bus.publish_json("cytube.chat.message", &chat).await.unwrap();
+    assert_eq!(bed.said().await, "🎲 hi");
+    stop.cancel();
+    router.wait().await;
+    bed.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_reaches_a_plugin_through_the_router_and_the_reply_comes_back_on_memory_bus() {
+    chat_through_the_router(Bed::memory().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_reaches_a_plugin_through_the_router_and_the_reply_comes_back_on_nats() {
+    let _turn = crate::support::NATS_ROUTERS.lock().await;
+    chat_through_the_router(Bed::nats().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_wait_queue_answers_the_overflow_with_an_error_and_loses_nothing_else() {
+    let mut bed = Bed::memory().await;
+    let toml = "[queue]\ncapacity = 2\nmax_in_flight = 1";
+    bed.start(testbed_manifest("narrow", "narrow", &[], toml)).await;
+    bed.send("narrow", "slow 300").await;
+    for i in 0..4 {
+        bed.send("narrow", &format!("echo {i}")).await;
+    }
+    let mut heard = Vec::new();
+    for _ in 0..5 {
+        heard.push(bed.said().await);
+    }
+    heard.sort();
+    assert_eq!(
+        heard,
+        [
+            "0",
+            "1",
+            "slow done",
+            "❌ narrow is busy, try again in a moment",
+            "❌ narrow is busy, try again in a moment"
+        ]
+    );
+    // A last request returns after its `done`, so every earlier event has been counted by then.
+    assert_eq!(replies(&bed.ask("narrow", "echo last").await), ["last"]);
+    let events = bed.manager.status("narrow").unwrap().events;
+    assert_eq!((events.overflowed, events.completed, events.failed), (2, 4, 2));
     bed.manager.shutdown().await;
 }

@@ -10,13 +10,9 @@ use rosey_core::plugin::CommandTable;
 use rosey_core::router::{Router, RouterHandle, RouterOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{nats_url, unique_prefix};
+use crate::support::{NATS_ROUTERS, nats_url, unique_prefix};
 
 const PATIENCE: Duration = Duration::from_secs(10);
-
-/// Routers listen on the fixed subject `cytube.chat.message`, so two router tests sharing the NATS
-/// server would route each other's lines; they take turns.
-static NATS_ROUTERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Routed {
     bus: Arc<dyn EventBus>,

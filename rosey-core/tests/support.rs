@@ -15,3 +15,7 @@ pub(crate) fn unique_prefix() -> String {
 pub(crate) fn nats_url() -> String {
     std::env::var("ROSEY_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
 }
+
+/// Routers listen on the fixed subject `cytube.chat.message`, so two tests running routers on the shared
+/// NATS server would route each other's lines; such tests take turns with this lock.
+pub(crate) static NATS_ROUTERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -144,8 +144,9 @@ impl Plugin {
     /// Serves on stdin/stdout until `shutdown` or end of input; the exit code for `main`.
     pub fn run(mut self) -> ExitCode {
         let stdin = io::stdin();
-        let stdout = io::stdout();
-        match self.serve(stdin.lock(), stdout.lock()) {
+        // Buffered so an event's replies and its `done` leave in one write when `serve` flushes.
+        let stdout = io::BufWriter::with_capacity(64 * 1024, io::stdout().lock());
+        match self.serve(stdin.lock(), stdout) {
             Ok(()) => ExitCode::SUCCESS,
             // The host closed our stdout: it is gone, nothing left to do.
             Err(err) if err.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
