@@ -14,6 +14,7 @@ pub mod bus;
 pub mod config;
 pub mod connector;
 pub mod event;
+mod lines;
 pub mod metrics;
 pub mod plugin;
 pub mod router;

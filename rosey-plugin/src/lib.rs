@@ -15,6 +15,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod framing;
 pub mod protocol;
 pub mod sdk;
 

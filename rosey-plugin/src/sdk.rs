@@ -22,6 +22,7 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
+use crate::framing::{Framed, LineFramer};
 use crate::protocol::{Decoded, HostMessage, MAX_LINE_BYTES, PluginMessage};
 
 /// A command event, as the handler sees it.
@@ -159,14 +160,14 @@ impl Plugin {
 
     /// Serves protocol v1 on any reader and writer until `shutdown` or end of input.
     pub fn serve(&mut self, mut input: impl BufRead, mut output: impl Write) -> io::Result<()> {
-        let mut line = Vec::with_capacity(1024);
+        let mut framer = LineFramer::new(MAX_LINE_BYTES);
         loop {
-            match read_line(&mut input, &mut line)? {
-                Line::Eof => return Ok(()),
-                Line::TooLong(n) => {
+            match read_line(&mut input, &mut framer)? {
+                None => return Ok(()),
+                Some(Framed::TooLong(n)) => {
                     log(&mut output, "warn", &format!("skipped a {n}-byte line over the limit"))?
                 }
-                Line::Ok => match HostMessage::decode(&line) {
+                Some(Framed::Line) => match HostMessage::decode(framer.line()) {
                     Ok(Decoded::Message(HostMessage::Shutdown {})) => return Ok(()),
                     Ok(Decoded::Message(message)) => self.handle(message, &mut output)?,
                     Ok(Decoded::Unknown(_)) => {}
@@ -256,16 +257,8 @@ pub fn log(output: &mut impl Write, level: &str, message: &str) -> io::Result<()
     )
 }
 
-enum Line {
-    Ok,
-    TooLong(usize),
-    Eof,
-}
-
-/// Reads one line (without newline) of at most [`MAX_LINE_BYTES`]; longer lines are skipped whole.
-fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<Line> {
-    line.clear();
-    let mut skipped = 0usize;
+/// Reads one framed line from a blocking reader; `None` at end of input.
+fn read_line(input: &mut impl BufRead, framer: &mut LineFramer) -> io::Result<Option<Framed>> {
     loop {
         let available = match input.fill_buf() {
             Ok(available) => available,
@@ -273,32 +266,12 @@ fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<Line> {
             Err(err) => return Err(err),
         };
         if available.is_empty() {
-            return Ok(match (skipped, line.is_empty()) {
-                (0, true) => Line::Eof,
-                (0, false) => Line::Ok,
-                (n, _) => Line::TooLong(n),
-            });
+            return Ok(framer.finish());
         }
-        let (chunk, end) = match available.iter().position(|&b| b == b'\n') {
-            Some(i) => (&available[..i], Some(i + 1)),
-            None => (available, None),
-        };
-        if skipped > 0 || line.len() + chunk.len() > MAX_LINE_BYTES {
-            skipped += line.len() + chunk.len();
-            line.clear();
-        } else {
-            line.extend_from_slice(chunk);
-        }
-        let used = end.unwrap_or(available.len());
+        let (used, framed) = framer.feed(available);
         input.consume(used);
-        if end.is_some() {
-            if skipped > 0 {
-                return Ok(Line::TooLong(skipped));
-            }
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            return Ok(Line::Ok);
+        if framed.is_some() {
+            return Ok(framed);
         }
     }
 }

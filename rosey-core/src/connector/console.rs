@@ -7,22 +7,24 @@
 //!
 //! End of input (Ctrl-D, or the end of a pipe) stops reading but not the bot: replies to what was
 //! typed are still printed until the bot is stopped (Ctrl-C), so `echo '!roll 2d6' | rosey run` shows
-//! the roll. Lines over 64 KiB are cut; invalid UTF-8 is replaced, never fatal.
+//! the roll. Lines over 64 KiB are ignored with a warning; invalid UTF-8 is replaced, never fatal.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use rosey_plugin::framing::{Framed, LineFramer};
+use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use super::{Connector, ConnectorError, ConnectorHandle};
 use crate::bus::{EventBus, EventBusExt};
 use crate::event::{ChatMessage, ChatSend, now_millis};
+use crate::lines::read_line;
 use crate::subject;
 
-/// Longest input line kept; the rest of a longer line is dropped.
+/// Longest input line; a longer one is ignored with a warning.
 const MAX_LINE: usize = 64 * 1024;
 
 /// Names and channel of the console chat.
@@ -91,40 +93,6 @@ fn split_user<'a>(line: &'a str, default_user: &'a str) -> (&'a str, &'a str) {
     (default_user, line)
 }
 
-/// Reads one line of at most [`MAX_LINE`] bytes (the rest is dropped); `None` at end of input.
-async fn read_line(reader: &mut Reader) -> std::io::Result<Option<String>> {
-    let mut buf = Vec::new();
-    let mut cut = false;
-    loop {
-        let available = reader.fill_buf().await?;
-        if available.is_empty() {
-            return Ok((!buf.is_empty() || cut).then(|| lossy(buf, cut)));
-        }
-        let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
-            Some(i) => (&available[..i], Some(i + 1)),
-            None => (available, None),
-        };
-        let room = MAX_LINE.saturating_sub(buf.len());
-        cut |= chunk.len() > room;
-        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        let consumed = done.unwrap_or(available.len());
-        reader.consume(consumed);
-        if done.is_some() {
-            return Ok(Some(lossy(buf, cut)));
-        }
-    }
-}
-
-fn lossy(mut buf: Vec<u8>, cut: bool) -> String {
-    if buf.last() == Some(&b'\r') {
-        buf.pop();
-    }
-    if cut {
-        tracing::warn!(message = "console line over 64 KiB was cut");
-    }
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
 #[async_trait]
 impl Connector for ConsoleConnector {
     fn name(&self) -> &str {
@@ -144,12 +112,19 @@ impl Connector for ConsoleConnector {
         let options = self.options.clone();
         let task = tokio::spawn(async move {
             let mut reading = true;
+            let mut framer = LineFramer::new(MAX_LINE);
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
-                    line = read_line(&mut reader), if reading => match line {
-                        Ok(Some(line)) if line.trim().is_empty() => {}
-                        Ok(Some(line)) => {
+                    line = read_line(&mut reader, &mut framer), if reading => match line {
+                        Ok(Some(Framed::TooLong(n))) => {
+                            tracing::warn!(message = "console line over 64 KiB ignored", bytes = n);
+                        }
+                        Ok(Some(Framed::Line)) => {
+                            let line = String::from_utf8_lossy(framer.line());
+                            if line.trim().is_empty() {
+                                continue;
+                            }
                             let (user, text) = split_user(&line, &options.default_user);
                             let chat = ChatMessage::new(&options.channel, user, text, now_millis());
                             bus.publish_json(subject::CHAT_MESSAGE, &chat).await?;

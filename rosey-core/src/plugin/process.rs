@@ -10,19 +10,20 @@
 //! is read only as fast as the slot consumes it (a flooding plugin blocks on its own pipe), and stderr is
 //! logged line by line with a rate limit.
 
-use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use rosey_plugin::framing::{Framed, LineFramer};
 use rosey_plugin::protocol::{Decoded, HostMessage, MAX_LINE_BYTES, PluginMessage};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{mpsc, oneshot};
 
 use super::manifest::Manifest;
 use super::runtime::{ExitReason, Instance, InstanceOutput, PluginRuntime, RuntimeError};
+use crate::lines::read_line;
 
 /// Longest stderr line logged as is; longer ones are cut.
 const MAX_STDERR_LINE: usize = 16 * 1024;
@@ -167,70 +168,17 @@ async fn write_stdin(mut stdin: ChildStdin, mut input: mpsc::UnboundedReceiver<H
     }
 }
 
-/// How a bounded line read ended.
-#[derive(Debug, PartialEq, Eq)]
-enum LineRead {
-    /// A whole line is in the buffer (newline and any `\r` removed).
-    Line,
-    /// The line was longer than the limit; it was discarded.
-    TooLong(usize),
-    /// End of input with nothing pending.
-    Eof,
-}
-
-/// Reads one line of at most `max` bytes into `buf` (cleared first), never holding more than `max`
-/// bytes of it in memory.
-async fn read_line_limited<R: AsyncBufRead + Unpin>(
-    reader: &mut R,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> io::Result<LineRead> {
-    buf.clear();
-    let mut discarded = 0usize;
-    loop {
-        let available = reader.fill_buf().await?;
-        if available.is_empty() {
-            return Ok(match (discarded, buf.is_empty()) {
-                (0, true) => LineRead::Eof,
-                (0, false) => LineRead::Line,
-                (n, _) => LineRead::TooLong(n),
-            });
-        }
-        let (chunk, found) = match available.iter().position(|&b| b == b'\n') {
-            Some(i) => (&available[..i], Some(i + 1)),
-            None => (available, None),
-        };
-        if discarded > 0 || buf.len() + chunk.len() > max {
-            discarded += buf.len() + chunk.len();
-            buf.clear();
-        } else {
-            buf.extend_from_slice(chunk);
-        }
-        let consumed = found.unwrap_or(available.len());
-        reader.consume(consumed);
-        if found.is_some() {
-            if discarded > 0 {
-                return Ok(LineRead::TooLong(discarded));
-            }
-            if buf.last() == Some(&b'\r') {
-                buf.pop();
-            }
-            return Ok(LineRead::Line);
-        }
-    }
-}
-
 /// Decodes the child's stdout into outputs until EOF.
 async fn read_stdout<R: AsyncBufRead + Unpin>(mut stdout: R, output: mpsc::Sender<InstanceOutput>) {
-    let mut line = Vec::with_capacity(1024);
+    let mut framer = LineFramer::new(MAX_LINE_BYTES);
     loop {
-        let item = match read_line_limited(&mut stdout, &mut line, MAX_LINE_BYTES).await {
-            Ok(LineRead::Eof) | Err(_) => return,
-            Ok(LineRead::TooLong(n)) => InstanceOutput::Malformed(format!(
+        let item = match read_line(&mut stdout, &mut framer).await {
+            Ok(None) | Err(_) => return,
+            Ok(Some(Framed::TooLong(n))) => InstanceOutput::Malformed(format!(
                 "line of {n} bytes over the {MAX_LINE_BYTES}-byte limit"
             )),
-            Ok(LineRead::Line) if line.iter().all(u8::is_ascii_whitespace) => continue,
-            Ok(LineRead::Line) => match PluginMessage::decode(&line) {
+            Ok(Some(Framed::Line)) if framer.line().iter().all(u8::is_ascii_whitespace) => continue,
+            Ok(Some(Framed::Line)) => match PluginMessage::decode(framer.line()) {
                 Ok(Decoded::Message(message)) => InstanceOutput::Message(message),
                 Ok(Decoded::Unknown(kind)) => InstanceOutput::Unknown(kind),
                 Err(err) => InstanceOutput::Malformed(err.to_string()),
@@ -245,15 +193,15 @@ async fn read_stdout<R: AsyncBufRead + Unpin>(mut stdout: R, output: mpsc::Sende
 /// Logs the child's stderr under the plugin's name, at most [`STDERR_LINES_PER_SECOND`] lines a
 /// second; the rest are counted and summarized.
 async fn log_stderr<R: AsyncBufRead + Unpin>(mut stderr: R, plugin: String, pid: Option<u32>) {
-    let mut line = Vec::with_capacity(256);
+    let mut framer = LineFramer::new(MAX_STDERR_LINE);
     let mut window = Instant::now();
     let mut logged = 0u32;
     let mut suppressed = 0u64;
     loop {
-        let text = match read_line_limited(&mut stderr, &mut line, MAX_STDERR_LINE).await {
-            Ok(LineRead::Eof) | Err(_) => break,
-            Ok(LineRead::TooLong(n)) => format!("<{n}-byte line cut>"),
-            Ok(LineRead::Line) => String::from_utf8_lossy(&line).into_owned(),
+        let text = match read_line(&mut stderr, &mut framer).await {
+            Ok(None) | Err(_) => break,
+            Ok(Some(Framed::TooLong(n))) => format!("<{n}-byte line cut>"),
+            Ok(Some(Framed::Line)) => String::from_utf8_lossy(framer.line()).into_owned(),
         };
         if window.elapsed() >= Duration::from_secs(1) {
             if suppressed > 0 {
@@ -348,30 +296,5 @@ mod sys {
                 libc::kill(-pid, libc::SIGKILL);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn lines(input: &[u8], max: usize) -> Vec<Result<String, usize>> {
-        let mut reader = BufReader::with_capacity(4, input);
-        let mut buf = Vec::new();
-        let mut out = Vec::new();
-        loop {
-            match read_line_limited(&mut reader, &mut buf, max).await.unwrap() {
-                LineRead::Eof => return out,
-                LineRead::Line => out.push(Ok(String::from_utf8(buf.clone()).unwrap())),
-                LineRead::TooLong(n) => out.push(Err(n)),
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn long_lines_are_discarded_without_losing_the_next_ones() {
-        let got = lines(b"short\r\n0123456789abcdef\nok\nlast-without-newline", 8).await;
-        assert_eq!(got, [Ok("short".into()), Err(16), Ok("ok".into()), Err(20)],);
-        assert_eq!(lines(b"a\n\nb", 8).await, [Ok("a".into()), Ok("".into()), Ok("b".into())]);
     }
 }
