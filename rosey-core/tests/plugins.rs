@@ -130,7 +130,7 @@ impl Bed {
     }
 }
 
-fn replies(answer: &Value) -> Vec<String> {
+pub(crate) fn replies(answer: &Value) -> Vec<String> {
     answer["replies"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect()
 }
 

@@ -5,5 +5,6 @@ mod bus_conformance;
 mod config;
 mod console;
 mod plugins;
+mod reload;
 mod router;
 mod support;

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::status::PluginStatus;
+use super::status::{PluginStatus, ReloadReport};
 
 /// Why a control request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,4 +31,8 @@ pub trait PluginControl: Send + Sync {
     /// Stops the plugin (if running) and starts it again, clearing FAILED; returns once it serves or
     /// its start failed.
     async fn restart(&self, name: &str) -> Result<PluginStatus, ControlError>;
+
+    /// Blue-green reload from the manifest on disk; the report says whether the new version serves
+    /// or was rolled back, and why.
+    async fn reload(&self, name: &str) -> Result<ReloadReport, ControlError>;
 }

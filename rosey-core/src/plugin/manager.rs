@@ -15,9 +15,9 @@ use super::control::{ControlError, PluginControl};
 use super::manifest::{self, Manifest, ManifestError};
 use super::runtime::PluginRuntime;
 use super::slot::{Control, Shared, SharedCell, Slot};
-use super::status::{PluginState, PluginStatus};
+use super::status::{PluginState, PluginStatus, ReloadReport};
 use crate::bus::EventBus;
-use crate::metrics::{MetricsSink, NoopSink};
+use crate::metrics::{MetricsSink, NoopSink, ReloadOutcome};
 
 /// Tuning of a [`PluginManager`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,9 +59,14 @@ pub enum ManagerError {
     /// A start or restart failed; says why.
     #[error("{0}")]
     Failed(String),
+    /// Another reload, a restart or a stop of the plugin is in progress.
+    #[error("{0}")]
+    Busy(String),
 }
 
 struct Entry {
+    /// The plugin's folder, where a reload reads the manifest again.
+    dir: std::path::PathBuf,
     control: mpsc::Sender<Control>,
     shared: SharedCell,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -158,7 +163,12 @@ impl PluginManager {
             }
             slots.insert(
                 name.clone(),
-                Arc::new(Entry { control, shared: shared.clone(), task: Mutex::new(None) }),
+                Arc::new(Entry {
+                    dir: manifest.dir.clone(),
+                    control,
+                    shared: shared.clone(),
+                    task: Mutex::new(None),
+                }),
             );
         }
         let clashes = self.commands.set_plugin_commands(
@@ -271,6 +281,90 @@ impl PluginManager {
         }
     }
 
+    /// Blue-green reload: reads the plugin's manifest again, starts the new version beside the serving
+    /// one, checks its health (ready, pong, probe, memory), swaps atomically and drains the old one; on
+    /// any failure the old version keeps serving, untouched. A stopped or FAILED plugin is simply started
+    /// from the new manifest. Returns the report (also for a rollback); an error only when the reload
+    /// could not be attempted (unknown plugin, another reload or a stop in progress).
+    pub async fn reload(&self, name: &str) -> Result<ReloadReport, ManagerError> {
+        let entry = self.entry(name)?;
+        let began = std::time::Instant::now();
+        let manifest = match Manifest::load(&entry.dir) {
+            Ok(manifest) if manifest.name == name => manifest,
+            Ok(manifest) => {
+                let reason = format!("manifest: name changed to {:?}", manifest.name);
+                return Ok(self.refused_report(name, &manifest.version, reason, began));
+            }
+            Err(err) => {
+                let version = self.status(name).map(|s| s.version).unwrap_or_default();
+                return Ok(self.refused_report(name, &version, format!("manifest: {err}"), began));
+            }
+        };
+        let commands: Vec<(String, bool)> =
+            manifest.commands.iter().map(|c| (c.name.clone(), c.subcommands)).collect();
+        let (done, wait) = oneshot::channel();
+        entry
+            .control
+            .send(Control::Reload { manifest: Box::new(manifest), done })
+            .await
+            .map_err(|_| ManagerError::Gone(name.to_owned()))?;
+        let report = match wait.await {
+            Ok(Ok(report)) => report,
+            Ok(Err(busy)) => return Err(ManagerError::Busy(busy)),
+            Err(_) => return Err(ManagerError::Gone(name.to_owned())),
+        };
+        if report.outcome == ReloadOutcome::Success {
+            for command in self.commands.set_plugin_commands(name, commands) {
+                tracing::warn!(message = "command already owned by another plugin; not routed here", plugin = %name, command = %command);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Reloads every plugin, one at a time in name order, stopping at the first that does not
+    /// succeed. Returns the reports of the reloads attempted.
+    pub async fn reload_all(&self) -> Vec<ReloadReport> {
+        let names: Vec<String> = self.slots.read().keys().cloned().collect();
+        let mut reports = Vec::new();
+        for name in names {
+            match self.reload(&name).await {
+                Ok(report) => {
+                    let ok = report.outcome == ReloadOutcome::Success;
+                    reports.push(report);
+                    if !ok {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    let version = self.status(&name).map(|s| s.version).unwrap_or_default();
+                    let began = std::time::Instant::now();
+                    reports.push(self.refused_report(&name, &version, err.to_string(), began));
+                    break;
+                }
+            }
+        }
+        reports
+    }
+
+    fn refused_report(
+        &self,
+        name: &str,
+        to_version: &str,
+        reason: String,
+        began: std::time::Instant,
+    ) -> ReloadReport {
+        let from_version = self.status(name).map(|s| s.version).unwrap_or_default();
+        self.sink.plugin_reloaded(name, ReloadOutcome::RolledBack, began.elapsed());
+        ReloadReport {
+            name: name.to_owned(),
+            from_version,
+            to_version: to_version.to_owned(),
+            duration: began.elapsed(),
+            outcome: ReloadOutcome::RolledBack,
+            reason: Some(reason),
+        }
+    }
+
     /// Stops every plugin (in parallel, each bounded by the stop timeout) and ends their slots.
     pub async fn shutdown(&self) {
         let entries: Vec<(String, Arc<Entry>)> =
@@ -305,9 +399,18 @@ impl PluginControl for PluginManager {
     }
 
     async fn restart(&self, name: &str) -> Result<PluginStatus, ControlError> {
-        PluginManager::restart(self, name).await.map_err(|e| match e {
-            ManagerError::UnknownPlugin(name) => ControlError::UnknownPlugin(name),
-            other => ControlError::Failed(other.to_string()),
-        })
+        PluginManager::restart(self, name).await.map_err(control_error)
+    }
+
+    async fn reload(&self, name: &str) -> Result<ReloadReport, ControlError> {
+        PluginManager::reload(self, name).await.map_err(control_error)
+    }
+}
+
+fn control_error(err: ManagerError) -> ControlError {
+    match err {
+        ManagerError::UnknownPlugin(name) => ControlError::UnknownPlugin(name),
+        ManagerError::Busy(why) => ControlError::Busy(why),
+        other => ControlError::Failed(other.to_string()),
     }
 }

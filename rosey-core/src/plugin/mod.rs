@@ -26,4 +26,4 @@ pub use manifest::{CommandSpec, Manifest, ManifestError};
 pub use process::ProcessRuntime;
 pub use runtime::{ExitReason, Instance, InstanceOutput, PluginRuntime, RuntimeError};
 pub use slot::PROBE_USER;
-pub use status::{EventCounts, LatencySummary, PluginState, PluginStatus};
+pub use status::{EventCounts, LatencySummary, PluginState, PluginStatus, ReloadReport};

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::event::EpochMillis;
+use crate::metrics::ReloadOutcome;
 
 /// The lifecycle state of a plugin slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -113,4 +114,26 @@ pub struct PluginStatus {
     pub latency: LatencySummary,
     /// The last failure: crash reason, failed start, or why the plugin is FAILED.
     pub last_error: Option<String>,
+}
+
+/// The result of a blue-green reload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReloadReport {
+    /// Plugin name.
+    pub name: String,
+    /// The version serving before.
+    pub from_version: String,
+    /// The version the reload tried to start (from the manifest on disk).
+    pub to_version: String,
+    /// From the call to the new version serving (or to the rollback).
+    #[serde(serialize_with = "seconds")]
+    pub duration: Duration,
+    /// Whether the new version serves now.
+    pub outcome: ReloadOutcome,
+    /// Why it was rolled back, naming the failed step.
+    pub reason: Option<String>,
+}
+
+fn seconds<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(duration.as_secs_f64())
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """A deliberately misbehaving Rosey plugin for the host's tests (protocol v1, stdlib only).
 
-Start-up flags: --version V, --exit-at-start, --no-ready, --no-pong.
-Behaviours (the first word of the event's `args`): echo <text>, pid, slow <ms>, crash, hang, garbage, alloc <mb>,
+Start-up flags: --version V, --exit-at-start, --no-ready, --no-pong, --hog-at-start MB,
+--probe-fails, --probe-silent.
+Behaviours (the first word of the event's `args`): echo <text>, pid, version, probe, slow <ms>, crash, hang, garbage, alloc <mb>,
 spin, flood-stdout <mb>, flood-stderr <mb>, multi <n>, fail <why>.
 """
 import json
@@ -24,6 +25,8 @@ if "--exit-at-start" in args:
     sys.exit(3)
 
 hoard = []
+if "--hog-at-start" in args:
+    hoard.append(b"x" * (int(args[args.index("--hog-at-start") + 1]) * 1024 * 1024))
 for raw in sys.stdin:
     try:
         msg = json.loads(raw)
@@ -51,6 +54,12 @@ for raw in sys.stdin:
             send({"type": "reply", "id": eid, "message": " ".join(words[1:])})
         elif cmd == "pid":
             send({"type": "reply", "id": eid, "message": str(os.getpid())})
+        elif cmd == "probe":
+            if "--probe-fails" in args:
+                send({"type": "done", "id": eid, "error": "probe broken"})
+                continue
+            if "--probe-silent" not in args:
+                send({"type": "reply", "id": eid, "message": "probe ok"})
         elif cmd == "version":
             send({"type": "reply", "id": eid, "message": version})
         elif cmd == "slow":

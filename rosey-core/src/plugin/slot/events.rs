@@ -175,6 +175,10 @@ impl Slot {
         if self.active.as_ref().is_some_and(|a| a.generation == generation) {
             return self.on_active_output(output).await;
         }
+        if let Some(index) = self.draining.iter().position(|d| d.running.generation == generation) {
+            self.on_draining_output(index, output).await;
+            return false;
+        }
         // A leftover of an instance we already gave up on (killed during start, for instance).
         false
     }

@@ -8,6 +8,7 @@
 //! no locks; a shared cell publishes a snapshot for the manager.
 
 mod events;
+mod reload;
 mod start;
 mod supervise;
 
@@ -30,7 +31,7 @@ use super::backoff::{RestartDecision, RestartTracker};
 use super::manifest::Manifest;
 use super::resources::{LimitWatch, ProcessSampler, Verdict};
 use super::runtime::{InstanceInput, InstanceOutput, KillSwitch, PluginRuntime};
-use super::status::{EventCounts, LatencySummary, PluginState, PluginStatus};
+use super::status::{EventCounts, LatencySummary, PluginState, PluginStatus, ReloadReport};
 use crate::bus::{EventBus, EventBusExt, Message, Subscription};
 use crate::event::{ChatSend, LifecycleEvent, now_millis};
 use crate::metrics::MetricsSink;
@@ -51,6 +52,8 @@ pub(crate) enum Control {
     Restart { done: oneshot::Sender<Result<(), String>> },
     /// Stop and end the slot task.
     Shutdown { done: oneshot::Sender<()> },
+    /// Blue-green reload to `manifest`; answered with the report, or an error when refused.
+    Reload { manifest: Box<Manifest>, done: oneshot::Sender<Result<ReloadReport, String>> },
 }
 
 /// The state shared between a slot task and the manager.
@@ -130,14 +133,29 @@ enum Purpose {
     Start(Option<oneshot::Sender<Result<(), String>>>),
     /// Supervisor restart after a crash.
     CrashRestart,
+    /// Blue-green reload: the new instance starts beside the serving one.
+    Reload {
+        manifest: Box<Manifest>,
+        from_version: String,
+        began: Instant,
+        done: oneshot::Sender<Result<ReloadReport, String>>,
+    },
 }
 
+/// What a starting instance is waiting for.
 enum Phase {
-    AwaitReady,
-    AwaitPong(u64),
+    Ready,
+    Pong(u64),
+    /// Waiting for the manifest's probe command to be answered (reloads only).
+    Probe {
+        id: u64,
+        replied: bool,
+    },
 }
 
 struct Starting {
+    /// The manifest being started (for a reload: the new one).
+    manifest: Manifest,
     generation: u64,
     pid: Option<u32>,
     input: InstanceInput,
@@ -176,6 +194,13 @@ enum AfterStop {
     Exit(oneshot::Sender<()>),
 }
 
+/// An old instance finishing its in-flight events after a reload.
+struct Draining {
+    running: Running,
+    deadline: Instant,
+    shutdown_sent: bool,
+}
+
 struct Stopping {
     deadline: Instant,
     killed: bool,
@@ -192,6 +217,7 @@ pub(crate) struct Slot {
     outputs: SelectAll<Tagged>,
     starting: Option<Starting>,
     active: Option<Running>,
+    draining: Vec<Draining>,
     stopping: Option<Stopping>,
     queue: VecDeque<Message>,
     deadlines: VecDeque<(Instant, u64, u64)>,
@@ -226,6 +252,7 @@ impl Slot {
             outputs: SelectAll::new(),
             starting: None,
             active: None,
+            draining: Vec::new(),
             stopping: None,
             queue: VecDeque::new(),
             deadlines: VecDeque::new(),
@@ -269,6 +296,7 @@ impl Slot {
             let event_deadline = self.deadlines.front().map(|d| d.0);
             let start_deadline = self.starting.as_ref().map(|s| s.deadline);
             let stop_deadline = self.stopping.as_ref().filter(|s| !s.killed).map(|s| s.deadline);
+            let drain_deadline = self.draining.iter().map(|d| d.deadline).min();
             tokio::select! {
                 Some(message) = next_message(&mut self.subscription) => self.on_bus_message(message).await,
                 Some((generation, output)) = self.outputs.next(), if !self.outputs.is_empty() => {
@@ -289,6 +317,7 @@ impl Slot {
                 }
                 () = sleep_until(start_deadline) => self.on_start_timeout().await,
                 () = sleep_until(stop_deadline) => self.on_stop_timeout(),
+                () = sleep_until(drain_deadline) => self.on_drain_timeout().await,
                 _ = sampling.tick() => self.sample_resources(),
             }
         }

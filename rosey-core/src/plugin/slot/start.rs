@@ -4,14 +4,21 @@ use super::*;
 
 impl Slot {
     pub(super) async fn begin_start(&mut self, purpose: Purpose) {
-        if self.subscription.is_none()
-            && let Err(reason) = self.subscribe().await
-        {
-            self.start_failed(purpose, format!("subscribe failed: {reason}")).await;
-            return;
+        let manifest = match &purpose {
+            Purpose::Reload { manifest, .. } => (**manifest).clone(),
+            _ => self.manifest.clone(),
+        };
+        // A reload beside a serving instance keeps the subscription and the RUNNING state.
+        if self.active.is_none() {
+            if self.subscription.is_none()
+                && let Err(reason) = self.subscribe().await
+            {
+                self.start_failed(purpose, format!("subscribe failed: {reason}")).await;
+                return;
+            }
+            self.set_state(PluginState::Starting);
         }
-        self.set_state(PluginState::Starting);
-        let instance = match self.runtime.start(&self.manifest).await {
+        let instance = match self.runtime.start(&manifest).await {
             Ok(instance) => instance,
             Err(err) => {
                 self.start_failed(purpose, err.to_string()).await;
@@ -24,19 +31,21 @@ impl Slot {
         self.outputs.push(Tagged { generation, output: parts.output });
         let sent = parts.input.send(HostMessage::Init {
             protocol: PROTOCOL_VERSION,
-            name: self.manifest.name.clone(),
-            config: self.manifest.config.clone(),
+            name: manifest.name.clone(),
+            config: manifest.config.clone(),
         });
         if !sent {
             tracing::debug!(message = "plugin gone before init", plugin = %self.name());
         }
+        let deadline = Instant::now() + manifest.timeouts.ready;
         self.starting = Some(Starting {
+            manifest,
             generation,
             pid: parts.pid,
             input: parts.input,
             kill: parts.kill,
-            phase: Phase::AwaitReady,
-            deadline: Instant::now() + self.manifest.timeouts.ready,
+            phase: Phase::Ready,
+            deadline,
             version: None,
             purpose,
         });
@@ -60,32 +69,46 @@ impl Slot {
         let Some(starting) = self.starting.as_mut() else { return };
         match output {
             InstanceOutput::Message(PluginMessage::Ready { name, version, .. })
-                if matches!(starting.phase, Phase::AwaitReady) =>
+                if matches!(starting.phase, Phase::Ready) =>
             {
-                if name != self.manifest.name {
-                    tracing::warn!(message = "plugin reports another name", plugin = %self.manifest.name, reported = %name);
+                let expected = &starting.manifest;
+                if name != expected.name {
+                    tracing::warn!(message = "plugin reports another name", plugin = %expected.name, reported = %name);
                 }
-                if version != self.manifest.version {
-                    tracing::warn!(message = "plugin version differs from its manifest", plugin = %self.manifest.name, manifest = %self.manifest.version, reported = %version);
+                if version != expected.version {
+                    tracing::warn!(message = "plugin version differs from its manifest", plugin = %expected.name, manifest = %expected.version, reported = %version);
                 }
                 starting.version = Some(version);
                 let id = self.next_ping;
                 self.next_ping += 1;
                 starting.input.send(HostMessage::Ping { id });
-                starting.phase = Phase::AwaitPong(id);
-                starting.deadline = Instant::now() + self.manifest.timeouts.health;
+                starting.phase = Phase::Pong(id);
+                starting.deadline = Instant::now() + starting.manifest.timeouts.health;
             }
-            InstanceOutput::Message(PluginMessage::Pong { id }) if matches!(starting.phase, Phase::AwaitPong(expected) if expected == id) =>
+            InstanceOutput::Message(PluginMessage::Pong { id }) if matches!(starting.phase, Phase::Pong(expected) if expected == id) => {
+                if matches!(starting.purpose, Purpose::Reload { .. }) {
+                    self.after_reload_pong().await;
+                } else {
+                    self.promote().await;
+                }
+            }
+            InstanceOutput::Message(PluginMessage::Reply { id, .. }) if matches!(starting.phase, Phase::Probe { id: probe, .. } if probe == id) =>
             {
-                self.promote().await;
+                starting.phase = Phase::Probe { id, replied: true };
+            }
+            InstanceOutput::Message(PluginMessage::Done { id, error }) if matches!(starting.phase, Phase::Probe { id: probe, .. } if probe == id) =>
+            {
+                let replied = matches!(starting.phase, Phase::Probe { replied: true, .. });
+                self.after_probe(replied, error).await;
             }
             InstanceOutput::Message(PluginMessage::Log { level, message }) => {
                 self.log_from_plugin(&level, &message);
             }
             InstanceOutput::Exited(reason) => {
                 let phase = match starting.phase {
-                    Phase::AwaitReady => "before ready",
-                    Phase::AwaitPong(_) => "before pong",
+                    Phase::Ready => "before ready",
+                    Phase::Pong(_) => "before pong",
+                    Phase::Probe { .. } => "during the probe",
                 };
                 let reason = format!("exited {phase}: {reason}");
                 if let Some(starting) = self.starting.take() {
@@ -102,11 +125,15 @@ impl Slot {
     pub(super) async fn on_start_timeout(&mut self) {
         let Some(mut starting) = self.starting.take() else { return };
         let secs = |d: Duration| format!("{}s", d.as_secs_f64());
+        let timeouts = starting.manifest.timeouts;
         let reason = match starting.phase {
-            Phase::AwaitReady => format!("no ready within {}", secs(self.manifest.timeouts.ready)),
-            Phase::AwaitPong(_) => {
-                format!("no pong within {}", secs(self.manifest.timeouts.health))
-            }
+            Phase::Ready => format!("no ready within {}", secs(timeouts.ready)),
+            Phase::Pong(_) => format!("no pong within {}", secs(timeouts.health)),
+            Phase::Probe { .. } => format!(
+                "probe {:?} got no reply within {}",
+                starting.manifest.probe.as_deref().unwrap_or_default(),
+                secs(timeouts.health)
+            ),
         };
         starting.kill.kill();
         self.start_failed(starting.purpose, reason).await;
@@ -114,6 +141,10 @@ impl Slot {
 
     /// The started instance passed its checks: it serves from now on.
     pub(super) async fn promote(&mut self) {
+        if self.starting.as_ref().is_some_and(|s| matches!(s.purpose, Purpose::Reload { .. })) {
+            self.promote_reload().await;
+            return;
+        }
         let Some(starting) = self.starting.take() else { return };
         let version = starting.version.unwrap_or_else(|| self.manifest.version.clone());
         let now = Instant::now();
@@ -128,8 +159,8 @@ impl Slot {
             kill_reason: None,
             sampler: starting.pid.map(ProcessSampler::new),
             limits: LimitWatch::new(
-                self.manifest.limits.memory_mb,
-                self.manifest.limits.cpu_percent,
+                starting.manifest.limits.memory_mb,
+                starting.manifest.limits.cpu_percent,
             ),
         };
         let pid = running.pid;
@@ -157,13 +188,17 @@ impl Slot {
             Purpose::Start(Some(done)) => {
                 let _ = done.send(Ok(()));
             }
-            Purpose::Start(None) => {}
+            Purpose::Start(None) | Purpose::Reload { .. } => {}
         }
         self.pump().await;
     }
 
     /// A start failed: like a crash, it counts against the restart budget.
     pub(super) async fn start_failed(&mut self, purpose: Purpose, reason: String) {
+        if let Purpose::Reload { .. } = purpose {
+            self.reload_failed(purpose, reason).await;
+            return;
+        }
         tracing::warn!(message = "plugin failed to start", plugin = %self.manifest.name, reason = %reason);
         if let Purpose::Start(Some(done)) = purpose {
             let _ = done.send(Err(reason.clone()));

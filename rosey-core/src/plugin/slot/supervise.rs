@@ -75,6 +75,20 @@ impl Slot {
     pub(super) async fn on_control(&mut self, command: Control) -> bool {
         match command {
             Control::Stop { done } => self.begin_stop(AfterStop::Idle(vec![done])).await,
+            Control::Restart { done } if self.reload_in_progress() => {
+                let _ = done.send(Err(self.busy_reason()));
+                false
+            }
+            Control::Reload { done, .. }
+                if self.reload_in_progress() || self.stopping.is_some() =>
+            {
+                let _ = done.send(Err(self.busy_reason()));
+                false
+            }
+            Control::Reload { manifest, done } => {
+                self.begin_reload(manifest, done).await;
+                false
+            }
             Control::Restart { done } => {
                 self.restarts.reset();
                 if self.active.is_some() {
@@ -93,8 +107,14 @@ impl Slot {
         self.restart_at = None;
         if let Some(mut starting) = self.starting.take() {
             starting.kill.kill();
-            if let Purpose::Start(Some(done)) = starting.purpose {
-                let _ = done.send(Err("superseded by another start".to_owned()));
+            match starting.purpose {
+                Purpose::Start(Some(done)) => {
+                    let _ = done.send(Err("superseded by another start".to_owned()));
+                }
+                Purpose::Reload { done, .. } => {
+                    let _ = done.send(Err("superseded by a stop or restart".to_owned()));
+                }
+                _ => {}
             }
         }
     }

@@ -1,0 +1,241 @@
+//! Blue-green reload with real processes: success, every failed health check, drain, zero loss.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rosey_core::metrics::ReloadOutcome;
+use rosey_core::plugin::{ManagerError, Manifest, PluginState};
+
+use crate::plugins::{Bed, replies, testbed_manifest};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Rewrites the plugin's manifest on disk, as an operator deploying a new version would.
+fn deploy(manifest: &Manifest, version: &str, flags: &[&str], extra_toml: &str) {
+    let fresh = testbed_manifest(&manifest.name, &manifest.commands[0].name, flags, extra_toml);
+    let text = std::fs::read_to_string(fresh.dir.join("plugin.toml")).unwrap();
+    let text = text.replace("version = \"1.0.0\"", &format!("version = \"{version}\""));
+    std::fs::write(manifest.dir.join("plugin.toml"), text).unwrap();
+}
+
+async fn pid_of(bed: &Bed, command: &str) -> u32 {
+    replies(&bed.ask(command, "pid").await)[0].parse().unwrap()
+}
+
+async fn wait_gone(pid: u32) {
+    for _ in 0..500 {
+        let alive =
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "));
+        if !alive {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("old process {pid} still running");
+}
+
+const PROBE: &str = "[health]\nprobe = \"!CMD probe\"";
+
+async fn upgrade(bed: Bed) {
+    let command = format!("u{}", crate::support::unique_prefix());
+    let probe = PROBE.replace("CMD", &command);
+    let manifest = testbed_manifest("upgrader", &command, &["--version", "1.0.0"], &probe);
+    bed.start(manifest.clone()).await;
+    let old_pid = pid_of(&bed, &command).await;
+    deploy(&manifest, "1.1.0", &["--version", "1.1.0"], &probe);
+    let report = bed.manager.reload("upgrader").await.unwrap();
+    assert_eq!(report.outcome, ReloadOutcome::Success, "{report:?}");
+    assert_eq!((report.from_version.as_str(), report.to_version.as_str()), ("1.0.0", "1.1.0"));
+    assert!(report.duration < Duration::from_secs(3), "{report:?}");
+    assert_eq!(replies(&bed.ask(&command, "version").await), ["1.1.0"]);
+    let new_pid = pid_of(&bed, &command).await;
+    assert_ne!(new_pid, old_pid);
+    wait_gone(old_pid).await;
+    let status = bed.manager.status("upgrader").unwrap();
+    assert_eq!(
+        (status.version.as_str(), status.pid, status.state),
+        ("1.1.0", Some(new_pid), PluginState::Running)
+    );
+    bed.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_from_1_0_to_1_1_swaps_versions_and_retires_the_old_process_on_memory_bus() {
+    upgrade(Bed::memory().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_from_1_0_to_1_1_swaps_versions_and_retires_the_old_process_on_nats() {
+    upgrade(Bed::nats().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_health_check_leaves_the_old_version_serving_and_names_the_step() {
+    let bed = Bed::memory().await;
+    let fast =
+        "[timeouts]\nready_secs = 0.5\nhealth_secs = 0.5\n[health]\nprobe = \"!keeper probe\"";
+    let manifest = testbed_manifest("keeper", "keeper", &[], fast);
+    bed.start(manifest.clone()).await;
+    let pid = pid_of(&bed, "keeper").await;
+    let limits = format!("{fast}\n[limits]\nmemory_mb = 40");
+    let cases: [(&[&str], &str, &str); 6] = [
+        (&["--exit-at-start"], fast, "exited before ready: exited with code 3"),
+        (&["--no-ready"], fast, "no ready within 0.5s"),
+        (&["--no-pong"], fast, "no pong within 0.5s"),
+        (&["--probe-fails"], fast, "probe \"!keeper probe\" failed: probe broken"),
+        (&["--probe-silent"], fast, "probe \"!keeper probe\" got no reply"),
+        (&["--hog-at-start", "80"], &limits, "over limit 40 MB"),
+    ];
+    for (flags, toml, expected) in cases {
+        deploy(&manifest, "2.0.0", flags, toml);
+        let report = bed.manager.reload("keeper").await.unwrap();
+        assert_eq!(report.outcome, ReloadOutcome::RolledBack, "{flags:?}");
+        let reason = report.reason.unwrap();
+        assert!(reason.contains(expected), "{flags:?}: {reason}");
+        assert_eq!(pid_of(&bed, "keeper").await, pid, "{flags:?}: the old process keeps serving");
+        assert_eq!(bed.manager.status("keeper").unwrap().version, "1.0.0");
+    }
+    std::fs::write(
+        manifest.dir.join("plugin.toml"),
+        "name = \"keeper\"\nversion = \"3.0.0\"\nexec = [\"no-such-program\"]\ncommands = [\"keeper\"]\n",
+    )
+    .unwrap();
+    let report = bed.manager.reload("keeper").await.unwrap();
+    assert!(report.reason.unwrap().starts_with("exec failed: no-such-program not found"));
+    assert_eq!(pid_of(&bed, "keeper").await, pid);
+    bed.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_reload_while_one_runs_is_refused() {
+    let bed = Bed::memory().await;
+    let manifest = testbed_manifest("twice", "twice", &[], "");
+    bed.start(manifest.clone()).await;
+    deploy(&manifest, "1.1.0", &["--version", "1.1.0"], "");
+    let (a, b) = tokio::join!(bed.manager.reload("twice"), bed.manager.reload("twice"));
+    let (ok, refused) = if a.is_ok() { (a, b) } else { (b, a) };
+    assert_eq!(ok.unwrap().outcome, ReloadOutcome::Success);
+    match refused {
+        Err(ManagerError::Busy(why)) => assert_eq!(why, "a reload of twice is already in progress"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    bed.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_event_on_the_old_version_completes_during_the_drain() {
+    let mut bed = Bed::memory().await;
+    let manifest = testbed_manifest("drainer", "drainer", &[], "");
+    bed.start(manifest.clone()).await;
+    let old_pid = pid_of(&bed, "drainer").await;
+    assert_eq!(bed.said().await, old_pid.to_string());
+    bed.send("drainer", "slow 700").await;
+    deploy(&manifest, "1.1.0", &["--version", "1.1.0"], "");
+    let report = bed.manager.reload("drainer").await.unwrap();
+    assert_eq!(report.outcome, ReloadOutcome::Success);
+    assert_eq!(bed.said().await, "slow done", "answered by the old version while it drained");
+    // The old version gets `shutdown` only once its last event is done, so once it is gone every
+    // event has been counted.
+    wait_gone(old_pid).await;
+    let events = bed.manager.status("drainer").unwrap().events;
+    assert_eq!((events.failed, events.completed), (0, 2));
+    bed.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_timeout_fails_the_stuck_event_and_stops_the_old_version() {
+    let mut bed = Bed::memory().await;
+    let toml = "[timeouts]\ndrain_secs = 0.3";
+    let manifest = testbed_manifest("stuck", "stuck", &[], toml);
+    bed.start(manifest.clone()).await;
+    let old_pid = pid_of(&bed, "stuck").await;
+    assert_eq!(bed.said().await, old_pid.to_string());
+    bed.send("stuck", "hang").await;
+    deploy(&manifest, "1.1.0", &["--version", "1.1.0"], toml);
+    assert_eq!(bed.manager.reload("stuck").await.unwrap().outcome, ReloadOutcome::Success);
+    assert_eq!(bed.said().await, "❌ stuck did not answer in time");
+    wait_gone(old_pid).await;
+    let events = bed.manager.status("stuck").unwrap().events;
+    assert_eq!((events.failed, events.timed_out), (1, 1));
+    bed.manager.shutdown().await;
+}
+
+async fn zero_loss(mut bed: Bed) {
+    let command = format!("z{}", crate::support::unique_prefix());
+    let manifest = testbed_manifest("steady", &command, &[], "");
+    bed.start(manifest.clone()).await;
+    let sender = {
+        let bus = bed.bus.clone();
+        let channel = bed.channel.clone();
+        let command = command.clone();
+        tokio::spawn(async move {
+            // About 2 000 commands a second, until told to stop.
+            let mut n = 0u32;
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            loop {
+                tick.tick().await;
+                for _ in 0..20 {
+                    let event = rosey_core::event::CommandEvent {
+                        channel: channel.clone(),
+                        user: "load".into(),
+                        rank: None,
+                        command: command.clone(),
+                        args: format!("echo {n}"),
+                        message: String::new(),
+                        time: 1,
+                    };
+                    use rosey_core::bus::EventBusExt;
+                    bus.publish_json(&format!("rosey.command.{command}"), &event).await.unwrap();
+                    n += 1;
+                }
+                if n >= 4_000 {
+                    return n;
+                }
+            }
+        })
+    };
+    let mut reloads = 0;
+    for i in 0..20 {
+        deploy(&manifest, &format!("1.{}.0", i + 1), &["--version", &format!("1.{}.0", i + 1)], "");
+        let report = bed.manager.reload("steady").await.unwrap();
+        assert_eq!(report.outcome, ReloadOutcome::Success, "{report:?}");
+        reloads += 1;
+    }
+    let sent = sender.await.unwrap();
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    while seen.len() < sent as usize {
+        let line = bed.said().await;
+        *seen.entry(line).or_default() += 1;
+    }
+    let dupes: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dupes.is_empty(), "answered twice: {dupes:?}");
+    assert!(seen.keys().all(|k| k.parse::<u32>().is_ok()), "an error reply: {seen:?}");
+    assert_eq!(reloads, 20);
+    let events = bed.manager.status("steady").unwrap().events;
+    assert_eq!(events.failed, 0);
+    bed.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_reloads_under_steady_load_lose_and_duplicate_nothing_on_memory_bus() {
+    zero_loss(Bed::memory().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_reloads_under_steady_load_lose_and_duplicate_nothing_on_nats() {
+    zero_loss(Bed::nats().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloading_a_failed_plugin_starts_it() {
+    let bed = Bed::memory().await;
+    let manifest =
+        testbed_manifest("lazarus", "lazarus", &["--exit-at-start"], "[restart]\nmax_attempts = 0");
+    bed.manager.add(manifest.clone()).await.unwrap();
+    assert!(bed.manager.wait_running("lazarus", PATIENCE).await.is_err());
+    deploy(&manifest, "1.1.0", &["--version", "1.1.0"], "");
+    let report = bed.manager.reload("lazarus").await.unwrap();
+    assert_eq!(report.outcome, ReloadOutcome::Success, "{report:?}");
+    assert_eq!(replies(&bed.ask("lazarus", "version").await), ["1.1.0"]);
+    bed.manager.shutdown().await;
+}
