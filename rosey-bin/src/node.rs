@@ -10,6 +10,7 @@ use rosey_core::bus::{BusError, EventBus, MemoryBus};
 use rosey_core::config::Config;
 use rosey_core::connector::console::{ConsoleConnector, ConsoleOptions};
 use rosey_core::connector::{Connector, ConnectorError};
+use rosey_core::control::ControlService;
 use rosey_core::plugin::{PluginManager, ProcessRuntime};
 use rosey_core::router::{Router, RouterOptions};
 use tokio_util::sync::CancellationToken;
@@ -43,7 +44,7 @@ pub(crate) async fn run(config: Config) -> Result<(), NodeError> {
     let (bus, bus_kind) = start_bus(&config).await?;
     // 2. Database: arrives with the storage work.
     // 3. PluginManager
-    let manager = PluginManager::new(bus.clone(), Arc::new(ProcessRuntime::new()));
+    let manager = Arc::new(PluginManager::new(bus.clone(), Arc::new(ProcessRuntime::new())));
     for error in manager.load_dir(&config.plugin_dir).await {
         tracing::error!(message = "plugin not loaded", %error);
     }
@@ -54,9 +55,18 @@ pub(crate) async fn run(config: Config) -> Result<(), NodeError> {
             tracing::error!(message = "plugin not running at startup", plugin = %plugin.name, %err);
         }
     }
+    let stop = CancellationToken::new();
+    // The control API (rosey.control.*) belongs with the plugin manager it drives.
+    let control = match ControlService::new(bus.clone(), manager.clone()).start(stop.clone()).await
+    {
+        Ok(task) => task,
+        Err(err) => {
+            manager.shutdown().await;
+            return Err(err.into());
+        }
+    };
     // 4–6. MetricsCollector, Dashboard, AdminPlugin: arrive with their crates.
     // 7. Router
-    let stop = CancellationToken::new();
     let bot_name = config.cytube.as_ref().map_or("rosey", |c| c.username.as_str()).to_owned();
     let router_options =
         RouterOptions { bot_name: Some(bot_name.clone()), ..RouterOptions::default() };
@@ -104,6 +114,7 @@ pub(crate) async fn run(config: Config) -> Result<(), NodeError> {
     stop.cancel();
     step("connector", connector.wait()).await;
     step("router", router.wait()).await;
+    step("control API", control).await;
     step("plugins", manager.shutdown()).await;
     if tokio::time::timeout(STOP_STEP_TIMEOUT, bus.flush()).await.is_err() {
         tracing::warn!(message = "event bus did not flush in time", timeout = ?STOP_STEP_TIMEOUT);

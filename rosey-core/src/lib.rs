@@ -13,6 +13,7 @@
 pub mod bus;
 pub mod config;
 pub mod connector;
+pub mod control;
 pub mod event;
 mod lines;
 pub mod metrics;

@@ -239,3 +239,56 @@ async fn reloading_a_failed_plugin_starts_it() {
     assert_eq!(replies(&bed.ask("lazarus", "version").await), ["1.1.0"]);
     bed.manager.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_api_over_nats_lists_reloads_and_restarts() {
+    use bytes::Bytes;
+    use rosey_core::bus::{EventBus, NatsBus};
+    use rosey_core::control::ControlService;
+    use std::sync::Arc;
+
+    let bed = Bed::nats().await;
+    let command = format!("k{}", crate::support::unique_prefix());
+    let manifest = testbed_manifest("controlled", &command, &[], "");
+    bed.start(manifest.clone()).await;
+    let manager = Arc::new(bed.manager);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let service =
+        ControlService::new(bed.bus.clone(), manager.clone()).start(stop.clone()).await.unwrap();
+
+    // An operator on another connection.
+    let operator = NatsBus::connect(&crate::support::nats_url()).await.unwrap();
+    let ask = |subject: &'static str, body: &'static str| {
+        let operator = operator.clone();
+        async move {
+            let reply = operator.request(subject, Bytes::from(body), PATIENCE).await.unwrap();
+            serde_json::from_slice::<serde_json::Value>(reply.payload()).unwrap()
+        }
+    };
+    let status = ask("rosey.control.status", r#"{"name":"controlled"}"#).await;
+    assert_eq!(
+        (status["state"].as_str(), status["version"].as_str()),
+        (Some("RUNNING"), Some("1.0.0"))
+    );
+    let list = ask("rosey.control.list", "").await;
+    assert!(list.as_array().unwrap().iter().any(|p| p["name"] == "controlled"), "{list}");
+
+    deploy(&manifest, "1.1.0", &["--version", "1.1.0"], "");
+    let report = ask("rosey.control.reload", r#"{"name":"controlled"}"#).await;
+    assert_eq!(report["outcome"], "success", "{report}");
+    assert_eq!(
+        (report["from_version"].as_str(), report["to_version"].as_str()),
+        (Some("1.0.0"), Some("1.1.0"))
+    );
+
+    let restarted = ask("rosey.control.restart", r#"{"name":"controlled"}"#).await;
+    assert_eq!(restarted["state"], "RUNNING", "{restarted}");
+    let unknown = ask("rosey.control.reload", r#"{"name":"nope"}"#).await;
+    assert_eq!(unknown["error"], "unknown plugin \"nope\"");
+    let bad = ask("rosey.control.reload", "{not json").await;
+    assert!(bad["error"].as_str().unwrap().starts_with("bad request"), "{bad}");
+
+    stop.cancel();
+    service.await.unwrap();
+    manager.shutdown().await;
+}

@@ -35,4 +35,8 @@ pub trait PluginControl: Send + Sync {
     /// Blue-green reload from the manifest on disk; the report says whether the new version serves
     /// or was rolled back, and why.
     async fn reload(&self, name: &str) -> Result<ReloadReport, ControlError>;
+
+    /// Rolling reload of every plugin, one at a time, stopping at the first that does not succeed;
+    /// the reports of the reloads attempted.
+    async fn reload_all(&self) -> Vec<ReloadReport>;
 }

@@ -405,6 +405,10 @@ impl PluginControl for PluginManager {
     async fn reload(&self, name: &str) -> Result<ReloadReport, ControlError> {
         PluginManager::reload(self, name).await.map_err(control_error)
     }
+
+    async fn reload_all(&self) -> Vec<ReloadReport> {
+        PluginManager::reload_all(self).await
+    }
 }
 
 fn control_error(err: ManagerError) -> ControlError {
