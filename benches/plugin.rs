@@ -91,7 +91,7 @@ fn percentiles(name: &str, samples: &mut [Duration]) {
     }
     samples.sort_unstable();
     let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p) as usize];
-    eprintln!("{name}: {} commands, p50 {:?}, p99 {:?}", samples.len(), pct(0.5), pct(0.99));
+    eprintln!("{name}: {} samples, p50 {:?}, p99 {:?}", samples.len(), pct(0.5), pct(0.99));
 }
 
 /// Runs the chat benches on MemoryBus (`nats_url` None) or on the NATS server at `nats_url`. The bus is
@@ -264,9 +264,74 @@ fn instance_round_trip(c: &mut Criterion) {
     percentiles("instance_round_trip/dice-roller", &mut samples);
 }
 
+/// Hot reload of the dice-roller: reload latency (call → new version serving) over 100 reloads, and
+/// the p99 of chat → reply while reloads run back to back, next to the same without reloads.
+fn reload(c: &mut Criterion) {
+    let rt = runtime();
+    let mut node = rt.block_on(Node::start(Arc::new(MemoryBus::new())));
+    let manager = Arc::new(std::mem::replace(
+        &mut node.manager,
+        PluginManager::new(node.bus.clone(), Arc::new(ProcessRuntime::new())),
+    ));
+    let mut durations = Vec::new();
+    c.bench_function("reload/dice-roller", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let report = manager.reload("dice-roller").await.expect("reload");
+                    assert_eq!(report.outcome, rosey_core::metrics::ReloadOutcome::Success);
+                    durations.push(report.duration);
+                    total += report.duration;
+                }
+                total
+            })
+        })
+    });
+    percentiles("reload/dice-roller (reload latency)", &mut durations);
+
+    let mut run_commands = |label: &str, reloading: bool| {
+        let mut samples = Vec::new();
+        rt.block_on(async {
+            let stop = CancellationToken::new();
+            let reloader = reloading.then(|| {
+                let manager = manager.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let mut count = 0u32;
+                    while !stop.is_cancelled() {
+                        manager.reload("dice-roller").await.expect("reload");
+                        count += 1;
+                    }
+                    count
+                })
+            });
+            for _ in 0..5_000 {
+                let t = Instant::now();
+                node.say("!roll 2d6").await;
+                node.reply().await;
+                samples.push(t.elapsed());
+            }
+            stop.cancel();
+            if let Some(reloader) = reloader {
+                eprintln!("{label}: {} reloads during the run", reloader.await.expect("reloader"));
+            }
+        });
+        percentiles(label, &mut samples);
+    };
+    run_commands("chat_to_reply/memory without reloads", false);
+    run_commands("chat_to_reply/memory during back-to-back reloads", true);
+    let status = manager.status("dice-roller").expect("status");
+    assert_eq!(status.events.failed, 0, "no command may fail during reloads");
+    rt.block_on(async {
+        node.shutdown.cancel();
+        manager.shutdown().await;
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(5));
-    targets = spawn_to_ready, instance_round_trip, chat_to_reply
+    targets = spawn_to_ready, instance_round_trip, chat_to_reply, reload
 }
 criterion_main!(benches);
