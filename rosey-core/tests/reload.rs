@@ -292,3 +292,103 @@ async fn the_control_api_over_nats_lists_reloads_and_restarts() {
     service.await.unwrap();
     manager.shutdown().await;
 }
+
+/// Records what the runtime tells its metrics sink about reloads.
+#[derive(Default)]
+struct RecordingSink(parking_lot::Mutex<Vec<(String, ReloadOutcome)>>);
+
+impl rosey_core::metrics::MetricsSink for RecordingSink {
+    fn plugin_reloaded(&self, plugin: &str, outcome: ReloadOutcome, duration: Duration) {
+        assert!(duration < PATIENCE);
+        self.0.lock().push((plugin.to_owned(), outcome));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_are_announced_on_the_bus_and_heard_by_the_metrics_sink() {
+    let mut bed = Bed::memory().await;
+    let sink = std::sync::Arc::new(RecordingSink::default());
+    bed.manager = rosey_core::plugin::PluginManager::new(
+        bed.bus.clone(),
+        std::sync::Arc::new(rosey_core::plugin::ProcessRuntime::new()),
+    )
+    .with_metrics_sink(sink.clone());
+    let manifest = testbed_manifest("herald", "herald", &["--version", "1.0.0"], "");
+    bed.start(manifest.clone()).await;
+    deploy(&manifest, "1.1.0", &["--version", "1.1.0"], "");
+    bed.manager.reload("herald").await.unwrap();
+    let reloaded = bed.lifecycle("herald", "reloaded").await;
+    assert_eq!(
+        (reloaded.from_version.as_deref(), reloaded.version.as_deref()),
+        (Some("1.0.0"), Some("1.1.0"))
+    );
+    assert!(reloaded.duration_ms.is_some() && reloaded.pid.is_some());
+    deploy(&manifest, "1.2.0", &["--no-pong"], "[timeouts]\nhealth_secs = 0.3");
+    bed.manager.reload("herald").await.unwrap();
+    let failed = bed.lifecycle("herald", "reload_failed").await;
+    assert_eq!(failed.reason.as_deref(), Some("no pong within 0.3s"));
+    assert_eq!(failed.version.as_deref(), Some("1.1.0"), "the serving version is unchanged");
+    assert_eq!(
+        *sink.0.lock(),
+        [
+            ("herald".to_owned(), ReloadOutcome::Success),
+            ("herald".to_owned(), ReloadOutcome::RolledBack)
+        ]
+    );
+    bed.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_reload_goes_one_plugin_at_a_time_and_stops_at_the_first_failure() {
+    let bed = Bed::memory().await;
+    let a = testbed_manifest("roll-a", "rolla", &[], "");
+    let b = testbed_manifest("roll-b", "rollb", &[], "");
+    let c = testbed_manifest("roll-c", "rollc", &[], "");
+    for m in [&a, &b, &c] {
+        bed.start(m.clone()).await;
+    }
+    deploy(&a, "1.1.0", &["--version", "1.1.0"], "");
+    deploy(&b, "1.1.0", &["--exit-at-start"], "");
+    deploy(&c, "1.1.0", &["--version", "1.1.0"], "");
+    let reports = bed.manager.reload_all().await;
+    let outcomes: Vec<(&str, ReloadOutcome)> =
+        reports.iter().map(|r| (r.name.as_str(), r.outcome)).collect();
+    assert_eq!(
+        outcomes,
+        [("roll-a", ReloadOutcome::Success), ("roll-b", ReloadOutcome::RolledBack)]
+    );
+    assert_eq!(bed.manager.status("roll-c").unwrap().version, "1.0.0", "stopped before roll-c");
+    bed.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_waiting_for_a_crashed_plugin_survive_a_reload() {
+    let mut bed = Bed::memory().await;
+    let manifest = testbed_manifest("waiting", "waiting", &[], "");
+    bed.start(manifest.clone()).await;
+    // Two quick crashes: the first restart is immediate, the second waits 1 s (the backoff).
+    for _ in 0..2 {
+        let pid = pid_of(&bed, "waiting").await;
+        assert_eq!(bed.said().await, pid.to_string());
+        std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+        bed.lifecycle("waiting", "crashed").await;
+        if bed.manager.status("waiting").unwrap().restart_count == 0 {
+            bed.lifecycle("waiting", "restarted").await;
+        }
+    }
+    assert_eq!(bed.manager.status("waiting").unwrap().state, PluginState::Crashed);
+    for i in 0..3 {
+        bed.send("waiting", &format!("echo kept {i}")).await;
+    }
+    deploy(&manifest, "1.1.0", &["--version", "1.1.0"], "");
+    let report = bed.manager.reload("waiting").await.unwrap();
+    assert_eq!(report.outcome, ReloadOutcome::Success, "{report:?}");
+    let mut heard = Vec::new();
+    for _ in 0..3 {
+        heard.push(bed.said().await);
+    }
+    heard.sort();
+    assert_eq!(heard, ["kept 0", "kept 1", "kept 2"]);
+    assert_eq!(replies(&bed.ask("waiting", "version").await), ["1.1.0"]);
+    bed.manager.shutdown().await;
+}
