@@ -103,40 +103,14 @@ impl Slot {
     /// Steps 4 and 5: swap (every event from now on goes to the new instance) and drain the old one.
     pub(super) async fn promote_reload(&mut self) {
         let Some(starting) = self.starting.take() else { return };
-        let Purpose::Reload { manifest, from_version, began, done } = starting.purpose else {
-            return;
-        };
-        let version = starting.version.clone().unwrap_or_else(|| manifest.version.clone());
-        let now = Instant::now();
-        let running = Running {
-            generation: starting.generation,
-            pid: starting.pid,
-            version: version.clone(),
-            input: starting.input,
-            kill: starting.kill,
-            started_at: now,
-            in_flight: HashMap::new(),
-            kill_reason: None,
-            sampler: starting.pid.map(ProcessSampler::new),
-            limits: LimitWatch::new(manifest.limits.memory_mb, manifest.limits.cpu_percent),
-        };
+        let (running, purpose) = starting.into_running();
+        let Purpose::Reload { manifest, from_version, began, done } = purpose else { return };
+        let (pid, version, now) = (running.pid, running.version.clone(), running.started_at);
         let resubscribe = manifest.subjects() != self.manifest.subjects();
-        let old = self.active.replace(running);
+        let old = self.serve_with(running);
         self.manifest = *manifest;
         if resubscribe {
             self.swap_subscription().await;
-        }
-        self.consecutive_timeouts = 0;
-        let pid = starting.pid;
-        {
-            let mut cell = self.shared.lock();
-            cell.1 = Some(now);
-            cell.0.state.send_replace(PluginState::Running);
-            let status = &mut cell.0.status;
-            status.state = PluginState::Running;
-            status.pid = pid;
-            status.version = version.clone();
-            status.loaded_at = Some(now_millis());
         }
         if let Some(old) = old {
             let old_pid = old.pid;

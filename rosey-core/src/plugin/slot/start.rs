@@ -146,39 +146,12 @@ impl Slot {
             return;
         }
         let Some(starting) = self.starting.take() else { return };
-        let version = starting.version.unwrap_or_else(|| self.manifest.version.clone());
-        let now = Instant::now();
-        let running = Running {
-            generation: starting.generation,
-            pid: starting.pid,
-            version: version.clone(),
-            input: starting.input,
-            kill: starting.kill,
-            started_at: now,
-            in_flight: HashMap::new(),
-            kill_reason: None,
-            sampler: starting.pid.map(ProcessSampler::new),
-            limits: LimitWatch::new(
-                starting.manifest.limits.memory_mb,
-                starting.manifest.limits.cpu_percent,
-            ),
-        };
-        let pid = running.pid;
-        self.active = Some(running);
-        self.consecutive_timeouts = 0;
-        {
-            let mut cell = self.shared.lock();
-            cell.1 = Some(now);
-            cell.0.state.send_replace(PluginState::Running);
-            let status = &mut cell.0.status;
-            status.state = PluginState::Running;
-            status.pid = pid;
-            status.version = version.clone();
-            status.loaded_at = Some(now_millis());
-        }
+        let (running, purpose) = starting.into_running();
+        let (pid, version) = (running.pid, running.version.clone());
+        self.serve_with(running);
         tracing::info!(message = "plugin started", plugin = %self.manifest.name, version = %version, pid);
         self.announce(LifecycleKind::Started, Some(version), pid, None).await;
-        match starting.purpose {
+        match purpose {
             Purpose::CrashRestart => {
                 self.update(|s| s.restart_count += 1);
                 self.sink.plugin_restarted(&self.manifest.name);
@@ -193,6 +166,24 @@ impl Slot {
         self.pump().await;
     }
 
+    /// Makes `running` the serving instance and publishes it in the status; returns the instance it
+    /// replaces, if any.
+    pub(super) fn serve_with(&mut self, running: Running) -> Option<Running> {
+        let now = running.started_at;
+        let (pid, version) = (running.pid, running.version.clone());
+        let previous = self.active.replace(running);
+        self.consecutive_timeouts = 0;
+        let mut cell = self.shared.lock();
+        cell.1 = Some(now);
+        cell.0.state.send_replace(PluginState::Running);
+        let status = &mut cell.0.status;
+        status.state = PluginState::Running;
+        status.pid = pid;
+        status.version = version;
+        status.loaded_at = Some(now_millis());
+        previous
+    }
+
     /// A start failed: like a crash, it counts against the restart budget.
     pub(super) async fn start_failed(&mut self, purpose: Purpose, reason: String) {
         if let Purpose::Reload { .. } = purpose {
@@ -205,5 +196,28 @@ impl Slot {
         }
         let now = Instant::now();
         self.after_crash(reason, now, None).await;
+    }
+}
+
+impl Starting {
+    /// The instance as it serves from now on, and why it was started.
+    pub(super) fn into_running(self) -> (Running, Purpose) {
+        let version = self.version.unwrap_or_else(|| self.manifest.version.clone());
+        let running = Running {
+            generation: self.generation,
+            pid: self.pid,
+            version,
+            input: self.input,
+            kill: self.kill,
+            started_at: Instant::now(),
+            in_flight: HashMap::new(),
+            kill_reason: None,
+            sampler: self.pid.map(ProcessSampler::new),
+            limits: LimitWatch::new(
+                self.manifest.limits.memory_mb,
+                self.manifest.limits.cpu_percent,
+            ),
+        };
+        (running, self.purpose)
     }
 }
