@@ -154,7 +154,7 @@ impl PluginManager {
     /// Adds a plugin and starts it (without waiting for it to be ready).
     pub async fn add(&self, manifest: Manifest) -> Result<(), ManagerError> {
         let name = manifest.name.clone();
-        let shared: SharedCell = Arc::new(Mutex::new((Shared::new(&manifest), None)));
+        let shared: SharedCell = Arc::new(Mutex::new(Shared::new(&manifest)));
         let (control, control_rx) = mpsc::channel(16);
         {
             let mut slots = self.slots.write();
@@ -205,7 +205,7 @@ impl PluginManager {
     pub fn status(&self, name: &str) -> Option<PluginStatus> {
         let entry = self.slots.read().get(name).cloned()?;
         let cell = entry.shared.lock();
-        Some(cell.0.snapshot(cell.1))
+        Some(cell.snapshot())
     }
 
     /// Every plugin's status, in name order.
@@ -215,7 +215,7 @@ impl PluginManager {
             .iter()
             .map(|entry| {
                 let cell = entry.shared.lock();
-                cell.0.snapshot(cell.1)
+                cell.snapshot()
             })
             .collect()
     }
@@ -227,7 +227,7 @@ impl PluginManager {
         timeout: Duration,
     ) -> Result<PluginStatus, ManagerError> {
         let entry = self.entry(name)?;
-        let mut state: watch::Receiver<PluginState> = entry.shared.lock().0.watch_state();
+        let mut state: watch::Receiver<PluginState> = entry.shared.lock().watch_state();
         let outcome = tokio::time::timeout(
             timeout,
             state.wait_for(|s| matches!(s, PluginState::Running | PluginState::Failed)),

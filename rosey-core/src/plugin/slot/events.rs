@@ -109,8 +109,8 @@ impl Slot {
         {
             let mut cell = self.shared.lock();
             let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
-            let _ = cell.0.latency.record(micros.min(3_600_000_000));
-            let counts = &mut cell.0.status.events;
+            let _ = cell.latency.record(micros.min(3_600_000_000));
+            let counts = &mut cell.status.events;
             if ok { counts.completed += 1 } else { counts.failed += 1 }
         }
         self.sink.event_processed(&self.manifest.name, latency, ok);

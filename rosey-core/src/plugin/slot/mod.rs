@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     status: PluginStatus,
     latency: Histogram<u64>,
     state: watch::Sender<PluginState>,
+    /// When the serving instance became ready (for uptime).
+    serving_since: Option<Instant>,
 }
 
 impl Shared {
@@ -85,6 +87,7 @@ impl Shared {
             latency: Histogram::new_with_bounds(1, 3_600_000_000, 2)
                 .expect("constant histogram bounds are valid"),
             state: watch::Sender::new(PluginState::Stopped),
+            serving_since: None,
         }
     }
 
@@ -94,9 +97,9 @@ impl Shared {
     }
 
     /// A copy of the status with fresh uptime and latency figures.
-    pub(crate) fn snapshot(&self, started_at: Option<Instant>) -> PluginStatus {
+    pub(crate) fn snapshot(&self) -> PluginStatus {
         let mut status = self.status.clone();
-        status.uptime = started_at.map_or(Duration::ZERO, |t| t.elapsed());
+        status.uptime = self.serving_since.map_or(Duration::ZERO, |t| t.elapsed());
         if !self.latency.is_empty() {
             status.latency = LatencySummary {
                 count: self.latency.len(),
@@ -109,8 +112,8 @@ impl Shared {
     }
 }
 
-/// A shared cell: the status plus when the serving instance started (for uptime).
-pub(crate) type SharedCell = Arc<Mutex<(Shared, Option<Instant>)>>;
+/// The status cell a slot shares with its manager.
+pub(crate) type SharedCell = Arc<Mutex<Shared>>;
 
 /// One instance's output stream, tagged with the instance's generation.
 struct Tagged {
@@ -273,16 +276,16 @@ impl Slot {
 
     fn set_state(&self, state: PluginState) {
         let mut cell = self.shared.lock();
-        cell.0.status.state = state;
-        cell.0.state.send_replace(state);
+        cell.status.state = state;
+        cell.state.send_replace(state);
     }
 
     fn update(&self, f: impl FnOnce(&mut PluginStatus)) {
-        f(&mut self.shared.lock().0.status);
+        f(&mut self.shared.lock().status);
     }
 
     fn counts(&self, f: impl FnOnce(&mut EventCounts)) {
-        f(&mut self.shared.lock().0.status.events);
+        f(&mut self.shared.lock().status.events);
     }
 
     /// Runs the slot until it is told to shut down (or the manager is dropped).

@@ -27,7 +27,7 @@ impl Slot {
         manifest: Box<Manifest>,
         done: oneshot::Sender<Result<ReloadReport, String>>,
     ) {
-        let from_version = self.shared.lock().0.status.version.clone();
+        let from_version = self.shared.lock().status.version.clone();
         if self.active.is_none() {
             // Whatever was pending (a scheduled restart, a start) gives way to the new version.
             self.abort_start();

@@ -155,7 +155,7 @@ impl Slot {
             Purpose::CrashRestart => {
                 self.update(|s| s.restart_count += 1);
                 self.sink.plugin_restarted(&self.manifest.name);
-                let version = self.shared.lock().0.status.version.clone();
+                let version = self.shared.lock().status.version.clone();
                 self.announce(LifecycleKind::Restarted, Some(version), pid, None).await;
             }
             Purpose::Start(Some(done)) => {
@@ -174,9 +174,9 @@ impl Slot {
         let previous = self.active.replace(running);
         self.consecutive_timeouts = 0;
         let mut cell = self.shared.lock();
-        cell.1 = Some(now);
-        cell.0.state.send_replace(PluginState::Running);
-        let status = &mut cell.0.status;
+        cell.serving_since = Some(now);
+        cell.state.send_replace(PluginState::Running);
+        let status = &mut cell.status;
         status.state = PluginState::Running;
         status.pid = pid;
         status.version = version;

@@ -14,7 +14,7 @@ impl Slot {
             self.abandon(event, why, &text).await;
         }
         self.counts(|c| c.in_flight = 0);
-        self.shared.lock().1 = None;
+        self.shared.lock().serving_since = None;
         self.update(|s| {
             s.pid = None;
             s.cpu_percent = None;
@@ -47,7 +47,7 @@ impl Slot {
         });
         tracing::warn!(message = "plugin crashed", plugin = %self.manifest.name, pid, reason = %reason);
         self.sink.plugin_crashed(&self.manifest.name, &reason);
-        let version = self.shared.lock().0.status.version.clone();
+        let version = self.shared.lock().status.version.clone();
         self.announce(LifecycleKind::Crashed, Some(version), pid, Some(reason.clone())).await;
         match self.restarts.on_crash(now, started_at) {
             RestartDecision::RestartAfter(delay) => {
@@ -183,8 +183,8 @@ impl Slot {
         let verdict = active.limits.check(&sample);
         {
             let mut cell = self.shared.lock();
-            cell.0.status.cpu_percent = Some(sample.cpu_percent);
-            cell.0.status.memory_mb = Some(sample.memory_mb);
+            cell.status.cpu_percent = Some(sample.cpu_percent);
+            cell.status.memory_mb = Some(sample.memory_mb);
         }
         if let Verdict::Over { reason } = verdict
             && active.kill_reason.is_none()
