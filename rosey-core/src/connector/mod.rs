@@ -3,6 +3,8 @@
 //! published on [`CHAT_SEND`](crate::subject::CHAT_SEND) is said in the channel.
 
 pub mod console;
+#[cfg(feature = "cytube")]
+pub mod cytube;
 
 use std::sync::Arc;
 

@@ -1,0 +1,136 @@
+//! Chat text: CyTube sends chat as HTML; plugins and users want plain text, and CyTube cuts messages at
+//! the channel's limit (320 characters by default), so long replies are split on word boundaries.
+//!
+//! ```
+//! use rosey_core::connector::cytube::text::{html_to_text, split_message};
+//!
+//! let html = r#"hello &lt;b&gt;x&lt;/b&gt; <a href="http://example.com" target="_blank" rel="noopener noreferrer">http://example.com</a>"#;
+//! assert_eq!(html_to_text(html), "hello <b>x</b> http://example.com");
+//! assert_eq!(split_message("one two three", 8), ["one two", "three"]);
+//! ```
+
+/// The default `max-chat-message-length` of a CyTube server.
+pub const DEFAULT_MAX_LENGTH: usize = 320;
+
+/// Strips tags (a link becomes its text) and decodes HTML entities. Never fails: anything that is not
+/// a recognised entity or a closed tag is kept as typed.
+pub fn html_to_text(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(i) = rest.find(['<', '&']) {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        if rest.starts_with('<') {
+            match rest.find('>') {
+                Some(end) if looks_like_tag(&rest[1..end]) => rest = &rest[end + 1..],
+                _ => {
+                    out.push('<');
+                    rest = &rest[1..];
+                }
+            }
+        } else {
+            match decode_entity(rest) {
+                Some((ch, len)) => {
+                    out.push(ch);
+                    rest = &rest[len..];
+                }
+                None => {
+                    out.push('&');
+                    rest = &rest[1..];
+                }
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn looks_like_tag(inside: &str) -> bool {
+    let name = inside.strip_prefix('/').unwrap_or(inside);
+    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) && !inside.contains('<')
+}
+
+/// Decodes the entity at the start of `text`; returns the character and the entity's length.
+fn decode_entity(text: &str) -> Option<(char, usize)> {
+    // `;` is ASCII, so slicing at it is on a char boundary.
+    let end = text.bytes().take(12).position(|b| b == b';')?;
+    let name = &text[1..end];
+    let ch = match name {
+        "amp" => '&',
+        "lt" => '<',
+        "gt" => '>',
+        "quot" => '"',
+        "apos" | "#39" | "#x27" => '\'',
+        "nbsp" => '\u{a0}',
+        _ => {
+            let code = name.strip_prefix('#')?;
+            let value = match code.strip_prefix(['x', 'X']) {
+                Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                None => code.parse().ok()?,
+            };
+            char::from_u32(value)?
+        }
+    };
+    Some((ch, end + 1))
+}
+
+/// Splits `message` into pieces of at most `max` characters, breaking at the last space before the
+/// limit (a word longer than the limit is cut). Pieces are trimmed; an empty message gives none.
+pub fn split_message(message: &str, max: usize) -> Vec<String> {
+    let max = max.max(1);
+    let mut pieces = Vec::new();
+    let mut rest = message.trim();
+    while !rest.is_empty() {
+        if rest.chars().count() <= max {
+            pieces.push(rest.to_owned());
+            break;
+        }
+        // Byte index after `max` characters, and after one more (a space right at the limit counts).
+        let limit = rest.char_indices().nth(max).map_or(rest.len(), |(i, _)| i);
+        let window = rest.char_indices().nth(max + 1).map_or(rest.len(), |(i, _)| i);
+        let cut = match rest[..window].rfind(char::is_whitespace) {
+            Some(space) if space > 0 && space <= limit => space,
+            _ => limit,
+        };
+        pieces.push(rest[..cut].trim_end().to_owned());
+        rest = rest[cut..].trim_start();
+    }
+    pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entities_and_tags_become_plain_text() {
+        assert_eq!(
+            html_to_text("bot says &lt;b&gt;hi&lt;/b&gt; &amp; bye"),
+            "bot says <b>hi</b> & bye"
+        );
+        assert_eq!(html_to_text("&gt;greentext line"), ">greentext line");
+        assert_eq!(html_to_text("&#128512; &#x1F600; &quot;q&quot; &#39;"), "😀 😀 \"q\" '");
+        assert_eq!(html_to_text("a < b && c > d"), "a < b && c > d");
+        assert_eq!(html_to_text("&bogus; &#xZZ; &"), "&bogus; &#xZZ; &");
+        assert_eq!(html_to_text("&ééééééééé; <é"), "&ééééééééé; <é");
+        assert_eq!(
+            html_to_text(
+                r#"<a href="http://x.io/?a=1&amp;b=2" target="_blank">http://x.io/?a=1&amp;b=2</a>"#
+            ),
+            "http://x.io/?a=1&b=2"
+        );
+    }
+
+    #[test]
+    fn long_messages_split_on_word_boundaries() {
+        let words = "word ".repeat(100);
+        let pieces = split_message(&words, DEFAULT_MAX_LENGTH);
+        assert!(
+            pieces.iter().all(|p| p.chars().count() <= DEFAULT_MAX_LENGTH && !p.ends_with(' '))
+        );
+        assert_eq!(pieces.join(" "), words.trim());
+        assert_eq!(split_message(&"é".repeat(7), 3), ["ééé", "ééé", "é"]);
+        assert!(split_message("   ", 10).is_empty());
+        assert_eq!(split_message("🎲 [4, 3] = 7", 320), ["🎲 [4, 3] = 7"]);
+    }
+}

@@ -1,0 +1,65 @@
+//! The CyTube wire units against every frame recorded from a real CyTube server
+//! (`shared/fixtures/cytube/`, beside the repository).
+
+use std::path::PathBuf;
+
+use rosey_core::connector::cytube::packet::Frame;
+use rosey_core::connector::cytube::text::html_to_text;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/cytube")
+}
+
+/// Every (direction, frame) of every recorded scenario.
+fn frames() -> Vec<(String, String)> {
+    let mut frames = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(fixtures())
+        .expect("shared/fixtures/cytube beside the repository")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "fixtures missing: {files:?}");
+    for file in files {
+        for line in std::fs::read_to_string(&file).unwrap().lines() {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            let dir = record["dir"].as_str().unwrap().to_owned();
+            if dir == "in" || dir == "out" {
+                frames.push((dir, record["frame"].as_str().unwrap().to_owned()));
+            }
+        }
+    }
+    frames
+}
+
+#[test]
+fn every_recorded_frame_is_read() {
+    let frames = frames();
+    assert!(frames.len() > 900, "{} frames", frames.len());
+    for (dir, text) in &frames {
+        let frame = Frame::parse(text).unwrap_or_else(|e| panic!("{dir}: {e}"));
+        if let Frame::Event { name, arg } = &frame {
+            // Re-encoding keeps the event (key order inside objects may differ).
+            let again = Frame::parse(&frame.encode()).unwrap();
+            assert_eq!(again, Frame::Event { name: name.clone(), arg: arg.clone() });
+        }
+    }
+}
+
+#[test]
+fn recorded_chat_reads_as_plain_text() {
+    let chat: Vec<String> = frames()
+        .into_iter()
+        .filter_map(|(dir, text)| match Frame::parse(&text) {
+            Ok(Frame::Event { name, arg: Some(arg) }) if dir == "in" && name == "chatMsg" => {
+                arg["msg"].as_str().map(html_to_text)
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(chat.contains(&"hello <b>x</b> http://example.com".to_owned()), "{chat:#?}");
+    assert!(chat.contains(&"bot says <b>hi</b> & bye".to_owned()), "{chat:#?}");
+    assert!(chat.contains(&">greentext line".to_owned()), "{chat:#?}");
+    assert!(chat.iter().any(|m| m == "🎲 [3, 4] = 7"), "{chat:#?}");
+    assert!(chat.iter().all(|m| !m.contains("<a ") && !m.contains("&amp;")), "{chat:#?}");
+}
