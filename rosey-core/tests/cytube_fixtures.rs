@@ -63,3 +63,27 @@ fn recorded_chat_reads_as_plain_text() {
     assert!(chat.iter().any(|m| m == "🎲 [3, 4] = 7"), "{chat:#?}");
     assert!(chat.iter().all(|m| !m.contains("<a ") && !m.contains("&amp;")), "{chat:#?}");
 }
+
+#[test]
+fn the_user_table_follows_the_recorded_users_scenario() {
+    use rosey_core::connector::cytube::users::UserTable;
+    let text = std::fs::read_to_string(fixtures().join("users.jsonl")).unwrap();
+    let mut users = UserTable::default();
+    let mut alice_was_afk = false;
+    let mut bob_led = false;
+    for line in text.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        if record["dir"] != "in" || record["conn"] != "bot" {
+            continue;
+        }
+        if let Ok(Frame::Event { name, arg }) = Frame::parse(record["frame"].as_str().unwrap()) {
+            users.apply(&name, arg.as_ref());
+            alice_was_afk |= users.get("alice").is_some_and(|u| u.afk);
+            bob_led |= users.rank("bob") == Some(1.5);
+        }
+    }
+    assert!(alice_was_afk && bob_led, "AFK and leader changes were followed");
+    assert_eq!(users.rank("rosey_admin"), Some(5.0), "the bot is the channel owner");
+    assert!(users.get("alice").is_none() && users.get("bob").is_none(), "both left");
+    assert!(users.get("lurker").is_none(), "anonymous users are not users");
+}
