@@ -1,0 +1,244 @@
+//! Text processing as CyTube does it: name validation, chat truncation, commands,
+//! HTML escaping and link conversion, and the chat rate limiter.
+
+use std::time::Instant;
+
+/// `max-chat-message-length` (the default, as recorded).
+pub(crate) const MAX_CHAT_LEN: usize = 320;
+
+fn word_or_dash(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+/// `^[\w-]{1,30}$`
+pub(crate) fn valid_channel_name(name: &str) -> bool {
+    (1..=30).contains(&name.chars().count()) && name.chars().all(word_or_dash)
+}
+
+/// `^[\w-]{1,20}$`
+pub(crate) fn valid_user_name(name: &str) -> bool {
+    (1..=20).contains(&name.chars().count()) && name.chars().all(word_or_dash)
+}
+
+/// The default `reserved-names` rules: `admin`, `administrator` or `owner` as a
+/// `_`/`-`-separated part of the name, in any case.
+pub(crate) fn is_reserved(name: &str) -> bool {
+    name.split(['_', '-']).any(|part| {
+        ["admin", "administrator", "owner"].iter().any(|r| part.eq_ignore_ascii_case(r))
+    })
+}
+
+/// Escapes `&`, `<` and `>` (quotes are left alone, as recorded).
+pub(crate) fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Turns every `https?://\S+` of already-escaped text into the anchor CyTube writes.
+pub(crate) fn linkify(escaped: &str) -> String {
+    let mut out = String::with_capacity(escaped.len());
+    let mut rest = escaped;
+    while let Some((start, scheme_len)) = find_url(rest) {
+        let after = &rest[start + scheme_len..];
+        let end = start + scheme_len + after.find(char::is_whitespace).unwrap_or(after.len());
+        let url = &rest[start..end];
+        out.push_str(&rest[..start]);
+        out.push_str(&format!(
+            r#"<a href="{url}" target="_blank" rel="noopener noreferrer">{url}</a>"#
+        ));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Start and scheme length of the first `http://` / `https://` followed by a non-space.
+fn find_url(s: &str) -> Option<(usize, usize)> {
+    let lower = s.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(pos) = lower[from..].find("http") {
+        let at = from + pos;
+        for scheme in ["https://", "http://"] {
+            if lower[at..].starts_with(scheme)
+                && lower[at + scheme.len()..].chars().next().is_some_and(|c| !c.is_whitespace())
+            {
+                return Some((at, scheme.len()));
+            }
+        }
+        from = at + 4;
+    }
+    None
+}
+
+/// Keeps the first `MAX_CHAT_LEN` characters and turns runs of ASCII control
+/// characters into one space (`allow_ascii_control` is off by default).
+pub(crate) fn clean_input(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len().min(MAX_CHAT_LEN * 4));
+    let mut in_ctrl = false;
+    for c in raw.chars().take(MAX_CHAT_LEN) {
+        if (c as u32) < 0x20 {
+            if !in_ctrl {
+                out.push(' ');
+            }
+            in_ctrl = true;
+        } else {
+            in_ctrl = false;
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What a chat line turns into.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum ChatAction {
+    /// Broadcast this (escaped) message with this meta JSON object.
+    Say { msg: String, meta: String },
+    /// `/afk`: toggle the sender's AFK flag, nothing is broadcast.
+    ToggleAfk,
+}
+
+/// Processes a cleaned chat line: `/me`, `/sp`, `/afk`, greentext, escaping, links.
+pub(crate) fn process_chat(msg: &str) -> ChatAction {
+    let mut meta: Vec<(&str, &str)> = Vec::new();
+    let mut text = msg;
+    if let Some(cmd_line) = msg.strip_prefix('/') {
+        let (cmd, args) = cmd_line.split_once(' ').unwrap_or((cmd_line, ""));
+        match cmd {
+            "me" => {
+                meta.push(("addClass", r#""action""#));
+                meta.push(("action", "true"));
+                text = args;
+            }
+            "sp" => {
+                meta.push(("addClass", r#""spoiler""#));
+                text = args;
+            }
+            "afk" => return ChatAction::ToggleAfk,
+            _ => {}
+        }
+    }
+    if text.starts_with('>') {
+        match meta.iter_mut().find(|(k, _)| *k == "addClass") {
+            Some(entry) => entry.1 = r#""greentext""#,
+            None => meta.push(("addClass", r#""greentext""#)),
+        }
+    }
+    let meta = format!(
+        "{{{}}}",
+        meta.iter().map(|(k, v)| format!(r#""{k}":{v}"#)).collect::<Vec<_>>().join(",")
+    );
+    ChatAction::Say { msg: linkify(&escape(text)), meta }
+}
+
+/// A PM's text: cleaned, escaped and linkified, no commands.
+pub(crate) fn process_pm(raw: &str) -> String {
+    linkify(&escape(&clean_input(raw)))
+}
+
+/// A chat flood limit: a token bucket holding `burst` tokens, refilled at `sustained`
+/// tokens per second; each accepted message takes one.
+#[derive(Debug, Default)]
+pub(crate) struct RateLimiter {
+    /// Tokens left and when they were counted; `None` until the first message.
+    bucket: Option<(f64, Instant)>,
+    /// The `burst` the bucket was last used with (a changed limit refills it).
+    burst: u32,
+}
+
+impl RateLimiter {
+    /// True when the message must be dropped.
+    pub(crate) fn throttle(&mut self, burst: u32, sustained: f64) -> bool {
+        let now = Instant::now();
+        let capacity = f64::from(burst);
+        let tokens = match self.bucket {
+            Some((tokens, at)) if self.burst == burst => {
+                let refill = now.duration_since(at).as_secs_f64() * sustained.max(0.0);
+                (tokens + refill).min(capacity)
+            }
+            _ => capacity,
+        };
+        self.burst = burst;
+        if tokens >= 1.0 {
+            self.bucket = Some((tokens - 1.0, now));
+            false
+        } else {
+            self.bucket = Some((tokens, now));
+            true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn say(msg: &str) -> (String, String) {
+        match process_chat(msg) {
+            ChatAction::Say { msg, meta } => (msg, meta),
+            ChatAction::ToggleAfk => panic!("not a chat line"),
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_channel_name("testchan"));
+        assert!(!valid_channel_name("bad name!"));
+        assert!(!valid_channel_name("$bad$"));
+        assert!(!valid_channel_name(&"a".repeat(31)));
+        assert!(valid_user_name("Rosey-Bot_2"));
+        assert!(!valid_user_name(&"a".repeat(21)));
+        assert!(is_reserved("rosey_admin"));
+        assert!(is_reserved("OWNER"));
+        assert!(is_reserved("x-administrator-y"));
+        assert!(!is_reserved("badminton"));
+    }
+
+    #[test]
+    fn recorded_chat_processing() {
+        assert_eq!(
+            say("hello <b>x</b> http://example.com").0,
+            r#"hello &lt;b&gt;x&lt;/b&gt; <a href="http://example.com" target="_blank" rel="noopener noreferrer">http://example.com</a>"#
+        );
+        assert_eq!(
+            say(r#"Tom & Jerry "quoted" 'apos' <script>alert(1)</script> https://example.com/p?a=1&b=2"#).0,
+            r#"Tom &amp; Jerry "quoted" 'apos' &lt;script&gt;alert(1)&lt;/script&gt; <a href="https://example.com/p?a=1&amp;b=2" target="_blank" rel="noopener noreferrer">https://example.com/p?a=1&amp;b=2</a>"#
+        );
+        assert_eq!(
+            say("/me waves"),
+            ("waves".into(), r#"{"addClass":"action","action":true}"#.into())
+        );
+        assert_eq!(
+            say(">greentext line"),
+            ("&gt;greentext line".into(), r#"{"addClass":"greentext"}"#.into())
+        );
+        assert_eq!(
+            say("/sp spoiler text"),
+            ("spoiler text".into(), r#"{"addClass":"spoiler"}"#.into())
+        );
+        assert_eq!(say("/mean"), ("/mean".into(), "{}".into()));
+        assert_eq!(process_chat("/afk"), ChatAction::ToggleAfk);
+        assert_eq!(clean_input(&"x".repeat(330)).len(), 320);
+        assert_eq!(clean_input("a\n\tb"), "a b");
+        assert_eq!(process_pm("/me pokes <b>"), "/me pokes &lt;b&gt;");
+        assert_eq!(linkify("http:// x"), "http:// x");
+    }
+
+    #[test]
+    fn limiter_burst_then_drops() {
+        let mut l = RateLimiter::default();
+        let passed = (0..30).filter(|_| !l.throttle(20, 10.0)).count();
+        assert_eq!(passed, 20);
+        let mut l = RateLimiter::default();
+        let passed = (0..10).filter(|_| !l.throttle(4, 1.0)).count();
+        assert_eq!(passed, 4);
+    }
+}
