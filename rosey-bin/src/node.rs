@@ -1,7 +1,8 @@
 //! Wiring: starts Rosey's parts in the documented order and stops them in reverse on SIGINT/SIGTERM.
 //!
 //! Start: EventBus → Database → PluginManager → MetricsCollector → Dashboard → AdminPlugin → Router →
-//! Connector (docs/ARCHITECTURE.md). Only the parts that exist so far are started.
+//! Connector (docs/ARCHITECTURE.md). Only the parts that exist so far are started. A connector that
+//! stops for good (banned, logged in elsewhere) stops the node too, with a non-zero exit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,9 @@ pub(crate) enum NodeError {
     #[cfg(not(feature = "nats"))]
     #[error("nats_url is set but this build of rosey has no `nats` feature")]
     NatsNotBuilt,
+    #[cfg(not(feature = "cytube"))]
+    #[error("the config has a cytube section but this build of rosey has no `cytube` feature")]
+    CytubeNotBuilt,
     #[error("connector: {0}")]
     Connector(ConnectorError),
     #[error("cannot listen for signals: {0}")]
@@ -79,20 +83,15 @@ pub(crate) async fn run(config: Config) -> Result<(), NodeError> {
         }
     };
     // 8. Connector
-    let connector: Box<dyn Connector> = match &config.cytube {
-        None => Box::new(ConsoleConnector::new(ConsoleOptions {
-            bot_name,
-            ..ConsoleOptions::default()
-        })),
-        Some(_) => {
-            tracing::warn!(message = "the CyTube connector is not built yet; using the console");
-            Box::new(ConsoleConnector::new(ConsoleOptions {
-                bot_name,
-                ..ConsoleOptions::default()
-            }))
+    let connector = match make_connector(&config, bot_name) {
+        Ok(connector) => connector,
+        Err(err) => {
+            stop.cancel();
+            manager.shutdown().await;
+            return Err(err);
         }
     };
-    let connector = match connector.start(bus.clone(), stop.clone()).await {
+    let mut connector = match connector.start(bus.clone(), stop.clone()).await {
         Ok(handle) => handle,
         Err(err) => {
             stop.cancel();
@@ -108,11 +107,17 @@ pub(crate) async fn run(config: Config) -> Result<(), NodeError> {
         connector = connector_name(&config)
     );
 
-    shutdown.await;
+    // Until a signal, or the connector stops for good (a ban, a duplicate login…).
+    let connector_failure = tokio::select! {
+        () = shutdown => None,
+        result = &mut connector => Some(result),
+    };
     tracing::info!(message = "shutting down");
     // Reverse order, each step bounded.
     stop.cancel();
-    step("connector", connector.wait()).await;
+    if connector_failure.is_none() {
+        step("connector", &mut connector).await;
+    }
     step("router", router.wait()).await;
     step("control API", control).await;
     step("plugins", manager.shutdown()).await;
@@ -121,7 +126,37 @@ pub(crate) async fn run(config: Config) -> Result<(), NodeError> {
     }
     drop(bus);
     tracing::info!(message = "rosey stopped");
-    Ok(())
+    match connector_failure {
+        Some(Err(err)) => Err(NodeError::Connector(err)),
+        Some(Ok(())) => Err(NodeError::Connector(ConnectorError::Failed(
+            "the connector stopped on its own".to_owned(),
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The console connector on embedded defaults, CyTube when the config has a `cytube` section.
+fn make_connector(config: &Config, bot_name: String) -> Result<Box<dyn Connector>, NodeError> {
+    match &config.cytube {
+        None => Ok(Box::new(ConsoleConnector::new(ConsoleOptions {
+            bot_name,
+            ..ConsoleOptions::default()
+        }))),
+        #[cfg(feature = "cytube")]
+        Some(cytube) => {
+            use rosey_core::connector::cytube::{CytubeConnector, CytubeOptions};
+            tracing::info!(
+                message = "joining CyTube",
+                server = %cytube.server,
+                channel = %cytube.channel,
+                user = %cytube.username,
+                guest = cytube.password.is_none()
+            );
+            Ok(Box::new(CytubeConnector::new(CytubeOptions::from_config(cytube))))
+        }
+        #[cfg(not(feature = "cytube"))]
+        Some(_) => Err(NodeError::CytubeNotBuilt),
+    }
 }
 
 fn connector_name(config: &Config) -> &'static str {

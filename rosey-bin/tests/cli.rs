@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use rosey_testkit::cytube::{Account, FakeCytube, FakeCytubeOptions, ServerEvent};
+use tokio::sync::broadcast::Receiver;
+
 const ROSEY: &str = env!("CARGO_BIN_EXE_rosey");
 
 /// A fresh, empty working directory for one test.
@@ -197,8 +200,92 @@ fn run_stops_cleanly_on_sigint() {
     assert!(status.success(), "exit {status:?}");
 }
 
+/// A fake CyTube server (rosey-testkit) on its own runtime, for as long as the test holds it.
+struct Cytube {
+    server: FakeCytube,
+    // Declared last: dropped after the server, whose tasks it runs.
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Cytube {
+    fn start(options: FakeCytubeOptions) -> Self {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let server = runtime.block_on(FakeCytube::start(options)).unwrap();
+        Self { server, _runtime: runtime }
+    }
+
+    /// Waits for a chat line from `user` that the server accepted; returns it (HTML-escaped).
+    fn wait_chat_from(&self, events: &mut Receiver<ServerEvent>, user: &str) -> String {
+        self._runtime.block_on(FakeCytube::wait_for(events, Duration::from_secs(20), |e| match e {
+            ServerEvent::Chat { user: from, msg, .. } if from == user => Some(msg.clone()),
+            _ => None,
+        }))
+    }
+}
+
+/// A config joining `channel` on the fake server as `RoseyBot`, with the bundled plugins.
+fn cytube_config(dir: &Path, server: &FakeCytube, channel: &str) -> PathBuf {
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    write_config(
+        dir,
+        &format!(
+            r#"{{"plugin_dir": {:?}, "logging": {{"file": null}},
+                 "cytube": {{"server": "{}", "channel": "{channel}", "username": "RoseyBot"}}}}"#,
+            plugins.display().to_string(),
+            server.url()
+        ),
+    )
+}
+
+#[test]
+fn run_joins_cytube_and_answers_a_roll_typed_in_the_channel() {
+    let cytube = Cytube::start(FakeCytubeOptions::default());
+    let channel = cytube.server.channel("testchan");
+    channel.join_peer("alice", 0.0);
+    let dir = scratch_dir();
+    let config = cytube_config(&dir, &cytube.server, "testchan");
+    let running = Running::start(rosey(&dir, &["run", "--config", config.to_str().unwrap()]));
+    let startup = running.wait_for("rosey ready");
+    assert!(startup.contains("joined the CyTube channel"), "{startup}");
+    let mut events = cytube.server.subscribe();
+    channel.say("alice", "!roll 2d6");
+    let reply = cytube.wait_chat_from(&mut events, "RoseyBot");
+    assert!(reply.starts_with("🎲 [") && reply.contains("] = "), "{reply}");
+    running.signal("TERM");
+    let (status, rest) = running.wait_exit();
+    assert!(status.success(), "exit {status:?}; output:\n{rest}");
+}
+
+#[test]
+fn run_exits_1_with_the_reason_when_the_bot_is_banned() {
+    let cytube = Cytube::start(FakeCytubeOptions::default());
+    let dir = scratch_dir();
+    let config = cytube_config(&dir, &cytube.server, "testchan");
+    let running = Running::start(rosey(&dir, &["run", "--config", config.to_str().unwrap()]));
+    running.wait_for("rosey ready");
+    cytube.server.channel("testchan").ban("RoseyBot");
+    let (status, rest) = running.wait_exit();
+    assert_eq!(status.code(), Some(1), "output:\n{rest}");
+    assert!(rest.contains("banned"), "{rest}");
+}
+
+#[test]
+fn run_exits_1_with_the_reason_when_the_channel_does_not_exist() {
+    let cytube = Cytube::start(FakeCytubeOptions::default());
+    let dir = scratch_dir();
+    let config = cytube_config(&dir, &cytube.server, "no such channel!");
+    let out = rosey(&dir, &["run", "--config", config.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("does not exist"), "{stdout}");
+}
+
 #[test]
 fn run_with_nats_url_uses_nats_and_never_logs_credentials() {
+    let cytube = Cytube::start(FakeCytubeOptions {
+        accounts: vec![Account::new("rosey", "s3cr3t-cytube")],
+        ..FakeCytubeOptions::default()
+    });
     let dir = scratch_dir();
     let url =
         std::env::var("ROSEY_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
@@ -208,13 +295,19 @@ fn run_with_nats_url_uses_nats_and_never_logs_credentials() {
         &format!(
             r#"{{"owner": "alice", "nats_url": "{with_creds}",
                  "database": {{"url": "postgres://rosey:s3cr3t-db@127.0.0.1/rosey"}},
-                 "cytube": {{"channel": "lobby", "username": "rosey", "password": "s3cr3t-cytube"}}}}"#
+                 "cytube": {{"server": "{}", "channel": "lobby", "username": "rosey",
+                             "password": "s3cr3t-cytube"}}}}"#,
+            cytube.server.url()
         ),
     );
     // The local server has no auth configured; it accepts (and ignores) the credentials.
     let running = Running::start(rosey(&dir, &["run", "--config", config.to_str().unwrap()]));
     let startup = running.wait_for("rosey ready");
     assert!(startup.contains("nats"), "{startup}");
+    assert!(
+        startup.contains("joined the CyTube channel"),
+        "logged in with the password:\n{startup}"
+    );
     running.signal("TERM");
     let (status, rest) = running.wait_exit();
     assert!(status.success(), "exit {status:?}");

@@ -278,12 +278,15 @@ fn env_overrides_password_database_url_and_nats_url() {
         Config::from_json_str(r#"{"cytube": {"channel": "c", "username": "u"}}"#).unwrap();
     config.apply_env(|name| match name {
         "ROSEY_CYTUBE_PASSWORD" => Some(CYTUBE_PASSWORD.to_owned()),
+        "ROSEY_CYTUBE_CHANNEL_PASSWORD" => Some("letmein".to_owned()),
         "ROSEY_DATABASE_URL" => Some(format!("postgres://rosey:{DB_PASSWORD}@db/rosey")),
         "ROSEY_NATS_URL" => Some("nats://tok@nats:4222".to_owned()),
         _ => None,
     });
     let cytube = config.cytube.as_ref().unwrap();
     assert_eq!(cytube.password.as_ref().map(|p| p.expose()), Some(CYTUBE_PASSWORD));
+    assert_eq!(cytube.channel_password.as_ref().map(|p| p.expose()), Some("letmein"));
+    assert!(!format!("{cytube:?}").contains("letmein"), "channel password leaked");
     assert_eq!(config.database.url.expose(), format!("postgres://rosey:{DB_PASSWORD}@db/rosey"));
     assert_eq!(config.nats_url.as_ref().map(SecretUrl::expose), Some("nats://tok@nats:4222"));
     assert_eq!(config.validate(), Ok(()));
@@ -330,6 +333,7 @@ fn secrets_never_appear_in_debug_or_error_output() {
         channel: "c".to_owned(),
         username: "u".to_owned(),
         password: None,
+        channel_password: None,
     });
     config.apply_env(|name| (name == "ROSEY_CYTUBE_PASSWORD").then(|| CYTUBE_PASSWORD.to_owned()));
     let debug = format!("{config:?} {config:#?}");

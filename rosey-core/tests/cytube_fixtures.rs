@@ -87,3 +87,41 @@ fn the_user_table_follows_the_recorded_users_scenario() {
     assert!(users.get("alice").is_none() && users.get("bob").is_none(), "both left");
     assert!(users.get("lurker").is_none(), "anonymous users are not users");
 }
+
+#[test]
+fn recorded_join_and_chat_give_plugins_only_live_chat_from_others() {
+    use rosey_core::connector::cytube::incoming::Incoming;
+    use rosey_core::connector::cytube::users::UserTable;
+    for (scenario, expected_first) in
+        [("handshake_guest_join.jsonl", None), ("chat_roundtrip.jsonl", Some("!roll 2d6"))]
+    {
+        let text = std::fs::read_to_string(fixtures().join(scenario)).unwrap();
+        let mut incoming = Incoming::new("testchan", "RoseyBot");
+        let mut users = UserTable::default();
+        let mut seen = Vec::new();
+        for line in text.lines() {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            if record["dir"] != "in" || record["conn"] != "bot" {
+                continue;
+            }
+            if let Ok(Frame::Event { name, arg }) = Frame::parse(record["frame"].as_str().unwrap())
+            {
+                users.apply(&name, arg.as_ref());
+                if let Some(chat) = incoming.chat(&name, arg.as_ref(), &users) {
+                    seen.push(chat);
+                }
+            }
+        }
+        assert!(seen.iter().all(|c| c.user != "RoseyBot"), "{scenario}: own echo leaked");
+        assert_eq!(
+            seen.first().map(|c| c.message.as_str()),
+            expected_first,
+            "{scenario}: {seen:?}"
+        );
+        if scenario == "chat_roundtrip.jsonl" {
+            let action = seen.iter().find(|c| c.message == "waves").unwrap();
+            assert_eq!(action.meta.as_ref().unwrap()["action"], true, "/me is flagged");
+            assert_eq!(seen[0].rank, Some(0.0), "alice's rank comes from the user table");
+        }
+    }
+}

@@ -106,7 +106,7 @@ impl Message {
         &self.payload
     }
 
-    /// Decodes the JSON payload into one of the [`event`](crate::event) types.
+    /// Decodes the JSON payload into one of the [`event`] types.
     pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, PayloadError> {
         event::decode(&self.payload)
     }

@@ -43,6 +43,8 @@ pub use sections::{CytubeConfig, DashboardConfig, DatabaseConfig, LoggingConfig,
 
 /// Environment variable that sets `cytube.password` (only when the file has a `cytube` section).
 const ENV_CYTUBE_PASSWORD: &str = "ROSEY_CYTUBE_PASSWORD";
+/// Environment variable that sets `cytube.channel_password` (only when the file has a `cytube` section).
+const ENV_CYTUBE_CHANNEL_PASSWORD: &str = "ROSEY_CYTUBE_CHANNEL_PASSWORD";
 /// Environment variable that sets `database.url`.
 const ENV_DATABASE_URL: &str = "ROSEY_DATABASE_URL";
 /// Environment variable that sets `nats_url`.
@@ -104,23 +106,32 @@ impl Config {
         Self::from_json_str(&text)
     }
 
-    /// Applies the environment overrides `ROSEY_CYTUBE_PASSWORD` (only when a `cytube` section
-    /// exists), `ROSEY_DATABASE_URL` and `ROSEY_NATS_URL`, looking each name up with `lookup`
-    /// (e.g. `|name| std::env::var(name).ok()`); empty values are ignored. Call
-    /// [`Config::validate`] afterwards.
+    /// Applies the environment overrides `ROSEY_CYTUBE_PASSWORD` and `ROSEY_CYTUBE_CHANNEL_PASSWORD`
+    /// (only when a `cytube` section exists), `ROSEY_DATABASE_URL` and `ROSEY_NATS_URL`, looking
+    /// each name up with `lookup` (e.g. `|name| std::env::var(name).ok()`); empty values are
+    /// ignored. Call [`Config::validate`] afterwards.
     pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) {
         let get = |name: &str| {
             let value = lookup(name).filter(|value| !value.is_empty())?;
             tracing::debug!(variable = name, "configuration value taken from the environment");
             Some(value)
         };
-        if let Some(password) = get(ENV_CYTUBE_PASSWORD) {
-            match &mut self.cytube {
-                Some(cytube) => cytube.password = Some(Secret::new(password)),
-                None => tracing::warn!(
-                    variable = ENV_CYTUBE_PASSWORD,
-                    "ignored: the configuration has no cytube section"
-                ),
+        type SecretField = fn(&mut CytubeConfig) -> &mut Option<Secret>;
+        let cytube_secrets: [(&str, SecretField); 2] = [
+            (ENV_CYTUBE_PASSWORD, |cytube| &mut cytube.password),
+            (ENV_CYTUBE_CHANNEL_PASSWORD, |cytube| &mut cytube.channel_password),
+        ];
+        for (variable, field) in cytube_secrets {
+            if let Some(secret) = get(variable) {
+                match &mut self.cytube {
+                    Some(cytube) => *field(cytube) = Some(Secret::new(secret)),
+                    None => {
+                        tracing::warn!(
+                            variable,
+                            "ignored: the configuration has no cytube section"
+                        );
+                    }
+                }
             }
         }
         if let Some(url) = get(ENV_DATABASE_URL) {

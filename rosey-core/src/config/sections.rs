@@ -40,6 +40,10 @@ pub struct CytubeConfig {
     /// Password of that account; `None` joins as a guest. Best given as `ROSEY_CYTUBE_PASSWORD`.
     #[serde(default)]
     pub password: Option<Secret>,
+    /// The channel's own password, for a channel that has one (an addition to the spec's keys). Best
+    /// given as `ROSEY_CYTUBE_CHANNEL_PASSWORD`.
+    #[serde(default)]
+    pub channel_password: Option<Secret>,
 }
 
 fn default_cytube_server() -> String {

@@ -48,7 +48,8 @@ pub trait Connector: Send + Sync {
     ) -> Result<ConnectorHandle, ConnectorError>;
 }
 
-/// A running connector's task.
+/// A running connector's task. Awaiting it (or [`ConnectorHandle::wait`]) gives how it ended; a
+/// panicked task is reported as an error, not re-raised.
 #[derive(Debug)]
 pub struct ConnectorHandle {
     task: JoinHandle<Result<(), ConnectorError>>,
@@ -62,9 +63,20 @@ impl ConnectorHandle {
 
     /// Waits for the connector to stop; a panicked task is reported as an error, not re-raised.
     pub async fn wait(self) -> Result<(), ConnectorError> {
-        match self.task.await {
+        self.await
+    }
+}
+
+impl Future for ConnectorHandle {
+    type Output = Result<(), ConnectorError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.task).poll(cx).map(|joined| match joined {
             Ok(result) => result,
             Err(err) => Err(ConnectorError::Failed(err.to_string())),
-        }
+        })
     }
 }

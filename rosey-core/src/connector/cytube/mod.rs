@@ -1,13 +1,424 @@
-//! The CyTube connector (cargo feature `cytube`), built against frames recorded from a real CyTube 3.86
-//! server (`shared/fixtures/cytube/`).
+//! The CyTube connector (cargo feature `cytube`): socket.io v5 over an Engine.IO v4 websocket, built
+//! against frames recorded from a real CyTube 3.86 server (`shared/fixtures/cytube/`). Why a client of
+//! our own on tokio-tungstenite rather than a socket.io crate is in `docs/CYTUBE.md`.
 //!
-//! So far: the units the connector is made of. [`packet`] reads and writes Engine.IO v4 / socket.io v5
-//! text frames; [`text`] turns CyTube's HTML chat into plain text and splits long replies at the
-//! channel's limit; [`users`] keeps the user table from CyTube's events; [`ratelimit`] keeps outgoing
-//! chat under CyTube's flood limit and obeys `cooldown`. The connection itself, joining, reconnects and
-//! the fake server for tests are the next step (see the issue tracker).
+//! [`CytubeConnector`] finds the channel's server ([`discovery`]), connects, joins and logs in
+//! (`session`), then puts the channel on the bus:
+//! - `chatMsg` → [`CHAT_MESSAGE`](crate::subject::CHAT_MESSAGE), HTML decoded, with the sender's rank,
+//!   without the history replayed on join, the bot's own echo or server whispers ([`incoming`]);
+//!   `pm` → [`PM_MESSAGE`](crate::subject::PM_MESSAGE); `addUser` / `userLeave` →
+//!   [`USER_JOIN`](crate::subject::USER_JOIN) / [`USER_LEAVE`](crate::subject::USER_LEAVE);
+//!   `changeMedia` → [`MEDIA_CHANGE`](crate::subject::MEDIA_CHANGE); the user table ([`users`]) is
+//!   queryable through [`CytubeConnector::users`];
+//! - [`CHAT_SEND`](crate::subject::CHAT_SEND) and [`PM_SEND`](crate::subject::PM_SEND) → `chatMsg` /
+//!   `pm`, split at the channel's limit ([`text`]), paced below CyTube's flood limit and obeying its
+//!   `cooldown` ([`ratelimit`], [`outbox`]): delayed, never dropped;
+//! - a lost connection or a `kick` is followed by a reconnect with capped exponential backoff and
+//!   jitter, a new join and login, and then what was queued meanwhile is sent. A duplicate login, a
+//!   ban, a rejected password or an unknown channel stop the connector with a clear error instead.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use rosey_core::bus::{EventBus, MemoryBus};
+//! use rosey_core::connector::Connector;
+//! use rosey_core::connector::cytube::{CytubeConnector, CytubeOptions};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn demo() -> Result<(), rosey_core::connector::ConnectorError> {
+//! let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
+//! let connector = CytubeConnector::new(CytubeOptions::new("https://cytu.be", "mychannel", "RoseyBot"));
+//! let running = connector.start(bus, CancellationToken::new()).await?; // joined and logged in
+//! println!("alice's rank: {:?}", connector.users().rank("alice"));
+//! running.await // until shutdown, or an error that reconnecting cannot fix
+//! # }
+//! ```
 
+mod channel;
+pub mod discovery;
+pub mod incoming;
+pub mod outbox;
 pub mod packet;
 pub mod ratelimit;
+mod session;
 pub mod text;
 pub mod users;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use self::channel::ChannelState;
+pub use self::channel::UserDirectory;
+use self::outbox::Outgoing;
+use self::session::{Link, SessionEnd};
+use super::{Connector, ConnectorError, ConnectorHandle};
+use crate::bus::{EventBus, Subscription};
+use crate::config::{CytubeConfig, Secret};
+use crate::event::{ChatSend, PmSend};
+use crate::plugin::backoff::BackoffPolicy;
+use crate::subject;
+
+/// Why the connector could not connect, or lost its connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CytubeError {
+    /// The server does not know the channel (socketconfig answered 404).
+    #[error("channel \"{channel}\" cannot be joined: {reason}")]
+    UnknownChannel {
+        /// The channel asked for.
+        channel: String,
+        /// The server's words.
+        reason: String,
+    },
+    /// The socketconfig request failed or its answer was unusable.
+    #[error("cannot find the channel's server: {0}")]
+    Discovery(String),
+    /// The websocket could not be opened.
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The server refused the socket.io connection, e.g. `Rate limit exceeded`.
+    #[error("the server refused the connection: {0}")]
+    ConnectRefused(String),
+    /// The connection was lost.
+    #[error("connection lost: {0}")]
+    Lost(String),
+    /// The server said something the handshake did not expect.
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+    /// A handshake step got no answer in time.
+    #[error("no {0} within {1:?}")]
+    Timeout(&'static str, Duration),
+    /// The channel password is missing or wrong.
+    #[error("{0}")]
+    ChannelPassword(String),
+    /// The login was refused (wrong password, name in use, reserved or registered name…).
+    #[error("login as {name} failed: {reason}")]
+    Login {
+        /// The name the bot tried.
+        name: String,
+        /// The server's words.
+        reason: String,
+    },
+    /// The server kicked the bot.
+    #[error("kicked by the server: {0}")]
+    Kicked(String),
+}
+
+impl CytubeError {
+    /// Whether reconnecting cannot help: the configuration or a moderator must act first. `reconnecting`
+    /// says whether the bot was connected before: then a guest name still "in use" is most likely the
+    /// bot's own old session, which the server drops after its ping timeout, so it is worth retrying.
+    pub fn is_permanent(&self, reconnecting: bool) -> bool {
+        match self {
+            Self::UnknownChannel { .. } | Self::ChannelPassword(_) => true,
+            Self::Login { reason, .. } => !(reconnecting && reason.contains("already in use")),
+            Self::Kicked(reason) => {
+                let reason = reason.to_lowercase();
+                reason.contains("duplicate login")
+                    || reason.contains("banned")
+                    || reason.contains("invalid channel name")
+            }
+            _ => false,
+        }
+    }
+}
+
+/// How to reach the channel and how to behave there.
+#[derive(Debug, Clone)]
+pub struct CytubeOptions {
+    /// Base URL of the CyTube server (`https://cytu.be`).
+    pub server: String,
+    /// Channel to join.
+    pub channel: String,
+    /// Name to log in as.
+    pub username: String,
+    /// Account password; `None` logs in as a guest.
+    pub password: Option<Secret>,
+    /// The channel's password, if it has one.
+    pub channel_password: Option<Secret>,
+    /// Longest chat message; longer ones are split on word boundaries (CyTube's default 320).
+    pub max_message_length: usize,
+    /// Messages that may be sent at once (CyTube allows 20).
+    pub rate_burst: u32,
+    /// Messages a second after the burst (CyTube allows 10).
+    pub rate_per_second: f64,
+    /// Delays between reconnect attempts.
+    pub reconnect: BackoffPolicy,
+    /// Least delay after the server refused a connection (`Rate limit exceeded`): CyTube then
+    /// allows one connection per 10 s.
+    pub refused_delay: Duration,
+    /// A connection that lasted this long resets the reconnect backoff.
+    pub stable_after: Duration,
+    /// Time allowed for each handshake step (connect, join, login).
+    pub handshake_timeout: Duration,
+    /// Outgoing messages kept while disconnected; beyond that, senders on the bus wait (and the bus
+    /// buffers, then drops and counts, as for any slow subscriber).
+    pub queue_capacity: usize,
+}
+
+impl CytubeOptions {
+    /// Options for `channel` on `server` as `username` (a guest unless a password is set), with the
+    /// defaults: 320-character messages, a burst of 15 then 8 a second, reconnects after 1 s, 2 s,
+    /// 4 s… capped at 60 s with ±30 % jitter, 10 s per handshake step, 10 000 queued messages.
+    pub fn new(server: &str, channel: &str, username: &str) -> Self {
+        Self {
+            server: server.to_owned(),
+            channel: channel.to_owned(),
+            username: username.to_owned(),
+            password: None,
+            channel_password: None,
+            max_message_length: text::DEFAULT_MAX_LENGTH,
+            rate_burst: 15,
+            rate_per_second: 8.0,
+            reconnect: BackoffPolicy {
+                first: Duration::from_secs(1),
+                base: Duration::from_secs(2),
+                factor: 2,
+                max: Duration::from_secs(60),
+                jitter: 0.3,
+            },
+            refused_delay: Duration::from_secs(10),
+            stable_after: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
+            queue_capacity: 10_000,
+        }
+    }
+
+    /// The options of a config file's `cytube` section.
+    pub fn from_config(config: &CytubeConfig) -> Self {
+        Self {
+            password: config.password.clone(),
+            channel_password: config.channel_password.clone(),
+            ..Self::new(&config.server, &config.channel, &config.username)
+        }
+    }
+}
+
+/// Outgoing messages a connection takes from the queue into its outbox at a time.
+const OUTBOX_HIGH_WATER: usize = 256;
+
+/// The CyTube [`Connector`]; see the [module docs](self).
+#[derive(Debug)]
+pub struct CytubeConnector {
+    options: CytubeOptions,
+    users: UserDirectory,
+    started: Mutex<bool>,
+}
+
+impl CytubeConnector {
+    /// A connector with these options; nothing happens until [`Connector::start`].
+    pub fn new(options: CytubeOptions) -> Self {
+        Self { options, users: UserDirectory::default(), started: Mutex::new(false) }
+    }
+
+    /// The channel's users as last seen (empty before the join).
+    pub fn users(&self) -> UserDirectory {
+        self.users.clone()
+    }
+}
+
+#[async_trait]
+impl Connector for CytubeConnector {
+    fn name(&self) -> &str {
+        "cytube"
+    }
+
+    async fn start(
+        &self,
+        bus: Arc<dyn EventBus>,
+        shutdown: CancellationToken,
+    ) -> Result<ConnectorHandle, ConnectorError> {
+        if std::mem::replace(&mut *self.started.lock(), true) {
+            return Err(ConnectorError::Refused("CytubeConnector already started".into()));
+        }
+        let options = self.options.clone();
+        let refused = |err: CytubeError| ConnectorError::Refused(err.to_string());
+        // Subscribe before connecting, so nothing said while joining is missed.
+        let (tx, mut outgoing) = mpsc::channel(options.queue_capacity.max(1));
+        let chat = bus.subscribe(subject::CHAT_SEND).await?;
+        let pms = bus.subscribe(subject::PM_SEND).await?;
+        let forwarders = CancellationToken::new();
+        forward(chat, tx.clone(), &options.channel, forwarders.clone());
+        forward(pms, tx, &options.channel, forwarders.clone());
+
+        let tls = discovery::tls_config().map_err(refused)?;
+        let rate = (options.rate_burst, options.rate_per_second);
+        let mut state = ChannelState::new(
+            &options.channel,
+            &options.username,
+            rate,
+            options.max_message_length,
+        );
+        state.users = self.users.clone();
+        let link = match connect(&options, &tls, &mut state, bus.as_ref()).await {
+            Ok(link) => link,
+            Err(err) => {
+                forwarders.cancel();
+                return Err(refused(err));
+            }
+        };
+        tracing::info!(
+            message = "joined the CyTube channel",
+            channel = %options.channel,
+            user = %state.bot_name
+        );
+        let task = tokio::spawn(async move {
+            let _forwarders = forwarders.drop_guard();
+            run(link, options, tls, state, bus, &mut outgoing, shutdown).await.map_err(refused)
+        });
+        Ok(ConnectorHandle::new(task))
+    }
+}
+
+/// Finds the channel's server and opens a joined, logged-in connection.
+async fn connect(
+    options: &CytubeOptions,
+    tls: &Arc<rustls::ClientConfig>,
+    state: &mut ChannelState,
+    bus: &dyn EventBus,
+) -> Result<Link, CytubeError> {
+    let url = discovery::discover(&options.server, &options.channel, tls).await?;
+    Link::open(&url, options, tls, state, bus).await
+}
+
+/// Serves connection after connection until shutdown or an error reconnecting cannot fix.
+async fn run(
+    mut link: Link,
+    options: CytubeOptions,
+    tls: Arc<rustls::ClientConfig>,
+    mut state: ChannelState,
+    bus: Arc<dyn EventBus>,
+    outgoing: &mut mpsc::Receiver<Outgoing>,
+    shutdown: CancellationToken,
+) -> Result<(), CytubeError> {
+    let mut attempt = 0;
+    loop {
+        let since = Instant::now();
+        let end =
+            link.serve(&mut state, bus.as_ref(), outgoing, OUTBOX_HIGH_WATER, &shutdown).await;
+        let mut error = match end {
+            SessionEnd::Shutdown => return Ok(()),
+            SessionEnd::Ended(err) => err,
+        };
+        state.outbox.connection_lost(Instant::now());
+        if since.elapsed() >= options.stable_after {
+            attempt = 0;
+        }
+        // Reconnect until it works, shutdown, or an error that retrying cannot fix.
+        link = loop {
+            if error.is_permanent(true) {
+                tracing::error!(message = "CyTube connector stopped", channel = %options.channel, %error);
+                return Err(error);
+            }
+            let mut delay = options.reconnect.delay_with_jitter(attempt, random_fraction());
+            if let CytubeError::ConnectRefused(_) = error {
+                delay = delay.max(options.refused_delay);
+            }
+            attempt = attempt.saturating_add(1);
+            tracing::warn!(
+                message = "CyTube connection lost; reconnecting",
+                channel = %options.channel,
+                %error,
+                attempt,
+                delay = ?delay
+            );
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(delay) => {}
+            }
+            match connect(&options, &tls, &mut state, bus.as_ref()).await {
+                Ok(link) => break link,
+                Err(err) => error = err,
+            }
+        };
+        tracing::info!(
+            message = "rejoined the CyTube channel",
+            channel = %options.channel,
+            queued = state.outbox.len() + outgoing.len()
+        );
+    }
+}
+
+/// Moves what is said on the bus for `channel` into the connector's queue until `stop`.
+fn forward(
+    mut subscription: Subscription,
+    tx: mpsc::Sender<Outgoing>,
+    channel: &str,
+    stop: CancellationToken,
+) {
+    let channel = channel.to_owned();
+    tokio::spawn(async move {
+        loop {
+            let message = tokio::select! {
+                () = stop.cancelled() => return,
+                message = subscription.next() => match message {
+                    Some(message) => message,
+                    None => return,
+                },
+            };
+            let outgoing = if message.subject() == subject::PM_SEND {
+                match message.decode::<PmSend>() {
+                    Ok(pm) if pm.channel == channel => Outgoing::Pm { to: pm.to, text: pm.message },
+                    Ok(_) => continue,
+                    Err(error) => {
+                        tracing::warn!(message = "malformed PM to send ignored", %error);
+                        continue;
+                    }
+                }
+            } else {
+                match message.decode::<ChatSend>() {
+                    Ok(chat) if chat.channel == channel => Outgoing::Chat(chat.message),
+                    Ok(_) => continue,
+                    Err(error) => {
+                        tracing::warn!(message = "malformed chat to send ignored", %error);
+                        continue;
+                    }
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                sent = tx.send(outgoing) => if sent.is_err() { return },
+            }
+        }
+    });
+}
+
+/// A uniform sample in `[0, 1)` for the reconnect jitter; std's hasher seeds are random per process.
+fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_nanos()));
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_errors_a_retry_cannot_fix_stop_the_connector() {
+        let kicked = |reason: &str| CytubeError::Kicked(reason.to_owned());
+        assert!(kicked("Duplicate login").is_permanent(true));
+        assert!(kicked("You're banned!").is_permanent(true));
+        assert!(!kicked("Too many connections from your IP address").is_permanent(true));
+        assert!(!CytubeError::Lost("reset".into()).is_permanent(true));
+        let in_use = CytubeError::Login {
+            name: "RoseyBot".into(),
+            reason: "That name is already in use on this channel.".into(),
+        };
+        assert!(in_use.is_permanent(false), "at startup the name is someone else's");
+        assert!(!in_use.is_permanent(true), "after a drop it is probably our own ghost");
+    }
+
+    #[test]
+    fn jitter_samples_stay_in_range() {
+        for _ in 0..100 {
+            let x = random_fraction();
+            assert!((0.0..1.0).contains(&x), "{x}");
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! What the connector knows of its channel across connections, and what it does with each event
+//! CyTube sends: the user table, chat and PMs onto the bus, media changes, the rate limit (the bot's
+//! rank and the channel's `chat_antiflood`), echoes and `cooldown` for the outbox.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::RwLock;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::incoming::Incoming;
+use super::outbox::Outbox;
+use super::ratelimit::RateLimiter;
+use super::users::{User, UserTable};
+use crate::bus::{EventBus, EventBusExt};
+use crate::event::{MediaChange, UserJoin, UserLeave};
+use crate::subject;
+
+/// The channel's user table as the connector keeps it, shared with whoever needs ranks (the admin
+/// plugin, the dashboard). Cloning shares the table; reads never wait on the network.
+#[derive(Debug, Clone, Default)]
+pub struct UserDirectory(Arc<RwLock<UserTable>>);
+
+impl UserDirectory {
+    /// A user's channel rank, if they are in the channel.
+    pub fn rank(&self, name: &str) -> Option<f64> {
+        self.0.read().rank(name)
+    }
+
+    /// A user, if they are in the channel.
+    pub fn get(&self, name: &str) -> Option<User> {
+        self.0.read().get(name).cloned()
+    }
+
+    /// A copy of the whole table.
+    pub fn snapshot(&self) -> UserTable {
+        self.0.read().clone()
+    }
+}
+
+/// CyTube's rank from which `chat_antiflood` no longer applies (moderators and up).
+const ANTIFLOOD_EXEMPT_RANK: f64 = 2.0;
+
+/// The outgoing rate: CyTube's `chat_antiflood` allows `sustained` a second; staying 10 % under it
+/// keeps network jitter from tripping it.
+const ANTIFLOOD_MARGIN: f64 = 0.9;
+
+/// The connector's view of its channel; see the [module docs](self).
+#[derive(Debug)]
+pub(super) struct ChannelState {
+    pub(super) channel: String,
+    pub(super) users: UserDirectory,
+    pub(super) incoming: Incoming,
+    pub(super) outbox: Outbox,
+    /// The bot's name as the server knows it once logged in.
+    pub(super) bot_name: String,
+    /// The default rate (burst, per second).
+    base_rate: (u32, f64),
+    /// The rate in force.
+    rate: (u32, f64),
+    own_rank: f64,
+    antiflood: Option<(u32, f64)>,
+}
+
+impl ChannelState {
+    pub(super) fn new(channel: &str, bot_name: &str, rate: (u32, f64), max_length: usize) -> Self {
+        Self {
+            channel: channel.to_owned(),
+            users: UserDirectory::default(),
+            incoming: Incoming::new(channel, bot_name),
+            outbox: Outbox::new(RateLimiter::new(rate.0, rate.1, Instant::now()), max_length),
+            bot_name: bot_name.to_owned(),
+            base_rate: rate,
+            rate,
+            own_rank: -1.0,
+            antiflood: None,
+        }
+    }
+
+    /// A new connection: the join burst (and its history replay) comes again.
+    pub(super) fn new_connection(&mut self) {
+        self.incoming = Incoming::new(&self.channel, &self.bot_name);
+        self.own_rank = -1.0;
+    }
+
+    /// The login succeeded under `name` (CyTube's spelling).
+    pub(super) fn logged_in(&mut self, name: &str) {
+        self.bot_name = name.to_owned();
+        self.incoming.set_bot_name(name);
+    }
+
+    fn is_bot(&self, user: &str) -> bool {
+        user.eq_ignore_ascii_case(&self.bot_name)
+    }
+
+    /// Takes one event from the server into account, publishing what plugins should hear.
+    pub(super) async fn observe(&mut self, bus: &dyn EventBus, name: &str, arg: Option<&Value>) {
+        match name {
+            "rank" => {
+                if let Some(rank) = arg.and_then(Value::as_f64) {
+                    self.own_rank = rank;
+                    self.update_rate();
+                }
+            }
+            "channelOpts" => {
+                let arg = arg.unwrap_or(&Value::Null);
+                self.antiflood = (arg.get("chat_antiflood") == Some(&Value::Bool(true)))
+                    .then(|| {
+                        let params = arg.get("chat_antiflood_params")?;
+                        let burst = params.get("burst")?.as_u64()?;
+                        let sustained = params.get("sustained")?.as_f64()?;
+                        Some((u32::try_from(burst).unwrap_or(u32::MAX), sustained))
+                    })
+                    .flatten();
+                self.update_rate();
+            }
+            "cooldown" => {
+                let millis = arg.and_then(Value::as_u64).unwrap_or(1000);
+                tracing::debug!(message = "CyTube asked for a cooldown", millis);
+                self.outbox.cooldown(Instant::now(), millis);
+            }
+            "errorMsg" => {
+                let text = arg.and_then(|a| a.get("msg")).and_then(Value::as_str).unwrap_or("");
+                tracing::warn!(message = "CyTube refused a message", channel = %self.channel, error = text);
+            }
+            "changeMedia" => {
+                if let Some(media) = arg.and_then(|a| self.media_change(a)) {
+                    publish(bus, subject::MEDIA_CHANGE, &media).await;
+                }
+            }
+            "pm" => {
+                if let Some(pm) = self.incoming.pm(arg) {
+                    publish(bus, subject::PM_MESSAGE, &pm).await;
+                }
+            }
+            "chatMsg" => {
+                let from_bot = arg
+                    .and_then(|a| a.get("username"))
+                    .and_then(Value::as_str)
+                    .is_some_and(|user| self.is_bot(user));
+                if from_bot && self.incoming.joined() {
+                    self.outbox.echoed();
+                }
+                let chat = self.incoming.chat(name, arg, &self.users.0.read());
+                if let Some(chat) = chat {
+                    publish(bus, subject::CHAT_MESSAGE, &chat).await;
+                }
+            }
+            _ => self.observe_users(bus, name, arg).await,
+        }
+    }
+
+    async fn observe_users(&mut self, bus: &dyn EventBus, name: &str, arg: Option<&Value>) {
+        let changed = self.users.0.write().apply(name, arg);
+        if name == "userlist" {
+            // The end of the join burst: chat from now on is live, not replayed history.
+            self.incoming.mark_joined();
+        }
+        if !changed || !self.incoming.joined() {
+            return;
+        }
+        let user = arg.and_then(|a| a.get("name")).and_then(Value::as_str).unwrap_or_default();
+        if user.is_empty() || self.is_bot(user) {
+            return;
+        }
+        let channel = self.channel.clone();
+        match name {
+            "addUser" => {
+                let join = UserJoin { channel, user: user.to_owned(), rank: self.users.rank(user) };
+                publish(bus, subject::USER_JOIN, &join).await;
+            }
+            "userLeave" => {
+                publish(bus, subject::USER_LEAVE, &UserLeave { channel, user: user.to_owned() })
+                    .await;
+            }
+            _ => {}
+        }
+    }
+
+    fn media_change(&self, arg: &Value) -> Option<MediaChange> {
+        Some(MediaChange {
+            channel: self.channel.clone(),
+            title: arg.get("title")?.as_str()?.to_owned(),
+            media_type: arg.get("type").and_then(Value::as_str).map(str::to_owned),
+            id: arg.get("id").and_then(Value::as_str).map(str::to_owned),
+            duration: arg.get("seconds").and_then(Value::as_f64).filter(|s| *s > 0.0),
+        })
+    }
+
+    /// Applies the stricter of the default rate and the channel's `chat_antiflood` (which spares
+    /// moderators and up).
+    fn update_rate(&mut self) {
+        let mut rate = self.base_rate;
+        if let Some((burst, sustained)) = self.antiflood
+            && self.own_rank < ANTIFLOOD_EXEMPT_RANK
+        {
+            rate = (rate.0.min(burst.max(1)), rate.1.min(sustained * ANTIFLOOD_MARGIN));
+        }
+        if rate != self.rate {
+            tracing::info!(
+                message = "outgoing chat rate changed",
+                channel = %self.channel,
+                burst = rate.0,
+                per_second = rate.1
+            );
+            self.rate = rate;
+            self.outbox.set_limiter(RateLimiter::new(rate.0, rate.1, Instant::now()));
+        }
+    }
+}
+
+/// Publishes on the bus; a failure is logged, not fatal (the bus reconnects on its own).
+async fn publish<T: Serialize + Sync>(bus: &dyn EventBus, subject: &str, payload: &T) {
+    if let Err(error) = bus.publish_json(subject, payload).await {
+        tracing::warn!(message = "cannot publish a CyTube event", subject, %error);
+    }
+}

@@ -1,0 +1,255 @@
+//! What the bot has to say, kept until CyTube has taken it.
+//!
+//! Long messages are split at the channel's limit; the [`RateLimiter`] spaces them out below CyTube's
+//! flood limit. CyTube answers every `chatMsg` of a logged-in user, in order, either with its echo or
+//! with `cooldown` (the message was dropped), so the chat messages sent and not yet answered wait in an
+//! in-flight list: an echo settles the oldest, a `cooldown` puts the oldest back at the front of the
+//! queue to be sent again after the pause. When the connection is lost, what is still in flight goes
+//! back to the queue and is sent again after the reconnect: delivery is at least once, never lost.
+//!
+//! ```
+//! use std::time::Instant;
+//! use rosey_core::connector::cytube::outbox::{Outbox, Outgoing};
+//! use rosey_core::connector::cytube::ratelimit::RateLimiter;
+//!
+//! let now = Instant::now();
+//! let mut outbox = Outbox::new(RateLimiter::new(20, 10.0, now), 320);
+//! outbox.push(Outgoing::Chat("hello".into()));
+//! let next = outbox.next(now).unwrap().unwrap();
+//! outbox.sent(&next, now);
+//! outbox.cooldown(now, 100); // CyTube dropped it: it is queued again
+//! assert_eq!(outbox.len(), 1);
+//! ```
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::ratelimit::RateLimiter;
+use super::text::split_message;
+
+/// How long a sent chat message waits for its echo before it is taken as delivered. CyTube answers
+/// within milliseconds; a message that gets no echo at all (a `/command`, a muted bot) must not stay
+/// in flight and be sent twice after a reconnect.
+const IN_FLIGHT_TTL: Duration = Duration::from_secs(10);
+
+/// One message to send, already cut to the channel's limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    /// A chat line (`chatMsg`).
+    Chat(String),
+    /// A private message (`pm`).
+    Pm {
+        /// Recipient.
+        to: String,
+        /// Text.
+        text: String,
+    },
+}
+
+/// The queue of messages to send, the chat messages in flight and the rate limit; see the
+/// [module docs](self).
+#[derive(Debug)]
+pub struct Outbox {
+    queue: VecDeque<Outgoing>,
+    in_flight: VecDeque<(String, Instant)>,
+    limiter: RateLimiter,
+    max_length: usize,
+    /// Messages put back by the current cooldown, kept in their original order at the front.
+    requeued: usize,
+}
+
+impl Outbox {
+    /// An empty outbox that splits messages at `max_length` characters.
+    pub fn new(limiter: RateLimiter, max_length: usize) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            limiter,
+            max_length,
+            requeued: 0,
+        }
+    }
+
+    /// Queues a message, split into pieces of at most the channel's limit; an empty one is dropped.
+    pub fn push(&mut self, message: Outgoing) {
+        match message {
+            Outgoing::Chat(text) => self
+                .queue
+                .extend(split_message(&text, self.max_length).into_iter().map(Outgoing::Chat)),
+            Outgoing::Pm { to, text } => self.queue.extend(
+                split_message(&text, self.max_length)
+                    .into_iter()
+                    .map(|text| Outgoing::Pm { to: to.clone(), text }),
+            ),
+        }
+    }
+
+    /// Puts back a message that was taken but could not be written, ahead of everything else.
+    pub fn retry(&mut self, message: Outgoing) {
+        self.queue.push_front(message);
+    }
+
+    /// Messages waiting to be sent (not counting those in flight).
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether nothing waits to be sent.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Replaces the rate limit, e.g. with a channel's stricter `chat_antiflood`.
+    pub fn set_limiter(&mut self, limiter: RateLimiter) {
+        self.limiter = limiter;
+    }
+
+    /// The next message if the rate limit allows one now, `Ok(None)` when the queue is empty, or how
+    /// long to wait. A message taken must be reported with [`Outbox::sent`] once written.
+    pub fn next(&mut self, now: Instant) -> Result<Option<Outgoing>, Duration> {
+        if self.queue.is_empty() {
+            return Ok(None);
+        }
+        self.limiter.acquire(now)?;
+        self.requeued = 0;
+        Ok(self.queue.pop_front())
+    }
+
+    /// Records a message as written to the server; chat now waits for its echo.
+    pub fn sent(&mut self, message: &Outgoing, now: Instant) {
+        self.expire(now);
+        if let Outgoing::Chat(text) = message {
+            self.in_flight.push_back((text.clone(), now));
+        }
+    }
+
+    /// The server echoed one of the bot's chat messages: the oldest in flight was delivered.
+    pub fn echoed(&mut self) {
+        self.in_flight.pop_front();
+    }
+
+    /// The server answered `cooldown <millis>`: the oldest message in flight was dropped and goes
+    /// back to the front of the queue; nothing is sent during the pause.
+    pub fn cooldown(&mut self, now: Instant, millis: u64) {
+        self.limiter.cooldown(now, millis);
+        if let Some((text, _)) = self.in_flight.pop_front() {
+            self.queue.insert(self.requeued.min(self.queue.len()), Outgoing::Chat(text));
+            self.requeued += 1;
+        }
+    }
+
+    /// The connection was lost: chat still in flight may not have arrived, so it is queued again,
+    /// in order, ahead of everything else.
+    pub fn connection_lost(&mut self, now: Instant) {
+        self.expire(now);
+        for (text, _) in self.in_flight.drain(..).rev() {
+            self.queue.push_front(Outgoing::Chat(text));
+        }
+        self.requeued = 0;
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while self
+            .in_flight
+            .front()
+            .is_some_and(|(_, sent)| now.saturating_duration_since(*sent) > IN_FLIGHT_TTL)
+        {
+            self.in_flight.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(text: &str) -> Outgoing {
+        Outgoing::Chat(text.to_owned())
+    }
+
+    fn outbox(now: Instant) -> Outbox {
+        Outbox::new(RateLimiter::new(20, 10.0, now), 10)
+    }
+
+    fn drain(outbox: &mut Outbox, now: Instant) -> Vec<Outgoing> {
+        let mut sent = Vec::new();
+        while let Ok(Some(message)) = outbox.next(now) {
+            outbox.sent(&message, now);
+            sent.push(message);
+        }
+        sent
+    }
+
+    #[test]
+    fn long_messages_are_split_and_pms_keep_their_recipient() {
+        let now = Instant::now();
+        let mut outbox = outbox(now);
+        outbox.push(chat("one two three four"));
+        outbox.push(Outgoing::Pm { to: "alice".into(), text: "hello there you".into() });
+        outbox.push(chat("   "));
+        assert_eq!(
+            drain(&mut outbox, now),
+            [
+                chat("one two"),
+                chat("three four"),
+                Outgoing::Pm { to: "alice".into(), text: "hello".into() },
+                Outgoing::Pm { to: "alice".into(), text: "there you".into() },
+            ]
+        );
+    }
+
+    #[test]
+    fn cooled_down_messages_are_resent_in_their_order_after_the_pause() {
+        let now = Instant::now();
+        let mut outbox = outbox(now);
+        for text in ["a", "b", "c", "d"] {
+            outbox.push(chat(text));
+        }
+        assert_eq!(drain(&mut outbox, now).len(), 4);
+        outbox.push(chat("e"));
+        // CyTube echoes a and b, then drops c and d.
+        outbox.echoed();
+        outbox.echoed();
+        outbox.cooldown(now, 100);
+        outbox.cooldown(now, 100);
+        assert_eq!(outbox.next(now), Err(Duration::from_millis(100)), "paused");
+        let later = now + Duration::from_secs(1);
+        assert_eq!(drain(&mut outbox, later), [chat("c"), chat("d"), chat("e")]);
+    }
+
+    #[test]
+    fn what_is_in_flight_when_the_connection_drops_is_sent_again_first() {
+        let now = Instant::now();
+        let mut outbox = outbox(now);
+        for text in ["a", "b", "c"] {
+            outbox.push(chat(text));
+        }
+        assert_eq!(drain(&mut outbox, now).len(), 3);
+        outbox.echoed();
+        outbox.push(chat("d"));
+        outbox.connection_lost(now);
+        assert_eq!(drain(&mut outbox, now), [chat("b"), chat("c"), chat("d")]);
+    }
+
+    #[test]
+    fn messages_never_echoed_are_not_resent_forever() {
+        let now = Instant::now();
+        let mut outbox = outbox(now);
+        outbox.push(chat("/afk"));
+        drain(&mut outbox, now);
+        outbox.connection_lost(now + IN_FLIGHT_TTL + Duration::from_secs(1));
+        assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn the_rate_limit_spaces_messages_out() {
+        let now = Instant::now();
+        let mut outbox = Outbox::new(RateLimiter::new(2, 10.0, now), 320);
+        for text in ["a", "b", "c"] {
+            outbox.push(chat(text));
+        }
+        assert_eq!(drain(&mut outbox, now).len(), 2);
+        assert_eq!(outbox.next(now), Err(Duration::from_millis(100)));
+        assert_eq!(drain(&mut outbox, now + Duration::from_millis(100)), [chat("c")]);
+    }
+}

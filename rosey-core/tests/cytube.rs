@@ -1,0 +1,532 @@
+//! The CyTube connector against the fake CyTube server (rosey-testkit), which replays what a real
+//! CyTube 3.86 server was recorded doing.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rosey_core::bus::{EventBus, EventBusExt, MemoryBus, Subscription};
+use rosey_core::config::Secret;
+use rosey_core::connector::cytube::{CytubeConnector, CytubeOptions};
+use rosey_core::connector::{Connector, ConnectorHandle};
+use rosey_core::event::{
+    ChatMessage, ChatSend, MediaChange, PmMessage, PmSend, UserJoin, UserLeave,
+};
+use rosey_core::plugin::backoff::BackoffPolicy;
+use rosey_core::plugin::{PluginManager, ProcessRuntime};
+use rosey_core::router::{Router, RouterOptions};
+use rosey_testkit::cytube::{Account, FakeCytube, FakeCytubeOptions, ServerEvent};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+const PATIENCE: Duration = Duration::from_secs(15);
+const CHANNEL: &str = "testchan";
+const BOT: &str = "RoseyBot";
+
+/// Options for the fake server: quick reconnects so tests do not wait on the real backoff.
+fn options(server: &FakeCytube, username: &str) -> CytubeOptions {
+    CytubeOptions {
+        reconnect: BackoffPolicy {
+            first: Duration::from_millis(10),
+            base: Duration::from_millis(20),
+            factor: 2,
+            max: Duration::from_millis(200),
+            jitter: 0.3,
+        },
+        handshake_timeout: Duration::from_secs(5),
+        ..CytubeOptions::new(&server.url(), CHANNEL, username)
+    }
+}
+
+/// A connector on its own bus, started against the fake server.
+struct Bot {
+    bus: Arc<dyn EventBus>,
+    connector: CytubeConnector,
+    handle: Option<ConnectorHandle>,
+    stop: CancellationToken,
+}
+
+impl Bot {
+    async fn start(options: CytubeOptions) -> Self {
+        Self::try_start(options)
+            .await
+            .unwrap_or_else(|err| panic!("connector did not start: {err}"))
+    }
+
+    async fn try_start(options: CytubeOptions) -> Result<Self, String> {
+        let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
+        let connector = CytubeConnector::new(options);
+        let stop = CancellationToken::new();
+        let handle = connector.start(bus.clone(), stop.clone()).await.map_err(|e| e.to_string())?;
+        Ok(Self { bus, connector, handle: Some(handle), stop })
+    }
+
+    async fn subscribe(&self, subject: &str) -> Subscription {
+        self.bus.subscribe(subject).await.unwrap()
+    }
+
+    async fn say(&self, message: &str) {
+        let send = ChatSend { channel: CHANNEL.to_owned(), message: message.to_owned() };
+        self.bus.publish_json("cytube.chat.send", &send).await.unwrap();
+    }
+
+    /// Waits for the connector to stop by itself and returns its error.
+    async fn stopped_with_error(&mut self) -> String {
+        let handle = self.handle.take().unwrap();
+        match tokio::time::timeout(PATIENCE, handle).await {
+            Ok(Err(err)) => err.to_string(),
+            Ok(Ok(())) => panic!("the connector stopped without an error"),
+            Err(_) => panic!("the connector did not stop"),
+        }
+    }
+
+    async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(handle) = self.handle.take() {
+            tokio::time::timeout(PATIENCE, handle).await.unwrap().unwrap();
+        }
+    }
+}
+
+async fn next<T: serde::de::DeserializeOwned>(subscription: &mut Subscription) -> T {
+    let message = tokio::time::timeout(PATIENCE, subscription.next())
+        .await
+        .expect("nothing arrived on the bus in time")
+        .unwrap();
+    message.decode().unwrap()
+}
+
+async fn wait_for<T>(
+    events: &mut broadcast::Receiver<ServerEvent>,
+    f: impl FnMut(&ServerEvent) -> Option<T>,
+) -> T {
+    FakeCytube::wait_for(events, PATIENCE, f).await
+}
+
+/// Waits until the server accepted chat from the bot saying `text`.
+async fn server_got(events: &mut broadcast::Receiver<ServerEvent>, text: &str) {
+    wait_for(events, |e| match e {
+        ServerEvent::Chat { user, msg, .. } if user == BOT && msg == text => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
+/// Waits until `name` logged in on the server.
+async fn logged_in(events: &mut broadcast::Receiver<ServerEvent>, name: &str) {
+    wait_for(events, |e| match e {
+        ServerEvent::LoggedIn { name: who, .. } if who == name => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
+async fn started_server(options: FakeCytubeOptions) -> FakeCytube {
+    FakeCytube::start(options).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_chat_from_others_reaches_the_bus_decoded_without_history_or_echo() {
+    let server = started_server(FakeCytubeOptions::default()).await;
+    let channel = server.channel(CHANNEL);
+    channel.join_peer("alice", 0.0);
+    channel.say("alice", "said before the bot came: history");
+    let bot = Bot::start(options(&server, BOT)).await;
+    let mut chat = bot.subscribe("cytube.chat.message").await;
+    let mut events = server.subscribe();
+
+    bot.say("bot says <b>hi</b> & bye").await;
+    server_got(&mut events, "bot says &lt;b&gt;hi&lt;/b&gt; &amp; bye").await;
+    channel.say("alice", "hello <b>x</b> http://example.com");
+    let first: ChatMessage = next(&mut chat).await;
+    assert_eq!(
+        (first.channel.as_str(), first.user.as_str(), first.message.as_str(), first.rank),
+        (CHANNEL, "alice", "hello <b>x</b> http://example.com", Some(0.0)),
+        "history and the bot's own echo are not delivered; HTML is decoded"
+    );
+    assert!(first.time > 1_700_000_000_000, "CyTube's time is kept: {}", first.time);
+
+    channel.say("alice", "/me waves");
+    let action: ChatMessage = next(&mut chat).await;
+    assert_eq!(action.message, "waves");
+    assert_eq!(action.meta.unwrap()["action"], true, "/me is flagged");
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_channel_is_a_clear_error() {
+    let server = started_server(FakeCytubeOptions::default()).await;
+    let options = CytubeOptions { channel: "bad name!".into(), ..options(&server, BOT) };
+    let err = Bot::try_start(options).await.err().unwrap();
+    assert!(err.contains("bad name!") && err.contains("does not exist"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_password_is_answered_and_a_wrong_or_missing_one_is_a_clear_error() {
+    let server = started_server(FakeCytubeOptions::default()).await;
+    server.channel(CHANNEL).set_password(Some("letmein"));
+
+    let err = Bot::try_start(options(&server, BOT)).await.err().unwrap();
+    assert!(err.contains("set cytube.channel_password"), "{err}");
+
+    let wrong = CytubeOptions {
+        channel_password: Some(Secret::new("nope".into())),
+        ..options(&server, BOT)
+    };
+    let err = Bot::try_start(wrong).await.err().unwrap();
+    assert!(err.contains("channel password was rejected"), "{err}");
+    assert!(!err.contains("nope"), "the password is not shown: {err}");
+
+    let right = CytubeOptions {
+        channel_password: Some(Secret::new("letmein".into())),
+        ..options(&server, BOT)
+    };
+    let mut events = server.subscribe();
+    let bot = Bot::start(right).await;
+    bot.say("in").await;
+    server_got(&mut events, "in").await;
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_and_guest_login_failures_name_the_reason() {
+    let server = started_server(FakeCytubeOptions {
+        accounts: vec![
+            Account::new("rosey_admin", "hunter22").with_channel_rank(5.0),
+            Account::new("RegBot", "regbot-pw"),
+        ],
+        ..FakeCytubeOptions::default()
+    })
+    .await;
+    server.channel(CHANNEL).join_peer("alice", 0.0);
+    let with_password = |pw: &str| CytubeOptions {
+        password: Some(Secret::new(pw.into())),
+        ..options(&server, "rosey_admin")
+    };
+    let err = Bot::try_start(with_password("wrong")).await.err().unwrap();
+    assert!(err.contains("Invalid username/password combination"), "{err}");
+    assert!(!err.contains("wrong"), "the password is not shown: {err}");
+    for (name, reason) in [
+        ("alice", "That name is already in use on this channel."),
+        ("RegBot", "That username is registered."),
+        ("rosey_admin", "That username is reserved."),
+    ] {
+        let err = Bot::try_start(options(&server, name)).await.err().unwrap();
+        assert!(err.contains(reason), "{name}: {err}");
+    }
+
+    let bot = Bot::start(with_password("hunter22")).await;
+    let mut chat = bot.subscribe("cytube.chat.message").await;
+    server.channel(CHANNEL).say("alice", "hi admin");
+    let _: ChatMessage = next(&mut chat).await;
+    assert_eq!(bot.connector.users().rank("rosey_admin"), Some(5.0), "the bot's channel rank");
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_login_delay_is_waited_out_and_retried() {
+    let server = started_server(FakeCytubeOptions {
+        guest_login_delay: Some(Duration::from_secs(1)),
+        ..FakeCytubeOptions::default()
+    })
+    .await;
+    let first = Bot::start(options(&server, "FirstBot")).await;
+    let mut events = server.subscribe();
+    let second = Bot::start(options(&server, BOT)).await;
+    logged_in(&mut events, BOT).await;
+    second.say("made it").await;
+    server_got(&mut events, "made it").await;
+    first.stop().await;
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_messages_go_both_ways() {
+    let server = started_server(FakeCytubeOptions::default()).await;
+    let channel = server.channel(CHANNEL);
+    channel.join_peer("alice", 0.0);
+    let bot = Bot::start(options(&server, BOT)).await;
+    let mut pms = bot.subscribe("cytube.pm.message").await;
+    let mut events = server.subscribe();
+
+    channel.pm("alice", BOT, "hi bot, <b>psst</b>");
+    let pm: PmMessage = next(&mut pms).await;
+    assert_eq!((pm.user.as_str(), pm.message.as_str()), ("alice", "hi bot, <b>psst</b>"));
+
+    let send = PmSend { channel: CHANNEL.into(), to: "alice".into(), message: "psst back".into() };
+    bot.bus.publish_json("cytube.pm.send", &send).await.unwrap();
+    let (to, msg) = wait_for(&mut events, |e| match e {
+        ServerEvent::Pm { from, to, msg, .. } if from == BOT => Some((to.clone(), msg.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!((to.as_str(), msg.as_str()), ("alice", "psst back"));
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_table_follows_the_channel_and_joins_and_leaves_are_published() {
+    let server = started_server(FakeCytubeOptions::default()).await;
+    let channel = server.channel(CHANNEL);
+    channel.join_peer("alice", 2.0);
+    let bot = Bot::start(options(&server, BOT)).await;
+    let users = bot.connector.users();
+    assert_eq!(users.rank("alice"), Some(2.0), "from the join's userlist");
+    let mut joins = bot.subscribe("cytube.user.join").await;
+    let mut leaves = bot.subscribe("cytube.user.leave").await;
+    let mut chat = bot.subscribe("cytube.chat.message").await;
+
+    channel.join_peer("bob", 0.0);
+    let join: UserJoin = next(&mut joins).await;
+    assert_eq!((join.user.as_str(), join.rank), ("bob", Some(0.0)));
+    channel.set_rank("bob", 1.5);
+    channel.set_afk("bob", true);
+    channel.say("bob", "ranked");
+    let said: ChatMessage = next(&mut chat).await;
+    assert_eq!(said.rank, Some(1.5), "a chat line carries the sender's current rank");
+    assert!(users.get("bob").unwrap().afk);
+
+    channel.leave_peer("bob");
+    let leave: UserLeave = next(&mut leaves).await;
+    assert_eq!(leave.user, "bob");
+    assert!(users.get("bob").is_none());
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_changes_are_published() {
+    let server = started_server(FakeCytubeOptions::default()).await;
+    let bot = Bot::start(options(&server, BOT)).await;
+    let mut media = bot.subscribe("cytube.media.change").await;
+    server.channel(CHANNEL).change_media("A: custom, 60 s", "cu", "cu:abc", 60.0);
+    let change: MediaChange = next(&mut media).await;
+    assert_eq!(
+        (change.title.as_str(), change.media_type.as_deref(), change.duration),
+        ("A: custom, 60 s", Some("cu"), Some(60.0))
+    );
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_replies_are_split_on_word_boundaries() {
+    let server = started_server(FakeCytubeOptions::default()).await;
+    let bot = Bot::start(options(&server, BOT)).await;
+    let mut events = server.subscribe();
+    let words: Vec<String> = (0..100).map(|i| format!("word{i}")).collect();
+    bot.say(&words.join(" ")).await;
+    let mut pieces = Vec::new();
+    while pieces.join(" ") != words.join(" ") {
+        pieces.push(
+            wait_for(&mut events, |e| match e {
+                ServerEvent::Chat { user, msg, .. } if user == BOT => Some(msg.clone()),
+                _ => None,
+            })
+            .await,
+        );
+    }
+    assert!(pieces.len() >= 2 && pieces.iter().all(|p| p.chars().count() <= 320), "{pieces:?}");
+    bot.stop().await;
+}
+
+/// Sends `count` numbered lines and returns what the server accepted from the bot, in order, once
+/// every line arrived; counts the lines the server dropped with `cooldown`.
+async fn burst(bot: &Bot, server: &FakeCytube, count: usize, cut_after: Option<usize>) -> usize {
+    let mut events = server.subscribe();
+    for i in 0..count {
+        bot.say(&format!("line {i}")).await;
+    }
+    let mut seen = Vec::new();
+    let mut dropped = 0;
+    while seen.len() < count {
+        let event = wait_for(&mut events, |e| match e {
+            ServerEvent::Chat { user, .. } | ServerEvent::ChatDropped { user, .. }
+                if user == BOT =>
+            {
+                Some(e.clone())
+            }
+            _ => None,
+        })
+        .await;
+        match event {
+            ServerEvent::Chat { msg, .. } => {
+                // After a cut, what was in flight may arrive twice (at least once, never lost).
+                if !seen.contains(&msg) {
+                    seen.push(msg);
+                }
+                if Some(seen.len()) == cut_after {
+                    server.drop_connections();
+                }
+            }
+            _ => dropped += 1,
+        }
+    }
+    let expected: Vec<String> = (0..count).map(|i| format!("line {i}")).collect();
+    assert_eq!(seen, expected, "every line arrived, in order");
+    dropped
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_stays_under_the_flood_limit_and_nothing_is_dropped() {
+    let server = started_server(FakeCytubeOptions::default()).await;
+    let bot = Bot::start(options(&server, BOT)).await;
+    assert_eq!(burst(&bot, &server, 30, None).await, 0, "the server never had to drop a line");
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_the_server_drops_with_a_cooldown_are_sent_again() {
+    let server = started_server(FakeCytubeOptions::default()).await;
+    // A limiter far above CyTube's, so the server's own flood limit has to step in.
+    let greedy =
+        CytubeOptions { rate_burst: 1000, rate_per_second: 1000.0, ..options(&server, BOT) };
+    let bot = Bot::start(greedy).await;
+    let dropped = burst(&bot, &server, 30, None).await;
+    assert!(dropped > 0, "the server's cooldown was exercised");
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channels_stricter_antiflood_is_followed() {
+    let server = started_server(FakeCytubeOptions::default()).await;
+    server.channel(CHANNEL).set_antiflood(Some((3, 5.0, 1)));
+    let bot = Bot::start(options(&server, BOT)).await;
+    assert_eq!(burst(&bot, &server, 10, None).await, 0, "paced to the channel's own limit");
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_cut_in_the_middle_of_a_burst_loses_nothing() {
+    let server = started_server(FakeCytubeOptions::default()).await;
+    let bot = Bot::start(options(&server, BOT)).await;
+    let mut events = server.subscribe();
+    burst(&bot, &server, 30, Some(8)).await;
+    // It really reconnected: a second login after the first.
+    logged_in(&mut events, BOT).await;
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_are_answered_and_a_silent_connection_is_replaced() {
+    let server = started_server(FakeCytubeOptions {
+        ping_interval: Duration::from_millis(50),
+        ping_timeout: Duration::from_millis(300),
+        ..FakeCytubeOptions::default()
+    })
+    .await;
+    let mut events = server.subscribe();
+    let bot = Bot::start(options(&server, BOT)).await;
+    for _ in 0..3 {
+        wait_for(&mut events, |e| matches!(e, ServerEvent::Pong { .. }).then_some(())).await;
+    }
+    bot.say("still here").await;
+    server_got(&mut events, "still here").await;
+
+    // The network goes dark: no pings, no close. The bot notices by itself and connects again.
+    server.stall_connections();
+    bot.say("after the silence").await;
+    logged_in(&mut events, BOT).await;
+    server_got(&mut events, "after the silence").await;
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_refusing_connections_is_retried_until_it_accepts() {
+    let server = started_server(FakeCytubeOptions {
+        connect_limit: Some(1),
+        ..FakeCytubeOptions::default()
+    })
+    .await;
+    let patient =
+        CytubeOptions { refused_delay: Duration::from_millis(50), ..options(&server, BOT) };
+    let bot = Bot::start(patient).await;
+    let mut events = server.subscribe();
+    server.drop_connections();
+    bot.say("queued while refused").await;
+    // `40` answered with `44 Rate limit exceeded`, twice: the connector keeps trying.
+    for _ in 0..2 {
+        wait_for(&mut events, |e| match e {
+            ServerEvent::Received { frame, .. } if frame == "40" => Some(()),
+            _ => None,
+        })
+        .await;
+    }
+    server.reset_connect_limit();
+    logged_in(&mut events, BOT).await;
+    server_got(&mut events, "queued while refused").await;
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_kick_the_bot_rejoins_and_sends_what_was_queued() {
+    let server = started_server(FakeCytubeOptions::default()).await;
+    let channel = server.channel(CHANNEL);
+    let bot = Bot::start(options(&server, BOT)).await;
+    let mut events = server.subscribe();
+    channel.kick(BOT, "be nice");
+    bot.say("back again").await;
+    logged_in(&mut events, BOT).await;
+    server_got(&mut events, "back again").await;
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_login_stops_the_connector_instead_of_fighting() {
+    let server = started_server(FakeCytubeOptions {
+        accounts: vec![Account::new("rosey_admin", "hunter22")],
+        ..FakeCytubeOptions::default()
+    })
+    .await;
+    let registered = CytubeOptions {
+        password: Some(Secret::new("hunter22".into())),
+        ..options(&server, "rosey_admin")
+    };
+    let mut first = Bot::start(registered.clone()).await;
+    let second = Bot::start(registered).await;
+    let err = first.stopped_with_error().await;
+    assert!(err.contains("Duplicate login"), "{err}");
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_stops_the_connector_with_a_clear_error() {
+    let server = started_server(FakeCytubeOptions::default()).await;
+    let mut bot = Bot::start(options(&server, BOT)).await;
+    server.channel(CHANNEL).ban(BOT);
+    let err = bot.stopped_with_error().await;
+    assert!(err.contains("banned"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roll_typed_in_the_channel_is_answered_by_the_dice_roller() {
+    let server = started_server(FakeCytubeOptions::default()).await;
+    let channel = server.channel(CHANNEL);
+    channel.join_peer("alice", 0.0);
+    let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
+    let manager = PluginManager::new(bus.clone(), Arc::new(ProcessRuntime::new()));
+    let errors = manager.load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins")).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    manager.wait_running("dice-roller", PATIENCE).await.unwrap();
+    let stop = CancellationToken::new();
+    let router_options = RouterOptions { bot_name: Some(BOT.into()), ..RouterOptions::default() };
+    let router = Router::new(bus.clone(), manager.command_table(), router_options)
+        .start(stop.clone())
+        .await
+        .unwrap();
+    let connector = CytubeConnector::new(options(&server, BOT));
+    let handle = connector.start(bus.clone(), stop.clone()).await.unwrap();
+
+    let mut events = server.subscribe();
+    channel.say("alice", "!roll 2d6");
+    let reply = wait_for(&mut events, |e| match e {
+        ServerEvent::Chat { user, msg, .. } if user == BOT => Some(msg.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(reply.starts_with("🎲 [") && reply.contains("] = "), "{reply}");
+
+    stop.cancel();
+    handle.await.unwrap();
+    router.wait().await;
+    manager.shutdown().await;
+}
