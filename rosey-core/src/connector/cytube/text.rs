@@ -1,5 +1,5 @@
 //! Chat text: CyTube sends chat as HTML; plugins and users want plain text, and CyTube cuts messages at
-//! the channel's limit (320 characters by default), so long replies are split on word boundaries.
+//! the channel's limit (320 UTF-16 units by default), so long replies are split on word boundaries.
 //!
 //! ```
 //! use rosey_core::connector::cytube::text::{html_to_text, split_message};
@@ -74,23 +74,37 @@ fn decode_entity(text: &str) -> Option<(char, usize)> {
     Some((ch, end + 1))
 }
 
-/// Splits `message` into pieces of at most `max` characters, breaking at the last space before the
-/// limit (a word longer than the limit is cut). Pieces are trimmed; an empty message gives none.
+/// Splits `message` into pieces of at most `max` UTF-16 code units — what CyTube's (JavaScript) length
+/// limit counts, so an emoji counts twice — breaking at the last space before the limit (a word longer
+/// than the limit is cut). Pieces are trimmed; an empty message gives none.
 pub fn split_message(message: &str, max: usize) -> Vec<String> {
-    let max = max.max(1);
+    // Any character fits in two units.
+    let max = max.max(2);
     let mut pieces = Vec::new();
     let mut rest = message.trim();
     while !rest.is_empty() {
-        if rest.chars().count() <= max {
+        // The byte index of the first character past the limit, and whether it is a space (a space
+        // right at the limit is as good a break as one before it).
+        let mut units = 0;
+        let mut over = None;
+        for (i, c) in rest.char_indices() {
+            units += c.len_utf16();
+            if units > max {
+                over = Some((i, c.is_whitespace()));
+                break;
+            }
+        }
+        let Some((limit, space_at_limit)) = over else {
             pieces.push(rest.to_owned());
             break;
-        }
-        // Byte index after `max` characters, and after one more (a space right at the limit counts).
-        let limit = rest.char_indices().nth(max).map_or(rest.len(), |(i, _)| i);
-        let window = rest.char_indices().nth(max + 1).map_or(rest.len(), |(i, _)| i);
-        let cut = match rest[..window].rfind(char::is_whitespace) {
-            Some(space) if space > 0 && space <= limit => space,
-            _ => limit,
+        };
+        let cut = if space_at_limit {
+            limit
+        } else {
+            match rest[..limit].rfind(char::is_whitespace) {
+                Some(space) if space > 0 => space,
+                _ => limit,
+            }
         };
         pieces.push(rest[..cut].trim_end().to_owned());
         rest = rest[cut..].trim_start();
@@ -126,10 +140,16 @@ mod tests {
         let words = "word ".repeat(100);
         let pieces = split_message(&words, DEFAULT_MAX_LENGTH);
         assert!(
-            pieces.iter().all(|p| p.chars().count() <= DEFAULT_MAX_LENGTH && !p.ends_with(' '))
+            pieces
+                .iter()
+                .all(|p| p.encode_utf16().count() <= DEFAULT_MAX_LENGTH && !p.ends_with(' '))
         );
         assert_eq!(pieces.join(" "), words.trim());
         assert_eq!(split_message(&"é".repeat(7), 3), ["ééé", "ééé", "é"]);
+        // CyTube counts UTF-16 units: 200 emoji are 400 units, so they take two messages.
+        let emoji = split_message(&"😀".repeat(200), DEFAULT_MAX_LENGTH);
+        assert_eq!(emoji.iter().map(|p| p.chars().count()).collect::<Vec<_>>(), [160, 40]);
+        assert_eq!(split_message("ab cd", 2), ["ab", "cd"], "a space right at the limit");
         assert!(split_message("   ", 10).is_empty());
         assert_eq!(split_message("🎲 [4, 3] = 7", 320), ["🎲 [4, 3] = 7"]);
     }
