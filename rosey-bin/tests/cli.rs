@@ -88,6 +88,7 @@ fn check_config_rejects_bad_configs_and_names_the_key() {
         (r#"{"dashboard": {"prot": 80}}"#, "dashboard.prot"),
         (r#"{"dashboard": {"port": "80"}}"#, "dashboard.port"),
         (r#"{"database": {"pool_size": 0}}"#, "database.pool_size"),
+        (r#"{"cytube": {"channel": "bad name!", "username": "bot"}}"#, "cytube.channel"),
     ];
     for (json, key) in cases {
         let out = check_config(json);
@@ -270,14 +271,14 @@ fn run_exits_1_with_the_reason_when_the_bot_is_banned() {
 }
 
 #[test]
-fn run_exits_1_with_the_reason_when_the_channel_does_not_exist() {
+fn run_refuses_a_channel_name_cytube_would_refuse_naming_the_key() {
     let cytube = Cytube::start(FakeCytubeOptions::default());
     let dir = scratch_dir();
     let config = cytube_config(&dir, &cytube.server, "no such channel!");
     let out = rosey(&dir, &["run", "--config", config.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("does not exist"), "{stdout}");
+    let err = stderr(&out);
+    assert!(err.contains("cytube.channel") && err.contains("no such channel!"), "{err}");
 }
 
 #[test]

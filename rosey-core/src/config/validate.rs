@@ -58,6 +58,14 @@ pub(super) fn check(config: &Config) -> Vec<ConfigError> {
         }
         if cytube.channel.trim().is_empty() {
             fail("cytube.channel", "must be set to the channel to join".to_owned());
+        } else if !is_cytube_channel_name(&cytube.channel) {
+            fail(
+                "cytube.channel",
+                format!(
+                    "\"{}\" is not a CyTube channel name (1-30 of a-z, A-Z, 0-9, - and _)",
+                    cytube.channel
+                ),
+            );
         }
         if cytube.username.trim().is_empty() {
             fail("cytube.username", "must be set to the bot's account name".to_owned());
@@ -98,4 +106,10 @@ fn has_scheme(url: &SecretUrl, schemes: &[&str]) -> bool {
     schemes.iter().any(|scheme| {
         url.get(..scheme.len()).is_some_and(|prefix| prefix.eq_ignore_ascii_case(scheme))
     })
+}
+
+/// CyTube's rule for channel names (`/^[\w-]{1,30}$/`); the server refuses any other name.
+fn is_cytube_channel_name(name: &str) -> bool {
+    (1..=30).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
