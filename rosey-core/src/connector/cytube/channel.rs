@@ -9,6 +9,7 @@ use parking_lot::RwLock;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::CytubeOptions;
 use super::incoming::Incoming;
 use super::outbox::Outbox;
 use super::ratelimit::RateLimiter;
@@ -50,7 +51,7 @@ const ANTIFLOOD_MARGIN: f64 = 0.9;
 #[derive(Debug)]
 pub(super) struct ChannelState {
     pub(super) channel: String,
-    pub(super) users: UserDirectory,
+    users: UserDirectory,
     pub(super) incoming: Incoming,
     pub(super) outbox: Outbox,
     /// The bot's name as the server knows it once logged in.
@@ -64,13 +65,17 @@ pub(super) struct ChannelState {
 }
 
 impl ChannelState {
-    pub(super) fn new(channel: &str, bot_name: &str, rate: (u32, f64), max_length: usize) -> Self {
+    /// The state for the options' channel, keeping its user table in `users`.
+    pub(super) fn new(options: &CytubeOptions, users: UserDirectory) -> Self {
+        let rate = (options.rate_burst, options.rate_per_second);
+        let limiter = RateLimiter::new(rate.0, rate.1, Instant::now());
         Self {
-            channel: channel.to_owned(),
-            users: UserDirectory::default(),
-            incoming: Incoming::new(channel, bot_name),
-            outbox: Outbox::new(RateLimiter::new(rate.0, rate.1, Instant::now()), max_length),
-            bot_name: bot_name.to_owned(),
+            channel: options.channel.clone(),
+            users,
+            incoming: Incoming::new(&options.channel, &options.username),
+            outbox: Outbox::new(limiter, options.max_message_length)
+                .with_max_pieces(options.max_message_pieces),
+            bot_name: options.username.clone(),
             base_rate: rate,
             rate,
             own_rank: -1.0,

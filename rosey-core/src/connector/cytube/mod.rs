@@ -140,8 +140,12 @@ pub struct CytubeOptions {
     pub password: Option<Secret>,
     /// The channel's password, if it has one.
     pub channel_password: Option<Secret>,
-    /// Longest chat message; longer ones are split on word boundaries (CyTube's default 320).
+    /// Longest chat message, in UTF-16 units as CyTube counts; longer ones are split on word
+    /// boundaries (CyTube's default 320).
     pub max_message_length: usize,
+    /// Most pieces one long message is split into; the rest is dropped with a warning, so a runaway
+    /// reply cannot flood the channel (10, i.e. 3 200 characters by default).
+    pub max_message_pieces: usize,
     /// Messages that may be sent at once (CyTube allows 20).
     pub rate_burst: u32,
     /// Messages a second after the burst (CyTube allows 10).
@@ -162,7 +166,7 @@ pub struct CytubeOptions {
 
 impl CytubeOptions {
     /// Options for `channel` on `server` as `username` (a guest unless a password is set), with the
-    /// defaults: 320-character messages, a burst of 15 then 8 a second, reconnects after 1 s, 2 s,
+    /// defaults: 320-character messages (10 at most per reply), a burst of 15 then 8 a second, reconnects after 1 s, 2 s,
     /// 4 s… capped at 60 s with ±30 % jitter, 10 s per handshake step, 10 000 queued messages.
     pub fn new(server: &str, channel: &str, username: &str) -> Self {
         Self {
@@ -172,6 +176,7 @@ impl CytubeOptions {
             password: None,
             channel_password: None,
             max_message_length: text::DEFAULT_MAX_LENGTH,
+            max_message_pieces: 10,
             rate_burst: 15,
             rate_per_second: 8.0,
             reconnect: BackoffPolicy {
@@ -246,14 +251,7 @@ impl Connector for CytubeConnector {
         forward(pms, tx, &options.channel, forwarders.clone());
 
         let tls = discovery::tls_config().map_err(refused)?;
-        let rate = (options.rate_burst, options.rate_per_second);
-        let mut state = ChannelState::new(
-            &options.channel,
-            &options.username,
-            rate,
-            options.max_message_length,
-        );
-        state.users = self.users.clone();
+        let mut state = ChannelState::new(&options, self.users.clone());
         let link = match connect(&options, &tls, &mut state, bus.as_ref()).await {
             Ok(link) => link,
             Err(err) => {

@@ -54,6 +54,7 @@ pub struct Outbox {
     in_flight: VecDeque<(String, Instant)>,
     limiter: RateLimiter,
     max_length: usize,
+    max_pieces: usize,
     /// Messages put back by the current cooldown, kept in their original order at the front.
     requeued: usize,
 }
@@ -66,21 +67,44 @@ impl Outbox {
             in_flight: VecDeque::new(),
             limiter,
             max_length,
+            max_pieces: usize::MAX,
             requeued: 0,
         }
     }
 
-    /// Queues a message, split into pieces of at most the channel's limit; an empty one is dropped.
+    /// Keeps at most `max_pieces` pieces of one long message (the rest is dropped with a warning),
+    /// so one runaway reply cannot flood the channel for minutes.
+    pub fn with_max_pieces(mut self, max_pieces: usize) -> Self {
+        self.max_pieces = max_pieces.max(1);
+        self
+    }
+
+    fn pieces(&self, text: &str) -> Vec<String> {
+        let mut pieces = split_message(text, self.max_length);
+        if pieces.len() > self.max_pieces {
+            tracing::warn!(
+                message = "a long message was cut",
+                pieces = pieces.len(),
+                kept = self.max_pieces
+            );
+            pieces.truncate(self.max_pieces);
+        }
+        pieces
+    }
+
+    /// Queues a message, split into pieces of at most the channel's limit (and at most the number of
+    /// pieces set by [`Outbox::with_max_pieces`]); an empty one is dropped.
     pub fn push(&mut self, message: Outgoing) {
         match message {
-            Outgoing::Chat(text) => self
-                .queue
-                .extend(split_message(&text, self.max_length).into_iter().map(Outgoing::Chat)),
-            Outgoing::Pm { to, text } => self.queue.extend(
-                split_message(&text, self.max_length)
-                    .into_iter()
-                    .map(|text| Outgoing::Pm { to: to.clone(), text }),
-            ),
+            Outgoing::Chat(text) => {
+                let pieces = self.pieces(&text);
+                self.queue.extend(pieces.into_iter().map(Outgoing::Chat));
+            }
+            Outgoing::Pm { to, text } => {
+                let pieces = self.pieces(&text);
+                self.queue
+                    .extend(pieces.into_iter().map(|text| Outgoing::Pm { to: to.clone(), text }));
+            }
         }
     }
 
@@ -196,6 +220,16 @@ mod tests {
                 Outgoing::Pm { to: "alice".into(), text: "there you".into() },
             ]
         );
+    }
+
+    #[test]
+    fn a_runaway_message_is_cut_to_the_allowed_number_of_pieces() {
+        let now = Instant::now();
+        let mut outbox = outbox(now).with_max_pieces(2);
+        outbox.push(chat("aaaa bbbb cccc dddd"));
+        assert_eq!(drain(&mut outbox, now), [chat("aaaa bbbb"), chat("cccc dddd")]);
+        outbox.push(chat("aaaa bbbb cccc dddd eeee"));
+        assert_eq!(drain(&mut outbox, now), [chat("aaaa bbbb"), chat("cccc dddd")]);
     }
 
     #[test]

@@ -21,8 +21,12 @@ pub fn html_to_text(html: &str) -> String {
         out.push_str(&rest[..i]);
         rest = &rest[i..];
         if rest.starts_with('<') {
-            match rest.find('>') {
-                Some(end) if looks_like_tag(&rest[1..end]) => rest = &rest[end + 1..],
+            // Stop at the next `<` as well as at `>`: a tag cannot contain `<`, and stopping there
+            // keeps a hostile line of many `<` linear rather than quadratic.
+            match rest[1..].find(['<', '>']).map(|i| i + 1) {
+                Some(end) if rest.as_bytes()[end] == b'>' && looks_like_tag(&rest[1..end]) => {
+                    rest = &rest[end + 1..];
+                }
                 _ => {
                     out.push('<');
                     rest = &rest[1..];
@@ -47,7 +51,7 @@ pub fn html_to_text(html: &str) -> String {
 
 fn looks_like_tag(inside: &str) -> bool {
     let name = inside.strip_prefix('/').unwrap_or(inside);
-    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) && !inside.contains('<')
+    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
 }
 
 /// Decodes the entity at the start of `text`; returns the character and the entity's length.
@@ -127,6 +131,10 @@ mod tests {
         assert_eq!(html_to_text("a < b && c > d"), "a < b && c > d");
         assert_eq!(html_to_text("&bogus; &#xZZ; &"), "&bogus; &#xZZ; &");
         assert_eq!(html_to_text("&ééééééééé; <é"), "&ééééééééé; <é");
+        assert_eq!(html_to_text("a <<b>x</b> c"), "a <x c");
+        // Hostile input stays linear: many unclosed `<` (quadratic scanning would take minutes).
+        let hostile = "<a".repeat(200_000);
+        assert_eq!(html_to_text(&hostile), hostile);
         assert_eq!(
             html_to_text(
                 r#"<a href="http://x.io/?a=1&amp;b=2" target="_blank">http://x.io/?a=1&amp;b=2</a>"#
