@@ -4,9 +4,17 @@
 //! - [`event`]: the typed payloads that travel on the bus;
 //! - [`bus`]: the [`EventBus`](bus::EventBus) trait with the in-process [`MemoryBus`](bus::MemoryBus)
 //!   and, with the `nats` feature, `NatsBus`;
-//! - [`config`]: the JSON configuration, its embedded defaults and its validation.
+//! - [`config`]: the JSON configuration, its embedded defaults and its validation;
+//! - [`plugin`]: plugin manifests, the [`PluginRuntime`](plugin::PluginRuntime) trait with child
+//!   processes and in-process plugins, supervision, resource limits and blue-green hot reload, all run
+//!   by the [`PluginManager`](plugin::PluginManager);
+//! - [`control`]: the control API on the bus (`rosey.control.*`);
+//! - [`router`]: chat lines → command events by the plugins' manifests;
+//! - [`connector`]: the [`Connector`](connector::Connector) trait, the console connector and, with the
+//!   `cytube` feature, the CyTube connector;
+//! - [`metrics`]: the [`MetricsSink`](metrics::MetricsSink) trait the runtime reports to.
 //!
-//! `rosey-core` knows nothing of HTTP, metrics storage or chat commands beyond routing: the other
+//! `rosey-core` knows nothing of HTTP servers, metrics storage or chat commands beyond routing: the other
 //! crates of the workspace meet it through its traits.
 #![deny(missing_docs)]
 
