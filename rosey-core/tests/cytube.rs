@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use rosey_core::bus::{EventBus, EventBusExt, MemoryBus, Subscription};
 use rosey_core::config::Secret;
-use rosey_core::connector::cytube::{CytubeConnector, CytubeOptions};
-use rosey_core::connector::{Connector, ConnectorHandle};
+use rosey_core::connector::cytube::{CytubeConnector, CytubeError, CytubeOptions};
+use rosey_core::connector::{Connector, ConnectorError, ConnectorHandle};
 use rosey_core::event::{
     ChatMessage, ChatSend, MediaChange, PmMessage, PmSend, UserJoin, UserLeave,
 };
@@ -491,10 +491,16 @@ async fn a_duplicate_login_stops_the_connector_instead_of_fighting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ban_stops_the_connector_with_a_clear_error() {
     let server = started_server(FakeCytubeOptions::default()).await;
-    let mut bot = Bot::start(options(&server, BOT)).await;
+    let bot = Bot::start(options(&server, BOT)).await;
     server.channel(CHANNEL).ban(BOT);
-    let err = bot.stopped_with_error().await;
-    assert!(err.contains("banned"), "{err}");
+    // Embedders can tell why: the typed error comes through.
+    let ended = tokio::time::timeout(PATIENCE, bot.handle.unwrap()).await.unwrap();
+    match ended {
+        Err(ConnectorError::Cytube(CytubeError::Kicked(reason))) => {
+            assert!(reason.contains("banned"), "{reason}");
+        }
+        other => panic!("expected a kick for a ban, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

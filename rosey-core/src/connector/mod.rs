@@ -26,6 +26,11 @@ pub enum ConnectorError {
     /// The platform refused the connector (bad credentials, banned, duplicate login…).
     #[error("{0}")]
     Refused(String),
+    /// The CyTube connector could not join, or stopped for a reason reconnecting cannot fix (match on
+    /// the [`CytubeError`](cytube::CytubeError) to tell a ban from a wrong password).
+    #[cfg(feature = "cytube")]
+    #[error(transparent)]
+    Cytube(#[from] cytube::CytubeError),
     /// The connector's task failed unexpectedly.
     #[error("connector task failed: {0}")]
     Failed(String),

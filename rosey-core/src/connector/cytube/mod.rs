@@ -241,7 +241,6 @@ impl Connector for CytubeConnector {
             return Err(ConnectorError::Refused("CytubeConnector already started".into()));
         }
         let options = self.options.clone();
-        let refused = |err: CytubeError| ConnectorError::Refused(err.to_string());
         // Subscribe before connecting, so nothing said while joining is missed.
         let (tx, mut outgoing) = mpsc::channel(options.queue_capacity.max(1));
         let chat = bus.subscribe(subject::CHAT_SEND).await?;
@@ -250,13 +249,13 @@ impl Connector for CytubeConnector {
         forward(chat, tx.clone(), &options.channel, forwarders.clone());
         forward(pms, tx, &options.channel, forwarders.clone());
 
-        let tls = discovery::tls_config().map_err(refused)?;
+        let tls = discovery::tls_config()?;
         let mut state = ChannelState::new(&options, self.users.clone());
         let link = match connect(&options, &tls, &mut state, bus.as_ref()).await {
             Ok(link) => link,
             Err(err) => {
                 forwarders.cancel();
-                return Err(refused(err));
+                return Err(err.into());
             }
         };
         tracing::info!(
@@ -266,7 +265,7 @@ impl Connector for CytubeConnector {
         );
         let task = tokio::spawn(async move {
             let _forwarders = forwarders.drop_guard();
-            run(link, options, tls, state, bus, &mut outgoing, shutdown).await.map_err(refused)
+            run(link, options, tls, state, bus, &mut outgoing, shutdown).await.map_err(Into::into)
         });
         Ok(ConnectorHandle::new(task))
     }
