@@ -227,14 +227,27 @@ async fn registered_and_guest_login_failures_name_the_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_login_delay_is_waited_out_and_retried() {
     let server = started_server(FakeCytubeOptions {
-        guest_login_delay: Some(Duration::from_secs(1)),
+        guest_login_delay: Some(Duration::from_secs(2)),
         ..FakeCytubeOptions::default()
     })
     .await;
     let first = Bot::start(options(&server, "FirstBot")).await;
     let mut events = server.subscribe();
     let second = Bot::start(options(&server, BOT)).await;
-    logged_in(&mut events, BOT).await;
+    // `start` returned, so the second bot is logged in: after a refusal and a wait, it tried twice.
+    let mut logins = 0;
+    while logins < 2 {
+        wait_for(&mut events, |e| match e {
+            ServerEvent::Received { frame, .. }
+                if frame.starts_with(r#"42["login",{"name":"RoseyBot""#) =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+        logins += 1;
+    }
     second.say("made it").await;
     server_got(&mut events, "made it").await;
     first.stop().await;
