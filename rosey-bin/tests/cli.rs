@@ -282,6 +282,27 @@ fn run_refuses_a_channel_name_cytube_would_refuse_naming_the_key() {
 }
 
 #[test]
+fn ctrl_c_stops_the_bot_while_the_console_still_waits_for_input() {
+    let dir = scratch_dir();
+    let mut cmd = rosey(&dir, &["run"]);
+    cmd.stdin(Stdio::piped());
+    let mut running = Running::start(cmd);
+    // The terminal stays open: nothing typed, no end of input.
+    let _stdin = running.child.stdin.take().unwrap();
+    running.wait_for("rosey ready");
+    running.signal("INT");
+    let exited = (0..500).find_map(|_| {
+        let status = running.child.try_wait().unwrap();
+        if status.is_none() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        status
+    });
+    let status = exited.expect("rosey kept running after Ctrl-C until the next line of input");
+    assert!(status.success(), "exit {status:?}");
+}
+
+#[test]
 fn run_with_nats_url_uses_nats_and_never_logs_credentials() {
     let cytube = Cytube::start(FakeCytubeOptions {
         accounts: vec![Account::new("rosey", "s3cr3t-cytube")],

@@ -12,10 +12,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use rosey_plugin::framing::{Framed, LineFramer};
-use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::io::StreamReader;
 use tokio_util::sync::CancellationToken;
 
 use super::{Connector, ConnectorError, ConnectorHandle};
@@ -66,7 +68,7 @@ impl std::fmt::Debug for ConsoleConnector {
 impl ConsoleConnector {
     /// A console on the process's stdin and stdout.
     pub fn new(options: ConsoleOptions) -> Self {
-        Self::with_io(options, BufReader::new(tokio::io::stdin()), tokio::io::stdout())
+        Self::with_io(options, stdin_reader(), tokio::io::stdout())
     }
 
     /// A console on any reader and writer (tests, a socket…).
@@ -77,6 +79,38 @@ impl ConsoleConnector {
     ) -> Self {
         Self { options, io: Mutex::new(Some((Box::new(reader), Box::new(writer)))) }
     }
+}
+
+/// Standard input, read on a plain thread of its own rather than tokio's blocking pool: tokio waits for
+/// its blocking tasks when the runtime shuts down, so a read blocked on a terminal would keep the
+/// process alive after Ctrl-C until the next Enter. A plain thread just ends with the process.
+fn stdin_reader() -> impl AsyncBufRead + Send + Unpin {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(16);
+    let spawned = std::thread::Builder::new().name("rosey-stdin".to_owned()).spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin();
+        let mut buf = vec![0u8; 8192];
+        loop {
+            let chunk = match stdin.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => Ok(Bytes::copy_from_slice(&buf[..n])),
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(err) => Err(err),
+            };
+            let failed = chunk.is_err();
+            if tx.blocking_send(chunk).is_err() || failed {
+                return;
+            }
+        }
+    });
+    if let Err(error) = spawned {
+        // The sender is gone with the closure, so the console reads an empty input.
+        tracing::warn!(message = "cannot start the console input thread", %error);
+    }
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    StreamReader::new(Box::pin(chunks))
 }
 
 /// Splits `bob: hello` into (`bob`, `hello`); anything else is the default user's whole line.
