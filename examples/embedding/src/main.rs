@@ -1,0 +1,72 @@
+//! Rosey embedded in your own bot, in one file: a plugin written as a Rust trait and run in-process,
+//! the router, and the console connector, all on the in-process bus.
+//!
+//! ```sh
+//! cargo run -p rosey-example-embedding     # then type `!hello` (or `bob: !hello`); Ctrl-C stops it
+//! ```
+//!
+//! Swap the pieces for your own: `NatsBus` for `MemoryBus`, `ProcessRuntime` (child-process plugins
+//! from `plugin.toml` folders) for `InProcessRuntime`, `CytubeConnector` (feature `cytube`) for the
+//! console. `rosey-bin/src/node.rs` wires the full set in the documented startup order.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rosey_core::bus::{EventBus, MemoryBus};
+use rosey_core::connector::Connector;
+use rosey_core::connector::console::{ConsoleConnector, ConsoleOptions};
+use rosey_core::plugin::inprocess::PluginReply;
+use rosey_core::plugin::{InProcessPlugin, InProcessRuntime, Manifest, PluginManager};
+use rosey_core::router::{Router, RouterOptions};
+use tokio_util::sync::CancellationToken;
+
+/// The plugin: answers `!hello` and counts the greetings (state survives between events, and a
+/// restart or reload starts it afresh).
+#[derive(Default)]
+struct Greeter {
+    greeted: u32,
+}
+
+#[async_trait]
+impl InProcessPlugin for Greeter {
+    async fn handle(&mut self, _subject: &str, data: &serde_json::Value) -> PluginReply {
+        self.greeted += 1;
+        let user = data["user"].as_str().unwrap_or("stranger");
+        Ok(vec![format!("👋 Hello, {user}! (greeting #{})", self.greeted)])
+    }
+}
+
+/// Its manifest: which commands it owns. For an in-process plugin `exec` is not run.
+const MANIFEST: &str = r#"
+name = "greeter"
+version = "1.0.0"
+exec = ["in-process"]
+commands = ["hello"]
+"#;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
+
+    let runtime = InProcessRuntime::new();
+    runtime.register("greeter", "1.0.0", || Box::new(Greeter::default()));
+    let manager = PluginManager::new(bus.clone(), Arc::new(runtime));
+    manager.add(Manifest::parse(MANIFEST, Path::new("."))?).await?;
+    manager.wait_running("greeter", Duration::from_secs(5)).await?;
+
+    let stop = CancellationToken::new();
+    let router = Router::new(bus.clone(), manager.command_table(), RouterOptions::default())
+        .start(stop.clone())
+        .await?;
+    let console = ConsoleConnector::new(ConsoleOptions::default()).start(bus, stop.clone()).await?;
+    eprintln!("ready: type !hello");
+
+    tokio::signal::ctrl_c().await?;
+    stop.cancel();
+    console.await?;
+    router.wait().await;
+    manager.shutdown().await;
+    Ok(())
+}
