@@ -80,7 +80,9 @@ impl Outbox {
     }
 
     fn pieces(&self, text: &str) -> Vec<String> {
-        let mut pieces = split_message(text, self.max_length);
+        // A chat message is one line: each line of a multi-line reply becomes its own message.
+        let mut pieces: Vec<String> =
+            text.lines().flat_map(|line| split_message(line, self.max_length)).collect();
         if pieces.len() > self.max_pieces {
             tracing::warn!(
                 message = "a long message was cut",
@@ -92,8 +94,8 @@ impl Outbox {
         pieces
     }
 
-    /// Queues a message, split into pieces of at most the channel's limit (and at most the number of
-    /// pieces set by [`Outbox::with_max_pieces`]); an empty one is dropped.
+    /// Queues a message, one piece per line, each split at the channel's limit (at most the number of
+    /// pieces set by [`Outbox::with_max_pieces`] in all); blank lines and empty messages are dropped.
     pub fn push(&mut self, message: Outgoing) {
         match message {
             Outgoing::Chat(text) => {
@@ -205,12 +207,13 @@ mod tests {
     }
 
     #[test]
-    fn long_messages_are_split_and_pms_keep_their_recipient() {
+    fn long_and_multi_line_messages_are_split_and_pms_keep_their_recipient() {
         let now = Instant::now();
         let mut outbox = outbox(now);
         outbox.push(chat("one two three four"));
         outbox.push(Outgoing::Pm { to: "alice".into(), text: "hello there you".into() });
         outbox.push(chat("   "));
+        outbox.push(chat("line one\n\nline two\r\n"));
         assert_eq!(
             drain(&mut outbox, now),
             [
@@ -218,6 +221,8 @@ mod tests {
                 chat("three four"),
                 Outgoing::Pm { to: "alice".into(), text: "hello".into() },
                 Outgoing::Pm { to: "alice".into(), text: "there you".into() },
+                chat("line one"),
+                chat("line two"),
             ]
         );
     }
