@@ -149,11 +149,14 @@ impl Slot {
         let (running, purpose) = starting.into_running();
         let (pid, version) = (running.pid, running.version.clone());
         self.serve_with(running);
+        // The status is complete before the lifecycle events go out, so listeners read it as new.
+        if let Purpose::CrashRestart = purpose {
+            self.update(|s| s.restart_count += 1);
+        }
         tracing::info!(message = "plugin started", plugin = %self.manifest.name, version = %version, pid);
         self.announce(LifecycleKind::Started, Some(version), pid, None).await;
         match purpose {
             Purpose::CrashRestart => {
-                self.update(|s| s.restart_count += 1);
                 self.sink.plugin_restarted(&self.manifest.name);
                 let version = self.shared.lock().status.version.clone();
                 self.announce(LifecycleKind::Restarted, Some(version), pid, None).await;

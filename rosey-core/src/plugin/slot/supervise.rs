@@ -23,6 +23,8 @@ impl Slot {
         match stopping {
             Some(stopping) => {
                 tracing::info!(message = "plugin stopped", plugin = %self.manifest.name, pid = running.pid);
+                // STOPPED before the event goes out, as for `crashed`.
+                self.set_state(PluginState::Stopped);
                 self.announce(LifecycleKind::Stopped, Some(running.version), running.pid, None)
                     .await;
                 self.after_stop(stopping.then).await
@@ -47,9 +49,10 @@ impl Slot {
         });
         tracing::warn!(message = "plugin crashed", plugin = %self.manifest.name, pid, reason = %reason);
         self.sink.plugin_crashed(&self.manifest.name, &reason);
-        let version = self.shared.lock().status.version.clone();
-        self.announce(LifecycleKind::Crashed, Some(version), pid, Some(reason.clone())).await;
-        match self.restarts.on_crash(now, started_at) {
+        // The state changes before the `crashed` event goes out, so whoever hears it and asks for
+        // the status sees CRASHED (or FAILED), not the RUNNING of the instance that just died.
+        let decision = self.restarts.on_crash(now, started_at);
+        match decision {
             RestartDecision::RestartAfter(delay) => {
                 self.set_state(PluginState::Crashed);
                 self.restart_at = Some(now + delay);
@@ -60,12 +63,16 @@ impl Slot {
                 self.update(|s| s.last_error = Some(format!("{reason} (gave up restarting)")));
                 tracing::error!(message = "plugin FAILED: too many crashes; restart it by hand", plugin = %self.manifest.name);
                 self.subscription = None;
-                let text = format!("❌ {} is not running", self.manifest.name);
-                while let Some(message) = self.queue.pop_front() {
-                    self.refuse(&message, &text, "plugin failed").await;
-                }
-                self.counts(|c| c.queued = 0);
             }
+        }
+        let version = self.shared.lock().status.version.clone();
+        self.announce(LifecycleKind::Crashed, Some(version), pid, Some(reason)).await;
+        if decision == RestartDecision::GiveUp {
+            let text = format!("❌ {} is not running", self.manifest.name);
+            while let Some(message) = self.queue.pop_front() {
+                self.refuse(&message, &text, "plugin failed").await;
+            }
+            self.counts(|c| c.queued = 0);
         }
     }
 
