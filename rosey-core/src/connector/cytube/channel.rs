@@ -54,8 +54,6 @@ pub(super) struct ChannelState {
     users: UserDirectory,
     pub(super) incoming: Incoming,
     pub(super) outbox: Outbox,
-    /// The bot's name as the server knows it once logged in.
-    pub(super) bot_name: String,
     /// The default rate (burst, per second).
     base_rate: (u32, f64),
     /// The rate in force.
@@ -75,7 +73,6 @@ impl ChannelState {
             incoming: Incoming::new(&options.channel, &options.username),
             outbox: Outbox::new(limiter, options.max_message_length)
                 .with_max_pieces(options.max_message_pieces),
-            bot_name: options.username.clone(),
             base_rate: rate,
             rate,
             own_rank: -1.0,
@@ -85,18 +82,13 @@ impl ChannelState {
 
     /// A new connection: the join burst (and its history replay) comes again.
     pub(super) fn new_connection(&mut self) {
-        self.incoming = Incoming::new(&self.channel, &self.bot_name);
+        self.incoming.rejoin();
         self.own_rank = -1.0;
     }
 
     /// The login succeeded under `name` (CyTube's spelling).
     pub(super) fn logged_in(&mut self, name: &str) {
-        self.bot_name = name.to_owned();
         self.incoming.set_bot_name(name);
-    }
-
-    fn is_bot(&self, user: &str) -> bool {
-        user.eq_ignore_ascii_case(&self.bot_name)
     }
 
     /// Takes one event from the server into account, publishing what plugins should hear.
@@ -143,7 +135,7 @@ impl ChannelState {
                 let from_bot = arg
                     .and_then(|a| a.get("username"))
                     .and_then(Value::as_str)
-                    .is_some_and(|user| self.is_bot(user));
+                    .is_some_and(|user| self.incoming.is_bot(user));
                 if from_bot && self.incoming.joined() {
                     self.outbox.echoed();
                 }
@@ -166,7 +158,7 @@ impl ChannelState {
             return;
         }
         let user = arg.and_then(|a| a.get("name")).and_then(Value::as_str).unwrap_or_default();
-        if user.is_empty() || self.is_bot(user) {
+        if user.is_empty() || self.incoming.is_bot(user) {
             return;
         }
         let channel = self.channel.clone();

@@ -45,7 +45,13 @@ impl Incoming {
         bot_name.clone_into(&mut self.bot_name);
     }
 
-    fn is_bot(&self, user: &str) -> bool {
+    /// The bot's name (CyTube's spelling once logged in).
+    pub fn bot_name(&self) -> &str {
+        &self.bot_name
+    }
+
+    /// Whether `user` is the bot (names compare case-insensitively, as on CyTube).
+    pub fn is_bot(&self, user: &str) -> bool {
         user.eq_ignore_ascii_case(&self.bot_name)
     }
 

@@ -166,8 +166,9 @@ pub struct CytubeOptions {
 
 impl CytubeOptions {
     /// Options for `channel` on `server` as `username` (a guest unless a password is set), with the
-    /// defaults: 320-character messages (10 at most per reply), a burst of 15 then 8 a second, reconnects after 1 s, 2 s,
-    /// 4 s… capped at 60 s with ±30 % jitter, 10 s per handshake step, 10 000 queued messages.
+    /// defaults: 320-character messages (10 at most per reply), a burst of 15 then 8 a second,
+    /// reconnects after 1 s, 2 s, 4 s… capped at 60 s with ±30 % jitter, 10 s per handshake step,
+    /// 10 000 queued messages.
     pub fn new(server: &str, channel: &str, username: &str) -> Self {
         Self {
             server: server.to_owned(),
@@ -261,7 +262,7 @@ impl Connector for CytubeConnector {
         tracing::info!(
             message = "joined the CyTube channel",
             channel = %options.channel,
-            user = %state.bot_name
+            user = %state.incoming.bot_name()
         );
         let task = tokio::spawn(async move {
             let _forwarders = forwarders.drop_guard();
