@@ -61,8 +61,7 @@ pub(crate) async fn run(config: Config) -> Result<(), NodeError> {
     }
     let stop = CancellationToken::new();
     // The control API (rosey.control.*) belongs with the plugin manager it drives.
-    let control = match ControlService::new(bus.clone(), manager.clone()).start(stop.clone()).await
-    {
+    let control = match ControlService::new(bus.clone(), manager.clone()).start().await {
         Ok(task) => task,
         Err(err) => {
             manager.shutdown().await;
@@ -119,7 +118,8 @@ pub(crate) async fn run(config: Config) -> Result<(), NodeError> {
         step("connector", &mut connector).await;
     }
     step("router", router.wait()).await;
-    step("control API", control).await;
+    control.stop();
+    step("control API", control.wait()).await;
     step("plugins", manager.shutdown()).await;
     if tokio::time::timeout(STOP_STEP_TIMEOUT, bus.flush()).await.is_err() {
         tracing::warn!(message = "event bus did not flush in time", timeout = ?STOP_STEP_TIMEOUT);

@@ -4,35 +4,176 @@
 //!
 //! | subject | request | reply |
 //! |---|---|---|
-//! | `rosey.control.list` | anything | `[PluginStatus, …]` |
-//! | `rosey.control.status` | `{"name": "x"}` or `{}` | `PluginStatus`, or the list |
-//! | `rosey.control.reload` | `{"name": "x"}` or `{"all": true}` | `ReloadReport`, or `[ReloadReport, …]` |
-//! | `rosey.control.restart` | `{"name": "x"}` | `PluginStatus` |
+//! | `rosey.control.list` | anything | `[status, …]` |
+//! | `rosey.control.status` | `{"name": "x"}` or `{}` | `status`, or the list |
+//! | `rosey.control.reload` | `{"name": "x"}` or `{"all": true}` | `report`, or `[report, …]` |
+//! | `rosey.control.restart` | `{"name": "x"}` | `status` |
 //!
-//! A request that cannot be served is answered `{"error": "…"}`. Anyone who can publish on the bus can
-//! use this API: with NATS, the server's credentials and permissions are what protect it.
+//! The JSON is this module's own (the wire types below), not the core structs': times are numbers of
+//! seconds, versions strings. A `status` is `{name, version, state, pid, loaded_at, uptime_seconds,
+//! crash_count, restart_count, cpu_percent, memory_mb, events: {…}, latency_count,
+//! latency_p50_seconds, latency_p99_seconds, latency_max_seconds, last_error}`; a reload `report` is
+//! `{plugin, from_version, to_version, outcome, failed_step, reason, duration_seconds}` for a success
+//! and a rollback alike. A request that cannot be served is answered `{"error": "…", "code": "…"}`.
+//! docs/OPERATIONS.md shows each. Anyone who can publish on the bus can use this API: with NATS, the
+//! server's credentials and permissions are what protect it.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::bus::{BusError, EventBus, EventBusExt, Message};
-use crate::plugin::PluginControl;
+use crate::plugin::{ControlError, EventCounts, PluginControl, PluginStatus, ReloadReport};
 use crate::subject::CONTROL_PREFIX;
 
 /// The queue group of control services, so one node answers each request.
 pub const CONTROL_GROUP: &str = "rosey-control";
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Request {
     name: Option<String>,
     #[serde(default)]
     all: bool,
+}
+
+/// A plugin's status as the control API sends it.
+#[derive(Debug, Serialize)]
+struct StatusJson<'a> {
+    name: &'a str,
+    version: &'a str,
+    state: &'static str,
+    pid: Option<u32>,
+    /// Seconds since the Unix epoch, when the serving instance became ready.
+    loaded_at: Option<f64>,
+    uptime_seconds: f64,
+    crash_count: u64,
+    restart_count: u64,
+    cpu_percent: Option<f64>,
+    memory_mb: Option<f64>,
+    events: EventsJson,
+    latency_count: u64,
+    latency_p50_seconds: f64,
+    latency_p99_seconds: f64,
+    latency_max_seconds: f64,
+    last_error: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+struct EventsJson {
+    received: u64,
+    delivered: u64,
+    completed: u64,
+    failed: u64,
+    timed_out: u64,
+    overflowed: u64,
+    in_flight: u64,
+    queued: u64,
+    malformed_lines: u64,
+}
+
+impl From<&EventCounts> for EventsJson {
+    fn from(c: &EventCounts) -> Self {
+        Self {
+            received: c.received,
+            delivered: c.delivered,
+            completed: c.completed,
+            failed: c.failed,
+            timed_out: c.timed_out,
+            overflowed: c.overflowed,
+            in_flight: c.in_flight,
+            queued: c.queued,
+            malformed_lines: c.malformed_lines,
+        }
+    }
+}
+
+impl<'a> From<&'a PluginStatus> for StatusJson<'a> {
+    fn from(s: &'a PluginStatus) -> Self {
+        Self {
+            name: &s.name,
+            version: &s.version,
+            state: s.state.as_str(),
+            pid: s.pid,
+            loaded_at: s.loaded_at.map(|ms| ms as f64 / 1000.0),
+            uptime_seconds: s.uptime.as_secs_f64(),
+            crash_count: s.crash_count,
+            restart_count: s.restart_count,
+            cpu_percent: s.cpu_percent,
+            memory_mb: s.memory_mb,
+            events: (&s.events).into(),
+            latency_count: s.latency.count,
+            latency_p50_seconds: s.latency.p50.as_secs_f64(),
+            latency_p99_seconds: s.latency.p99.as_secs_f64(),
+            latency_max_seconds: s.latency.max.as_secs_f64(),
+            last_error: s.last_error.as_deref(),
+        }
+    }
+}
+
+/// A reload report as the control API sends it.
+#[derive(Debug, Serialize)]
+struct ReportJson<'a> {
+    plugin: &'a str,
+    from_version: &'a str,
+    to_version: &'a str,
+    outcome: &'static str,
+    failed_step: Option<&'static str>,
+    reason: Option<&'a str>,
+    duration_seconds: f64,
+}
+
+impl<'a> From<&'a ReloadReport> for ReportJson<'a> {
+    fn from(r: &'a ReloadReport) -> Self {
+        Self {
+            plugin: &r.name,
+            from_version: &r.from_version,
+            to_version: &r.to_version,
+            outcome: r.outcome.as_str(),
+            failed_step: r.failed_step.map(|s| s.as_str()),
+            reason: r.reason.as_deref(),
+            duration_seconds: r.duration.as_secs_f64(),
+        }
+    }
+}
+
+/// `{"error": …, "code": …}`, the code a word a script can branch on.
+fn error_json(error: &ControlError) -> Value {
+    let code = match error {
+        ControlError::NotFound(_) => "not_found",
+        ControlError::AlreadyLoaded(_) => "already_loaded",
+        ControlError::Busy { .. } => "busy",
+        ControlError::Superseded { .. } => "superseded",
+        ControlError::ShuttingDown(_) => "shutting_down",
+        ControlError::StartFailed(_) => "start_failed",
+        ControlError::ReloadFailed(_) => "reload_failed",
+        ControlError::Failed { .. } => "failed",
+        ControlError::Timeout { .. } => "timeout",
+    };
+    json!({ "error": error.to_string(), "code": code })
+}
+
+fn status_json(status: &PluginStatus) -> Value {
+    to_value(&StatusJson::from(status))
+}
+
+fn statuses_json(statuses: &[PluginStatus]) -> Value {
+    Value::Array(statuses.iter().map(status_json).collect())
+}
+
+fn report_json(report: &ReloadReport) -> Value {
+    to_value(&ReportJson::from(report))
+}
+
+/// These types serialize without failing; should one ever not, say so on the wire.
+fn to_value<T: Serialize>(reply: &T) -> Value {
+    serde_json::to_value(reply).unwrap_or_else(|e| json!({ "error": e.to_string() }))
 }
 
 /// Answers control requests on the bus; see the [module docs](self).
@@ -47,32 +188,64 @@ impl std::fmt::Debug for ControlService {
     }
 }
 
+/// A running [`ControlService`].
+#[derive(Debug)]
+pub struct ControlHandle {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl ControlHandle {
+    /// Asks the service to stop: it unsubscribes and ends the requests it is answering.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Waits until the service has stopped (after [`ControlHandle::stop`]).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
 impl ControlService {
     /// A service answering through `control`.
     pub fn new(bus: Arc<dyn EventBus>, control: Arc<dyn PluginControl>) -> Self {
         Self { bus, control }
     }
 
-    /// Subscribes and answers in a spawned task until `shutdown` is cancelled; each request is
-    /// handled in its own task, so a long reload does not hold up a status request.
-    pub async fn start(self, shutdown: CancellationToken) -> Result<JoinHandle<()>, BusError> {
+    /// Subscribes and answers in a spawned task until stopped. Each request is answered in its own
+    /// task (tracked, and ended when the service stops), so a long reload does not hold up a status
+    /// request. Returns once the subscription is live.
+    pub async fn start(self) -> Result<ControlHandle, BusError> {
         let mut requests =
             self.bus.queue_subscribe(&format!("{CONTROL_PREFIX}.*"), CONTROL_GROUP).await?;
+        let stop = CancellationToken::new();
+        let token = stop.clone();
         let service = Arc::new(self);
-        Ok(tokio::spawn(async move {
+        let task = tokio::spawn(async move {
+            let tracker = TaskTracker::new();
             loop {
                 tokio::select! {
-                    () = shutdown.cancelled() => break,
+                    () = token.cancelled() => break,
                     request = requests.next() => match request {
                         Some(request) => {
                             let service = service.clone();
-                            tokio::spawn(async move { service.answer(request).await });
+                            let token = token.clone();
+                            tracker.spawn(async move {
+                                tokio::select! {
+                                    () = token.cancelled() => {}
+                                    () = service.answer(request) => {}
+                                }
+                            });
                         }
                         None => break,
                     },
                 }
             }
-        }))
+            tracker.close();
+            tracker.wait().await;
+        });
+        Ok(ControlHandle { stop, task })
     }
 
     async fn answer(&self, request: Message) {
@@ -83,10 +256,11 @@ impl ControlService {
             serde_json::from_slice(request.payload())
         };
         let reply = match body {
-            Err(err) => json!({ "error": format!("bad request: {err}") }),
+            Err(err) => json!({ "error": format!("bad request: {err}"), "code": "bad_request" }),
             Ok(body) => self.run(&action, body).await,
         };
-        tracing::info!(message = "control request", action = %action, ok = reply.get("error").is_none());
+        let ok = reply.get("error").is_none();
+        tracing::info!(message = "control request", action = %action, ok);
         let payload = Bytes::from(reply.to_string());
         if let Err(err) = self.bus.respond(&request, payload).await {
             tracing::warn!(message = "cannot answer control request", %err);
@@ -94,29 +268,32 @@ impl ControlService {
     }
 
     async fn run(&self, action: &str, body: Request) -> Value {
-        let to_json =
-            |v: Result<Value, String>| v.unwrap_or_else(|error| json!({ "error": error }));
         match (action, body.name, body.all) {
-            ("list", _, _) | ("status", None, _) => value(&self.control.list().await),
-            ("status", Some(name), _) => to_json(
-                self.control.status(&name).await.map(|s| value(&s)).map_err(|e| e.to_string()),
-            ),
-            ("reload", _, true) => value(&self.control.reload_all().await),
-            ("reload", Some(name), false) => to_json(
-                self.control.reload(&name).await.map(|r| value(&r)).map_err(|e| e.to_string()),
-            ),
-            ("restart", Some(name), _) => to_json(
-                self.control.restart(&name).await.map(|s| value(&s)).map_err(|e| e.to_string()),
-            ),
-            ("reload" | "restart", None, _) => {
-                json!({ "error": "say which plugin: {\"name\": \"…\"}" })
+            ("list", _, _) | ("status", None, _) => statuses_json(&self.control.list().await),
+            ("status", Some(name), _) => match self.control.status(&name).await {
+                Ok(status) => status_json(&status),
+                Err(err) => error_json(&err),
+            },
+            ("reload", _, true) => {
+                let reports = self.control.reload_all().await;
+                Value::Array(reports.iter().map(report_json).collect())
             }
-            (other, _, _) => json!({ "error": format!("unknown control action {other:?}") }),
+            ("reload", Some(name), false) => match self.control.reload(&name).await {
+                Ok(report) => report_json(&report),
+                Err(ControlError::ReloadFailed(failure)) => report_json(&failure.into()),
+                Err(err) => error_json(&err),
+            },
+            ("restart", Some(name), _) => match self.control.restart(&name).await {
+                Ok(status) => status_json(&status),
+                Err(err) => error_json(&err),
+            },
+            ("reload" | "restart", None, _) => {
+                json!({ "error": "say which plugin: {\"name\": \"…\"}", "code": "bad_request" })
+            }
+            (other, _, _) => json!({
+                "error": format!("unknown control action {other:?}; try list, status, reload or restart"),
+                "code": "bad_request",
+            }),
         }
     }
-}
-
-/// A reply value as JSON; serializing these types does not fail, but say so if it ever does.
-fn value<T: serde::Serialize>(reply: &T) -> Value {
-    serde_json::to_value(reply).unwrap_or_else(|e| json!({ "error": e.to_string() }))
 }

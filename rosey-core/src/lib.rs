@@ -1,5 +1,6 @@
 //! Rosey's core: the pieces every Rosey bot is built from.
 //!
+//! - [`backoff`]: exponential backoff and the crash-loop rule, shared by supervision and reconnects;
 //! - [`subject`]: the subject scheme, validation and NATS-style wildcard matching;
 //! - [`event`]: the typed payloads that travel on the bus;
 //! - [`bus`]: the [`EventBus`](bus::EventBus) trait with the in-process [`MemoryBus`](bus::MemoryBus)
@@ -18,6 +19,7 @@
 //! crates of the workspace meet it through its traits.
 #![deny(missing_docs)]
 
+pub mod backoff;
 pub mod bus;
 pub mod config;
 pub mod connector;

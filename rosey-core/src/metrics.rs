@@ -9,13 +9,22 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// How a reload ended, as the sink hears it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReloadOutcome {
     /// The new version is serving.
     Success,
     /// The new version failed its health check; the old one keeps serving.
     RolledBack,
+}
+
+impl ReloadOutcome {
+    /// The outcome as shown to users and in metric labels (`success`, `rolled_back`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::RolledBack => "rolled_back",
+        }
+    }
 }
 
 /// Receives the runtime's measurements. Implementations must be cheap and non-blocking.

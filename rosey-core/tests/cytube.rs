@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use rosey_core::backoff::BackoffPolicy;
 use rosey_core::bus::{EventBus, EventBusExt, MemoryBus, Subscription};
 use rosey_core::config::Secret;
 use rosey_core::connector::cytube::{CytubeConnector, CytubeError, CytubeOptions};
@@ -13,7 +14,6 @@ use rosey_core::connector::{Connector, ConnectorError, ConnectorHandle};
 use rosey_core::event::{
     ChatMessage, ChatSend, MediaChange, PmMessage, PmSend, UserJoin, UserLeave,
 };
-use rosey_core::plugin::backoff::BackoffPolicy;
 use rosey_core::plugin::{PluginManager, ProcessRuntime};
 use rosey_core::router::{Router, RouterOptions};
 use rosey_testkit::cytube::{Account, FakeCytube, FakeCytubeOptions, ServerEvent};

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rosey_core::metrics::ReloadOutcome;
-use rosey_core::plugin::{ManagerError, Manifest, PluginState};
+use rosey_core::plugin::{ControlError, Manifest, PluginState, ReloadReport, StartStep};
 
 use crate::plugins::{Bed, replies, testbed_manifest};
 
@@ -72,25 +72,30 @@ async fn a_reload_from_1_0_to_1_1_swaps_versions_and_retires_the_old_process_on_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_health_check_leaves_the_old_version_serving_and_names_the_step() {
     let bed = Bed::memory().await;
-    let fast =
-        "[timeouts]\nready_secs = 0.5\nhealth_secs = 0.5\n[health]\nprobe = \"!keeper probe\"";
+    let fast = "[timeouts]\nready_secs = 2\nhealth_secs = 2\n[health]\nprobe = \"!keeper probe\"";
     let manifest = testbed_manifest("keeper", "keeper", &[], fast);
     bed.start(manifest.clone()).await;
     let pid = pid_of(&bed, "keeper").await;
     let limits = format!("{fast}\n[limits]\nmemory_mb = 40");
-    let cases: [(&[&str], &str, &str); 6] = [
-        (&["--exit-at-start"], fast, "exited before ready: exited with code 3"),
-        (&["--no-ready"], fast, "no ready within 0.5s"),
-        (&["--no-pong"], fast, "no pong within 0.5s"),
-        (&["--probe-fails"], fast, "probe \"!keeper probe\" failed: probe broken"),
-        (&["--probe-silent"], fast, "probe \"!keeper probe\" got no reply"),
-        (&["--hog-at-start", "80"], &limits, "over limit 40 MB"),
+    let cases: [(&[&str], &str, StartStep, &str); 6] = [
+        (&["--exit-at-start"], fast, StartStep::Ready, "exited before ready: exited with code 3"),
+        (&["--no-ready"], fast, StartStep::Ready, "no ready within 2s"),
+        (&["--no-pong"], fast, StartStep::Pong, "no pong within 2s"),
+        (
+            &["--probe-fails"],
+            fast,
+            StartStep::Probe,
+            "probe \"!keeper probe\" failed: probe broken",
+        ),
+        (&["--probe-silent"], fast, StartStep::Probe, "probe \"!keeper probe\" got no reply"),
+        (&["--hog-at-start", "80"], &limits, StartStep::Memory, "over limit 40 MB"),
     ];
-    for (flags, toml, expected) in cases {
+    for (flags, toml, step, expected) in cases {
         deploy(&manifest, "2.0.0", flags, toml);
-        let report = bed.manager.reload("keeper").await.unwrap();
-        assert_eq!(report.outcome, ReloadOutcome::RolledBack, "{flags:?}");
-        let reason = report.reason.unwrap();
+        let failure = rolled_back(bed.manager.reload("keeper").await);
+        assert_eq!(failure.step, step, "{flags:?}");
+        assert_eq!(failure.to_version, "2.0.0", "{flags:?}: the version attempted");
+        let reason = failure.reason;
         assert!(reason.contains(expected), "{flags:?}: {reason}");
         assert_eq!(pid_of(&bed, "keeper").await, pid, "{flags:?}: the old process keeps serving");
         assert_eq!(bed.manager.status("keeper").unwrap().version, "1.0.0");
@@ -100,25 +105,33 @@ async fn a_failed_health_check_leaves_the_old_version_serving_and_names_the_step
         "name = \"keeper\"\nversion = \"3.0.0\"\nexec = [\"no-such-program\"]\ncommands = [\"keeper\"]\n",
     )
     .unwrap();
-    let report = bed.manager.reload("keeper").await.unwrap();
-    assert!(report.reason.unwrap().starts_with("exec failed: no-such-program not found"));
+    let failure = rolled_back(bed.manager.reload("keeper").await);
+    assert_eq!(failure.step, StartStep::Spawn);
+    assert!(failure.reason.contains("no-such-program"), "{}", failure.reason);
     assert_eq!(pid_of(&bed, "keeper").await, pid);
     bed.manager.shutdown().await;
 }
 
+/// The failure of a reload that was rolled back.
+fn rolled_back(result: Result<ReloadReport, ControlError>) -> rosey_core::plugin::ReloadFailure {
+    match result {
+        Err(ControlError::ReloadFailed(failure)) => failure,
+        other => panic!("expected a rollback, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_reload_while_one_runs_is_refused() {
+async fn a_second_reload_while_one_runs_gets_the_same_result() {
     let bed = Bed::memory().await;
     let manifest = testbed_manifest("twice", "twice", &[], "");
     bed.start(manifest.clone()).await;
     deploy(&manifest, "1.1.0", &["--version", "1.1.0"], "");
     let (a, b) = tokio::join!(bed.manager.reload("twice"), bed.manager.reload("twice"));
-    let (ok, refused) = if a.is_ok() { (a, b) } else { (b, a) };
-    assert_eq!(ok.unwrap().outcome, ReloadOutcome::Success);
-    match refused {
-        Err(ManagerError::Busy(why)) => assert_eq!(why, "a reload of twice is already in progress"),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.outcome, ReloadOutcome::Success);
+    assert_eq!(a, b, "both callers get the one reload's report");
+    let twice = bed.manager.status("twice").unwrap();
+    assert_eq!(twice.version, "1.1.0");
     bed.manager.shutdown().await;
 }
 
@@ -252,9 +265,7 @@ async fn the_control_api_over_nats_lists_reloads_and_restarts() {
     let manifest = testbed_manifest("controlled", &command, &[], "");
     bed.start(manifest.clone()).await;
     let manager = Arc::new(bed.manager);
-    let stop = tokio_util::sync::CancellationToken::new();
-    let service =
-        ControlService::new(bed.bus.clone(), manager.clone()).start(stop.clone()).await.unwrap();
+    let service = ControlService::new(bed.bus.clone(), manager.clone()).start().await.unwrap();
 
     // An operator on another connection.
     let operator = NatsBus::connect(&crate::support::nats_url()).await.unwrap();
@@ -285,11 +296,12 @@ async fn the_control_api_over_nats_lists_reloads_and_restarts() {
     assert_eq!(restarted["state"], "RUNNING", "{restarted}");
     let unknown = ask("rosey.control.reload", r#"{"name":"nope"}"#).await;
     assert_eq!(unknown["error"], "unknown plugin \"nope\"");
+    assert_eq!(unknown["code"], "not_found");
     let bad = ask("rosey.control.reload", "{not json").await;
     assert!(bad["error"].as_str().unwrap().starts_with("bad request"), "{bad}");
 
-    stop.cancel();
-    service.await.unwrap();
+    service.stop();
+    service.wait().await;
     manager.shutdown().await;
 }
 
@@ -308,11 +320,12 @@ impl rosey_core::metrics::MetricsSink for RecordingSink {
 async fn reloads_are_announced_on_the_bus_and_heard_by_the_metrics_sink() {
     let mut bed = Bed::memory().await;
     let sink = std::sync::Arc::new(RecordingSink::default());
-    bed.manager = rosey_core::plugin::PluginManager::new(
+    bed.manager = rosey_core::plugin::PluginManager::builder(
         bed.bus.clone(),
         std::sync::Arc::new(rosey_core::plugin::ProcessRuntime::new()),
     )
-    .with_metrics_sink(sink.clone());
+    .metrics_sink(sink.clone())
+    .build();
     let manifest = testbed_manifest("herald", "herald", &["--version", "1.0.0"], "");
     bed.start(manifest.clone()).await;
     deploy(&manifest, "1.1.0", &["--version", "1.1.0"], "");
@@ -324,10 +337,15 @@ async fn reloads_are_announced_on_the_bus_and_heard_by_the_metrics_sink() {
     );
     assert!(reloaded.duration_ms.is_some() && reloaded.pid.is_some());
     deploy(&manifest, "1.2.0", &["--no-pong"], "[timeouts]\nhealth_secs = 0.3");
-    bed.manager.reload("herald").await.unwrap();
+    bed.manager.reload("herald").await.unwrap_err();
     let failed = bed.lifecycle("herald", "reload_failed").await;
-    assert_eq!(failed.reason.as_deref(), Some("no pong within 0.3s"));
-    assert_eq!(failed.version.as_deref(), Some("1.1.0"), "the serving version is unchanged");
+    assert_eq!(failed.reason.as_deref(), Some("pong: no pong within 0.3s"));
+    assert_eq!(
+        (failed.from_version.as_deref(), failed.version.as_deref()),
+        (Some("1.1.0"), Some("1.2.0")),
+        "the version attempted"
+    );
+    assert_eq!(bed.manager.status("herald").unwrap().version, "1.1.0", "the serving version");
     assert_eq!(
         *sink.0.lock(),
         [

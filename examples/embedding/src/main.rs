@@ -17,8 +17,10 @@ use async_trait::async_trait;
 use rosey_core::bus::{EventBus, MemoryBus};
 use rosey_core::connector::Connector;
 use rosey_core::connector::console::{ConsoleConnector, ConsoleOptions};
-use rosey_core::plugin::inprocess::PluginReply;
-use rosey_core::plugin::{InProcessPlugin, InProcessRuntime, Manifest, PluginManager};
+use rosey_core::event::CommandEvent;
+use rosey_core::plugin::{
+    InProcessPlugin, InProcessRuntime, Manifest, PluginContext, PluginManager, PluginReply,
+};
 use rosey_core::router::{Router, RouterOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -31,10 +33,9 @@ struct Greeter {
 
 #[async_trait]
 impl InProcessPlugin for Greeter {
-    async fn handle(&mut self, _subject: &str, data: &serde_json::Value) -> PluginReply {
+    async fn command(&mut self, _ctx: &PluginContext, command: &CommandEvent) -> PluginReply {
         self.greeted += 1;
-        let user = data["user"].as_str().unwrap_or("stranger");
-        Ok(vec![format!("👋 Hello, {user}! (greeting #{})", self.greeted)])
+        Ok(vec![format!("👋 Hello, {}! (greeting #{})", command.user, self.greeted)])
     }
 }
 

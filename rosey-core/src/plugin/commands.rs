@@ -74,14 +74,6 @@ impl CommandTable {
         self.routes.read().get(command).cloned()
     }
 
-    /// Every command and its route, sorted by command.
-    pub fn all(&self) -> Vec<(String, CommandRoute)> {
-        let mut all: Vec<_> =
-            self.routes.read().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all
-    }
-
     /// Routes a chat line that starts with `prefix` (e.g. `!`). Returns `None` for a line that is not
     /// a command, names an unknown command, or whose command or sub-command cannot be a subject token.
     pub fn route(&self, prefix: &str, line: &str) -> Option<RoutedCommand> {

@@ -1,21 +1,23 @@
 //! [`InProcessRuntime`]: plugins written as a Rust trait, run as tasks inside the host.
 //!
 //! For embedders whose plugins are trusted Rust code, and for tests. They get the same supervision,
-//! queueing and reload as process plugins (the slot cannot tell the difference) but no isolation: a
-//! plugin that blocks its thread blocks a runtime worker. A panic in a handler is caught and ends that
-//! event with an error.
+//! queueing, health checks and reload as process plugins (the slot cannot tell the difference) and the
+//! same powers: a typed [`CommandEvent`] for each command, and a [`PluginContext`] to publish and to make
+//! requests (the key-value store) under the same rules as a process plugin. What they do not get is
+//! isolation: a plugin that blocks its thread blocks a runtime worker. A panic in a handler is caught and
+//! ends that event with an error.
 //!
 //! ```
-//! use rosey_core::plugin::inprocess::{InProcessPlugin, InProcessRuntime, PluginReply};
 //! use async_trait::async_trait;
+//! use rosey_core::event::CommandEvent;
+//! use rosey_core::plugin::{InProcessPlugin, InProcessRuntime, PluginContext, PluginReply};
 //!
 //! struct Echo;
 //!
 //! #[async_trait]
 //! impl InProcessPlugin for Echo {
-//!     async fn handle(&mut self, subject: &str, data: &serde_json::Value) -> PluginReply {
-//!         let args = data["args"].as_str().unwrap_or_default();
-//!         Ok(vec![format!("echo: {args}")])
+//!     async fn command(&mut self, _ctx: &PluginContext, command: &CommandEvent) -> PluginReply {
+//!         Ok(vec![format!("{}: {}", command.user, command.args)])
 //!     }
 //! }
 //!
@@ -25,29 +27,117 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::FutureExt;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use rosey_plugin::protocol::{HostMessage, PluginMessage};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::AbortOnDropHandle;
 
 use super::manifest::Manifest;
 use super::runtime::{ExitReason, Instance, InstanceOutput, PluginRuntime, RuntimeError};
+use crate::event::CommandEvent;
+use crate::subject;
 
 /// What a handler returns: the reply lines for the event's channel, or why it failed.
 pub type PluginReply = Result<Vec<String>, String>;
 
-/// A plugin implemented in Rust, living in the host process.
+/// A plugin implemented in Rust, living in the host process. Every method has a default, so a plugin
+/// implements only what it handles.
 #[async_trait]
 pub trait InProcessPlugin: Send + 'static {
     /// Called once with the manifest's `[config]` before any event.
-    async fn init(&mut self, config: &serde_json::Value) {
-        let _ = config;
+    async fn init(&mut self, ctx: &PluginContext, config: &Value) {
+        let _ = (ctx, config);
     }
 
-    /// Handles one event (`subject` and its JSON payload).
-    async fn handle(&mut self, subject: &str, data: &serde_json::Value) -> PluginReply;
+    /// Handles one routed command (`rosey.command.<name>[.<sub>]`).
+    async fn command(&mut self, ctx: &PluginContext, command: &CommandEvent) -> PluginReply {
+        let _ = (ctx, command);
+        Ok(Vec::new())
+    }
+
+    /// Handles any other event the plugin subscribed to (its subject and JSON payload).
+    async fn event(&mut self, ctx: &PluginContext, subject: &str, data: &Value) -> PluginReply {
+        let _ = (ctx, subject, data);
+        Ok(Vec::new())
+    }
+}
+
+/// Why a [`PluginContext`] call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The instance is stopping; nothing more reaches the host.
+    #[error("the plugin instance is stopping")]
+    Stopping,
+    /// No response came within the timeout.
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    /// The host or the responder answered with an error.
+    #[error("{0}")]
+    Failed(String),
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>>;
+
+/// What an in-process plugin can do besides replying: publish and make requests, with the same rules
+/// the host applies to process plugins (docs/PROTOCOL.md). Cheap to clone.
+#[derive(Clone)]
+pub struct PluginContext {
+    name: Arc<str>,
+    output: mpsc::Sender<InstanceOutput>,
+    pending: Pending,
+    next_id: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for PluginContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginContext").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl PluginContext {
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Publishes `data` on `subject` through the host, which applies the publishing rules (a refused
+    /// subject is logged by the host, as for a process plugin).
+    pub async fn publish(&self, subject: &str, data: Value) -> Result<(), RequestError> {
+        let message = PluginMessage::Publish { subject: subject.to_owned(), data };
+        self.output.send(InstanceOutput::Message(message)).await.map_err(|_| RequestError::Stopping)
+    }
+
+    /// Sends a request (e.g. `rosey.db.kv.get`) through the host and waits for its response at most
+    /// `timeout`.
+    pub async fn request(
+        &self,
+        subject: &str,
+        data: Value,
+        timeout: Duration,
+    ) -> Result<Value, RequestError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().insert(id, tx);
+        let message = PluginMessage::Request { id, subject: subject.to_owned(), data };
+        if self.output.send(InstanceOutput::Message(message)).await.is_err() {
+            self.pending.lock().remove(&id);
+            return Err(RequestError::Stopping);
+        }
+        let answer = tokio::time::timeout(timeout, rx).await;
+        self.pending.lock().remove(&id);
+        match answer {
+            Ok(Ok(Ok(data))) => Ok(data),
+            Ok(Ok(Err(error))) => Err(RequestError::Failed(error)),
+            Ok(Err(_)) => Err(RequestError::Stopping),
+            Err(_) => Err(RequestError::Timeout(timeout)),
+        }
+    }
 }
 
 type Factory = Arc<dyn Fn() -> Box<dyn InProcessPlugin> + Send + Sync>;
@@ -97,12 +187,16 @@ impl PluginRuntime for InProcessRuntime {
         let (input_tx, input_rx) = mpsc::unbounded_channel();
         let (output_tx, output_rx) = mpsc::channel(1024);
         let (kill_tx, kill_rx) = oneshot::channel();
-        let name = manifest.name.clone();
+        let ctx = PluginContext {
+            name: Arc::from(manifest.name.as_str()),
+            output: output_tx.clone(),
+            pending: Arc::default(),
+            next_id: Arc::new(AtomicU64::new(1)),
+        };
         let commands = manifest.commands.iter().map(|c| c.name.clone()).collect();
         tokio::spawn(async move {
-            let output = output_tx.clone();
             let reason = tokio::select! {
-                reason = serve(plugin, name, version, commands, input_rx, output) => reason,
+                reason = serve(plugin, ctx, version, commands, input_rx) => reason,
                 _ = kill_rx => ExitReason::Stopped("killed".to_owned()),
             };
             let _ = output_tx.send(InstanceOutput::Exited(reason)).await;
@@ -111,24 +205,53 @@ impl PluginRuntime for InProcessRuntime {
     }
 }
 
+/// Reads the host's messages: responses complete the pending requests at once (a handler may be waiting
+/// for one), everything else is handed to the handler loop in order.
+async fn read_input(
+    mut input: mpsc::UnboundedReceiver<HostMessage>,
+    pending: Pending,
+    messages: mpsc::UnboundedSender<HostMessage>,
+) {
+    while let Some(message) = input.recv().await {
+        match message {
+            HostMessage::Response { id, data, error } => {
+                if let Some(waiter) = pending.lock().remove(&id) {
+                    let _ = waiter.send(match (data, error) {
+                        (_, Some(error)) => Err(error),
+                        (data, None) => Ok(data.unwrap_or(Value::Null)),
+                    });
+                }
+            }
+            other => {
+                if messages.send(other).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 async fn serve(
     mut plugin: Box<dyn InProcessPlugin>,
-    name: String,
+    ctx: PluginContext,
     version: String,
     commands: Vec<String>,
-    mut input: mpsc::UnboundedReceiver<HostMessage>,
-    output: mpsc::Sender<InstanceOutput>,
+    input: mpsc::UnboundedReceiver<HostMessage>,
 ) -> ExitReason {
+    let (messages_tx, mut messages) = mpsc::unbounded_channel();
+    // Ends with this instance, however it ends.
+    let _reader =
+        AbortOnDropHandle::new(tokio::spawn(read_input(input, ctx.pending.clone(), messages_tx)));
     let send = |message: PluginMessage| {
-        let output = output.clone();
+        let output = ctx.output.clone();
         async move { output.send(InstanceOutput::Message(message)).await.is_ok() }
     };
-    while let Some(message) = input.recv().await {
+    while let Some(message) = messages.recv().await {
         let alive = match message {
             HostMessage::Init { config, .. } => {
-                plugin.init(&config).await;
+                plugin.init(&ctx, &config).await;
                 send(PluginMessage::Ready {
-                    name: name.clone(),
+                    name: ctx.name().to_owned(),
                     version: version.clone(),
                     commands: commands.clone(),
                     subscribe: Vec::new(),
@@ -136,10 +259,11 @@ async fn serve(
                 .await
             }
             HostMessage::Event { id, subject, data } => {
-                let result = std::panic::AssertUnwindSafe(plugin.handle(&subject, &data))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_| Err("handler panicked".to_owned()));
+                let result =
+                    std::panic::AssertUnwindSafe(handle(&mut *plugin, &ctx, &subject, &data))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| Err("handler panicked".to_owned()));
                 let mut alive = true;
                 let error = match result {
                     Ok(replies) => {
@@ -161,4 +285,20 @@ async fn serve(
         }
     }
     ExitReason::Code(0)
+}
+
+/// A routed command goes to [`InProcessPlugin::command`], anything else to [`InProcessPlugin::event`].
+async fn handle(
+    plugin: &mut dyn InProcessPlugin,
+    ctx: &PluginContext,
+    subject: &str,
+    data: &Value,
+) -> PluginReply {
+    if subject.starts_with(&format!("{}.", subject::COMMAND_PREFIX)) {
+        match serde_json::from_value::<CommandEvent>(data.clone()) {
+            Ok(command) => return plugin.command(ctx, &command).await,
+            Err(err) => return Err(format!("not a command event: {err}")),
+        }
+    }
+    plugin.event(ctx, subject, data).await
 }

@@ -14,8 +14,8 @@ use super::commands::CommandTable;
 use super::control::{ControlError, PluginControl};
 use super::manifest::{self, Manifest, ManifestError};
 use super::runtime::PluginRuntime;
-use super::slot::{Control, Shared, SharedCell, Slot};
-use super::status::{PluginState, PluginStatus, ReloadReport};
+use super::slot::{Control, Done, Shared, SharedCell, Slot};
+use super::status::{PluginState, PluginStatus, ReloadFailure, ReloadReport, StartStep};
 use crate::bus::EventBus;
 use crate::metrics::{MetricsSink, NoopSink, ReloadOutcome};
 
@@ -34,42 +34,68 @@ impl Default for ManagerOptions {
     }
 }
 
-/// Why a manager operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ManagerError {
-    /// A plugin with this name is already managed.
-    #[error("a plugin named {0:?} is already loaded")]
-    Duplicate(String),
-    /// No plugin has that name.
-    #[error("unknown plugin {0:?}")]
-    UnknownPlugin(String),
-    /// The plugin's slot is gone (the manager is shutting down).
-    #[error("plugin {0:?} is shutting down")]
-    Gone(String),
-    /// Waiting for a state ran out of time.
-    #[error("plugin {name:?} is {state} after waiting {waited:?}")]
-    Timeout {
-        /// The plugin.
-        name: String,
-        /// Its state when the wait ended.
-        state: PluginState,
-        /// How long was waited.
-        waited: Duration,
-    },
-    /// A start or restart failed; says why.
-    #[error("{0}")]
-    Failed(String),
-    /// Another reload, a restart or a stop of the plugin is in progress.
-    #[error("{0}")]
-    Busy(String),
-}
-
 struct Entry {
     /// The plugin's folder, where a reload reads the manifest again.
     dir: std::path::PathBuf,
     control: mpsc::Sender<Control>,
     shared: SharedCell,
     task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Builds a [`PluginManager`]: everything that applies to all plugins is set before any plugin exists.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use rosey_core::bus::MemoryBus;
+/// use rosey_core::metrics::NoopSink;
+/// use rosey_core::plugin::{ManagerOptions, PluginManager, ProcessRuntime};
+///
+/// let manager = PluginManager::builder(Arc::new(MemoryBus::new()), Arc::new(ProcessRuntime::new()))
+///     .metrics_sink(Arc::new(NoopSink))
+///     .options(ManagerOptions { sample_interval: Duration::from_secs(2), ..ManagerOptions::default() })
+///     .build();
+/// assert!(manager.snapshot().is_empty());
+/// ```
+pub struct PluginManagerBuilder {
+    bus: Arc<dyn EventBus>,
+    runtime: Arc<dyn PluginRuntime>,
+    sink: Arc<dyn MetricsSink>,
+    options: ManagerOptions,
+}
+
+impl std::fmt::Debug for PluginManagerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginManagerBuilder")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginManagerBuilder {
+    /// Reports events, crashes, restarts and reloads to `sink` (default: [`NoopSink`]).
+    pub fn metrics_sink(mut self, sink: Arc<dyn MetricsSink>) -> Self {
+        self.sink = sink;
+        self
+    }
+
+    /// Uses `options` (default: [`ManagerOptions::default`]).
+    pub fn options(mut self, options: ManagerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The manager, with no plugins yet.
+    pub fn build(self) -> PluginManager {
+        PluginManager {
+            bus: self.bus,
+            runtime: self.runtime,
+            sink: self.sink,
+            commands: CommandTable::new(),
+            options: self.options,
+            slots: RwLock::new(BTreeMap::new()),
+        }
+    }
 }
 
 /// Runs and supervises plugins: one slot per plugin, each owning its bus subscription (queue group =
@@ -109,28 +135,23 @@ impl std::fmt::Debug for PluginManager {
 }
 
 impl PluginManager {
-    /// A manager with no plugins, reporting to no metrics sink.
+    /// A manager with no plugins, default options and no metrics sink; see [`PluginManager::builder`]
+    /// for the others.
     pub fn new(bus: Arc<dyn EventBus>, runtime: Arc<dyn PluginRuntime>) -> Self {
-        Self {
+        Self::builder(bus, runtime).build()
+    }
+
+    /// A builder for a manager with a metrics sink or other options.
+    pub fn builder(
+        bus: Arc<dyn EventBus>,
+        runtime: Arc<dyn PluginRuntime>,
+    ) -> PluginManagerBuilder {
+        PluginManagerBuilder {
             bus,
             runtime,
             sink: Arc::new(NoopSink),
-            commands: CommandTable::new(),
             options: ManagerOptions::default(),
-            slots: RwLock::new(BTreeMap::new()),
         }
-    }
-
-    /// Reports events, crashes and restarts to `sink`. Set before adding plugins.
-    pub fn with_metrics_sink(mut self, sink: Arc<dyn MetricsSink>) -> Self {
-        self.sink = sink;
-        self
-    }
-
-    /// Uses `options`. Set before adding plugins.
-    pub fn with_options(mut self, options: ManagerOptions) -> Self {
-        self.options = options;
-        self
     }
 
     /// The command table the manager keeps from its plugins' manifests, for the router.
@@ -138,10 +159,19 @@ impl PluginManager {
         self.commands.clone()
     }
 
-    /// Loads and starts every plugin under `dir`. Returns the manifests that could not be loaded; the
-    /// other plugins load anyway. Does not wait for the plugins to be ready.
+    /// Loads and starts every plugin under `dir` (read off the async threads). Returns the manifests
+    /// that could not be loaded; the other plugins load anyway. Does not wait for the plugins to be
+    /// ready: they start concurrently.
     pub async fn load_dir(&self, dir: &Path) -> Vec<ManifestError> {
-        let (manifests, mut errors) = manifest::discover(dir);
+        let owned = dir.to_path_buf();
+        let found = tokio::task::spawn_blocking(move || manifest::discover(&owned)).await;
+        let (manifests, mut errors) = match found {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::error!(message = "reading the plugin folder failed", dir = %dir.display(), %err);
+                return Vec::new();
+            }
+        };
         for manifest in manifests {
             let path = manifest.dir.join(manifest::MANIFEST_FILE);
             if let Err(err) = self.add(manifest).await {
@@ -152,14 +182,14 @@ impl PluginManager {
     }
 
     /// Adds a plugin and starts it (without waiting for it to be ready).
-    pub async fn add(&self, manifest: Manifest) -> Result<(), ManagerError> {
+    pub async fn add(&self, manifest: Manifest) -> Result<(), ControlError> {
         let name = manifest.name.clone();
         let shared: SharedCell = Arc::new(Mutex::new(Shared::new(&manifest)));
         let (control, control_rx) = mpsc::channel(16);
         {
             let mut slots = self.slots.write();
             if slots.contains_key(&name) {
-                return Err(ManagerError::Duplicate(name));
+                return Err(ControlError::AlreadyLoaded(name));
             }
             slots.insert(
                 name.clone(),
@@ -193,12 +223,8 @@ impl PluginManager {
         Ok(())
     }
 
-    fn entry(&self, name: &str) -> Result<Arc<Entry>, ManagerError> {
-        self.slots
-            .read()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ManagerError::UnknownPlugin(name.to_owned()))
+    fn entry(&self, name: &str) -> Result<Arc<Entry>, ControlError> {
+        self.slots.read().get(name).cloned().ok_or_else(|| ControlError::NotFound(name.to_owned()))
     }
 
     /// One plugin's status.
@@ -220,12 +246,13 @@ impl PluginManager {
             .collect()
     }
 
-    /// Waits until the plugin is RUNNING (`Ok`) or FAILED (`Err`), at most `timeout`.
+    /// Waits until the plugin is RUNNING (`Ok`) or FAILED ([`ControlError::Failed`]), at most
+    /// `timeout` ([`ControlError::Timeout`]).
     pub async fn wait_running(
         &self,
         name: &str,
         timeout: Duration,
-    ) -> Result<PluginStatus, ManagerError> {
+    ) -> Result<PluginStatus, ControlError> {
         let entry = self.entry(name)?;
         let mut state: watch::Receiver<PluginState> = entry.shared.lock().watch_state();
         let outcome = tokio::time::timeout(
@@ -233,15 +260,15 @@ impl PluginManager {
             state.wait_for(|s| matches!(s, PluginState::Running | PluginState::Failed)),
         )
         .await;
-        let status =
-            self.status(name).ok_or_else(|| ManagerError::UnknownPlugin(name.to_owned()))?;
+        let status = self.status(name).ok_or_else(|| ControlError::NotFound(name.to_owned()))?;
         match outcome {
             Ok(Ok(_)) if status.state == PluginState::Running => Ok(status),
-            Ok(Ok(_)) => Err(ManagerError::Failed(
-                status.last_error.unwrap_or_else(|| format!("{name} failed")),
-            )),
-            Ok(Err(_)) => Err(ManagerError::Gone(name.to_owned())),
-            Err(_) => Err(ManagerError::Timeout {
+            Ok(Ok(_)) => Err(ControlError::Failed {
+                name: name.to_owned(),
+                reason: status.last_error.unwrap_or_else(|| "crashed too often".to_owned()),
+            }),
+            Ok(Err(_)) => Err(ControlError::ShuttingDown(name.to_owned())),
+            Err(_) => Err(ControlError::Timeout {
                 name: name.to_owned(),
                 state: status.state,
                 waited: timeout,
@@ -249,96 +276,91 @@ impl PluginManager {
         }
     }
 
-    /// Stops a plugin: it unsubscribes and its instance gets `shutdown`, then SIGKILL after the grace
-    /// period. Returns once it has stopped.
-    pub async fn stop(&self, name: &str) -> Result<(), ManagerError> {
+    /// Sends `make(done)` to the plugin's slot and waits for the answer.
+    async fn ask<T>(
+        &self,
+        name: &str,
+        make: impl FnOnce(Done<T>) -> Control,
+    ) -> Result<T, ControlError> {
         let entry = self.entry(name)?;
         let (done, wait) = oneshot::channel();
-        entry
-            .control
-            .send(Control::Stop { done })
-            .await
-            .map_err(|_| ManagerError::Gone(name.to_owned()))?;
-        wait.await.map_err(|_| ManagerError::Gone(name.to_owned()))
+        let gone = || ControlError::ShuttingDown(name.to_owned());
+        entry.control.send(make(done)).await.map_err(|_| gone())?;
+        wait.await.map_err(|_| gone())?
+    }
+
+    /// Stops a plugin: it unsubscribes and its instance gets `shutdown`, then SIGKILL after the grace
+    /// period. Returns once it has stopped.
+    pub async fn stop(&self, name: &str) -> Result<(), ControlError> {
+        self.ask(name, |done| Control::Stop { done }).await
     }
 
     /// Stops (if running) and starts a plugin again, clearing FAILED. Returns once it serves, or why
-    /// its start failed.
-    pub async fn restart(&self, name: &str) -> Result<PluginStatus, ManagerError> {
-        let entry = self.entry(name)?;
-        let (done, wait) = oneshot::channel();
-        entry
-            .control
-            .send(Control::Restart { done })
-            .await
-            .map_err(|_| ManagerError::Gone(name.to_owned()))?;
-        match wait.await {
-            Ok(Ok(())) => {
-                self.status(name).ok_or_else(|| ManagerError::UnknownPlugin(name.to_owned()))
-            }
-            Ok(Err(reason)) => Err(ManagerError::Failed(reason)),
-            Err(_) => Err(ManagerError::Gone(name.to_owned())),
-        }
+    /// its start failed ([`ControlError::StartFailed`], naming the step).
+    pub async fn restart(&self, name: &str) -> Result<PluginStatus, ControlError> {
+        self.ask(name, |done| Control::Restart { done }).await?;
+        self.status(name).ok_or_else(|| ControlError::NotFound(name.to_owned()))
     }
 
     /// Blue-green reload: reads the plugin's manifest again, starts the new version beside the serving
     /// one, checks its health (ready, pong, probe, memory), swaps atomically and drains the old one; on
-    /// any failure the old version keeps serving, untouched. A stopped or FAILED plugin is simply started
-    /// from the new manifest. Returns the report (also for a rollback); an error only when the reload
-    /// could not be attempted (unknown plugin, another reload or a stop in progress).
-    pub async fn reload(&self, name: &str) -> Result<ReloadReport, ManagerError> {
+    /// any failure the old version keeps serving, untouched, and the answer is
+    /// [`ControlError::ReloadFailed`] naming the step. A stopped or FAILED plugin is simply started from
+    /// the new manifest. Concurrent reloads of one plugin share one attempt and its result.
+    pub async fn reload(&self, name: &str) -> Result<ReloadReport, ControlError> {
         let entry = self.entry(name)?;
         let began = std::time::Instant::now();
-        let manifest = match Manifest::load(&entry.dir) {
-            Ok(manifest) if manifest.name == name => manifest,
-            Ok(manifest) => {
-                let reason = format!("manifest: name changed to {:?}", manifest.name);
-                return Ok(self.refused_report(name, &manifest.version, reason, began));
+        let dir = entry.dir.clone();
+        let loaded = tokio::task::spawn_blocking(move || Manifest::load(&dir)).await;
+        let manifest = match loaded {
+            Ok(Ok(manifest)) if manifest.name == name => manifest,
+            Ok(Ok(manifest)) => {
+                let reason = format!("name changed to {:?}", manifest.name);
+                return Err(self.refused(name, &manifest.version, reason, began));
+            }
+            Ok(Err(err)) => {
+                let version = self.status(name).map(|s| s.version).unwrap_or_default();
+                return Err(self.refused(name, &version, err.to_string(), began));
             }
             Err(err) => {
                 let version = self.status(name).map(|s| s.version).unwrap_or_default();
-                return Ok(self.refused_report(name, &version, format!("manifest: {err}"), began));
+                return Err(self.refused(name, &version, err.to_string(), began));
             }
         };
         let commands: Vec<(String, bool)> =
             manifest.commands.iter().map(|c| (c.name.clone(), c.subcommands)).collect();
-        let (done, wait) = oneshot::channel();
-        entry
-            .control
-            .send(Control::Reload { manifest: Box::new(manifest), done })
-            .await
-            .map_err(|_| ManagerError::Gone(name.to_owned()))?;
-        let report = match wait.await {
-            Ok(Ok(report)) => report,
-            Ok(Err(busy)) => return Err(ManagerError::Busy(busy)),
-            Err(_) => return Err(ManagerError::Gone(name.to_owned())),
-        };
-        if report.outcome == ReloadOutcome::Success {
-            for command in self.commands.set_plugin_commands(name, commands) {
-                tracing::warn!(message = "command already owned by another plugin; not routed here", plugin = %name, command = %command);
-            }
+        let manifest = Box::new(manifest);
+        let report = self.ask(name, |done| Control::Reload { manifest, done }).await?;
+        for command in self.commands.set_plugin_commands(name, commands) {
+            tracing::warn!(message = "command already owned by another plugin; not routed here", plugin = %name, command = %command);
         }
         Ok(report)
     }
 
     /// Reloads every plugin, one at a time in name order, stopping at the first that does not
-    /// succeed. Returns the reports of the reloads attempted.
+    /// succeed. Returns the reports of the reloads attempted (the failed one included).
     pub async fn reload_all(&self) -> Vec<ReloadReport> {
         let names: Vec<String> = self.slots.read().keys().cloned().collect();
         let mut reports = Vec::new();
         for name in names {
             match self.reload(&name).await {
-                Ok(report) => {
-                    let ok = report.outcome == ReloadOutcome::Success;
-                    reports.push(report);
-                    if !ok {
-                        break;
-                    }
+                Ok(report) => reports.push(report),
+                Err(ControlError::ReloadFailed(failure)) => {
+                    reports.push(failure.into());
+                    break;
                 }
                 Err(err) => {
                     let version = self.status(&name).map(|s| s.version).unwrap_or_default();
-                    let began = std::time::Instant::now();
-                    reports.push(self.refused_report(&name, &version, err.to_string(), began));
+                    let from_version = version.clone();
+                    reports.push(ReloadReport {
+                        name: name.clone(),
+                        from_version,
+                        to_version: version,
+                        duration: Duration::ZERO,
+                        outcome: ReloadOutcome::RolledBack,
+                        failed_step: None,
+                        reason: Some(err.to_string()),
+                    });
                     break;
                 }
             }
@@ -346,23 +368,25 @@ impl PluginManager {
         reports
     }
 
-    fn refused_report(
+    /// A reload that failed before any instance started (the manifest): reported like a rollback.
+    fn refused(
         &self,
         name: &str,
         to_version: &str,
         reason: String,
         began: std::time::Instant,
-    ) -> ReloadReport {
+    ) -> ControlError {
         let from_version = self.status(name).map(|s| s.version).unwrap_or_default();
         self.sink.plugin_reloaded(name, ReloadOutcome::RolledBack, began.elapsed());
-        ReloadReport {
+        tracing::warn!(message = "reload refused", plugin = %name, step = %StartStep::Manifest, reason = %reason);
+        ControlError::ReloadFailed(ReloadFailure {
             name: name.to_owned(),
             from_version,
             to_version: to_version.to_owned(),
+            step: StartStep::Manifest,
+            reason,
             duration: began.elapsed(),
-            outcome: ReloadOutcome::RolledBack,
-            reason: Some(reason),
-        }
+        })
     }
 
     /// Stops every plugin (in parallel, each bounded by the stop timeout) and ends their slots.
@@ -380,7 +404,10 @@ impl PluginManager {
             }
             let task = entry.task.lock().take();
             if let Some(task) = task {
+                // The slot ends by itself after a shutdown; one that did not in time is ended here,
+                // which kills its instances.
                 task.abort();
+                let _ = task.await;
             }
         });
         futures_util::future::join_all(stops).await;
@@ -394,27 +421,18 @@ impl PluginControl for PluginManager {
     }
 
     async fn status(&self, name: &str) -> Result<PluginStatus, ControlError> {
-        PluginManager::status(self, name)
-            .ok_or_else(|| ControlError::UnknownPlugin(name.to_owned()))
+        PluginManager::status(self, name).ok_or_else(|| ControlError::NotFound(name.to_owned()))
     }
 
     async fn restart(&self, name: &str) -> Result<PluginStatus, ControlError> {
-        PluginManager::restart(self, name).await.map_err(control_error)
+        PluginManager::restart(self, name).await
     }
 
     async fn reload(&self, name: &str) -> Result<ReloadReport, ControlError> {
-        PluginManager::reload(self, name).await.map_err(control_error)
+        PluginManager::reload(self, name).await
     }
 
     async fn reload_all(&self) -> Vec<ReloadReport> {
         PluginManager::reload_all(self).await
-    }
-}
-
-fn control_error(err: ManagerError) -> ControlError {
-    match err {
-        ManagerError::UnknownPlugin(name) => ControlError::UnknownPlugin(name),
-        ManagerError::Busy(why) => ControlError::Busy(why),
-        other => ControlError::Failed(other.to_string()),
     }
 }

@@ -1,29 +1,34 @@
 //! Plugins: manifests, runtimes, supervision and the manager that runs them.
 //!
 //! A plugin is described by a [`Manifest`] (`plugin.toml`) and started by a [`PluginRuntime`]:
-//! [`ProcessRuntime`] (child process speaking protocol v1 over stdio, the default) or
+//! [`ProcessRuntime`] (child process speaking protocol v1 over stdio, the default; Linux) or
 //! [`InProcessRuntime`] (Rust plugins as tasks). The [`PluginManager`] runs one slot per plugin that owns
 //! its bus subscription, queues events while the plugin (re)starts, restarts it after crashes with
-//! backoff, watches its CPU and memory, and keeps its counters ([`PluginStatus`]).
+//! backoff, watches its CPU and memory, and keeps its counters ([`PluginStatus`]). Operators drive it
+//! through [`PluginControl`]; every failure is a [`ControlError`].
 
-pub mod backoff;
-pub mod commands;
-pub mod control;
-pub mod inprocess;
-pub mod manager;
-pub mod manifest;
-pub mod process;
+mod commands;
+mod control;
+mod inprocess;
+mod manager;
+mod manifest;
+mod process;
 pub mod resources;
-pub mod runtime;
+mod runtime;
 mod slot;
-pub mod status;
+mod status;
 
 pub use commands::{CommandRoute, CommandTable, RoutedCommand};
-pub use control::{ControlError, PluginControl};
-pub use inprocess::{InProcessPlugin, InProcessRuntime};
-pub use manager::{ManagerError, ManagerOptions, PluginManager};
-pub use manifest::{CommandSpec, Manifest, ManifestError};
+pub use control::{Action, ControlError, PluginControl};
+pub use inprocess::{InProcessPlugin, InProcessRuntime, PluginContext, PluginReply, RequestError};
+pub use manager::{ManagerOptions, PluginManager, PluginManagerBuilder};
+pub use manifest::{
+    CommandSpec, Limits, MANIFEST_FILE, Manifest, ManifestError, RestartPolicy, Timeouts, discover,
+};
 pub use process::ProcessRuntime;
 pub use runtime::{ExitReason, Instance, InstanceOutput, PluginRuntime, RuntimeError};
 pub use slot::PROBE_USER;
-pub use status::{EventCounts, LatencySummary, PluginState, PluginStatus, ReloadReport};
+pub use status::{
+    EventCounts, LatencySummary, PluginState, PluginStatus, ReloadFailure, ReloadReport,
+    StartFailure, StartStep,
+};

@@ -71,24 +71,24 @@ pub struct Instance {
 
 /// The parts of an [`Instance`], for a slot that polls the outputs of several instances together.
 #[derive(Debug)]
-pub struct InstanceParts {
+pub(crate) struct InstanceParts {
     /// Process id, when the instance is a process.
-    pub pid: Option<u32>,
+    pub(crate) pid: Option<u32>,
     /// Where to send messages to the instance.
-    pub input: InstanceInput,
+    pub(crate) input: InstanceInput,
     /// Everything the instance says, ending with [`InstanceOutput::Exited`].
-    pub output: mpsc::Receiver<InstanceOutput>,
+    pub(crate) output: mpsc::Receiver<InstanceOutput>,
     /// Kills the instance when used or dropped.
-    pub kill: KillSwitch,
+    pub(crate) kill: KillSwitch,
 }
 
 /// Sends messages to an instance. Never blocks: the slot bounds what it sends by its in-flight limit.
 #[derive(Debug, Clone)]
-pub struct InstanceInput(mpsc::UnboundedSender<HostMessage>);
+pub(crate) struct InstanceInput(mpsc::UnboundedSender<HostMessage>);
 
 impl InstanceInput {
     /// Queues `message` for the instance; `false` when the instance is gone.
-    pub fn send(&self, message: HostMessage) -> bool {
+    pub(crate) fn send(&self, message: HostMessage) -> bool {
         self.0.send(message).is_ok()
     }
 }
@@ -96,11 +96,11 @@ impl InstanceInput {
 /// Kills an instance (SIGKILL to its process group for a process) when [`KillSwitch::kill`] is called
 /// or the switch is dropped.
 #[derive(Debug)]
-pub struct KillSwitch(Option<oneshot::Sender<()>>);
+pub(crate) struct KillSwitch(Option<oneshot::Sender<()>>);
 
 impl KillSwitch {
     /// Kills the instance now. Its output still ends with [`InstanceOutput::Exited`].
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(tx) = self.0.take() {
             let _ = tx.send(());
         }
@@ -142,7 +142,7 @@ impl Instance {
     }
 
     /// Splits the instance into its parts.
-    pub fn into_parts(mut self) -> InstanceParts {
+    pub(crate) fn into_parts(mut self) -> InstanceParts {
         InstanceParts {
             pid: self.pid,
             input: InstanceInput(self.input.clone()),

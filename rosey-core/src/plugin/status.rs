@@ -3,14 +3,11 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::event::EpochMillis;
 use crate::metrics::ReloadOutcome;
 
 /// The lifecycle state of a plugin slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PluginState {
     /// Not running, on purpose (never started, or stopped by an operator).
     Stopped,
@@ -18,9 +15,9 @@ pub enum PluginState {
     Starting,
     /// An instance is serving events.
     Running,
-    /// An old instance is finishing its in-flight events after a reload.
+    /// Being stopped: the instance was told to shut down and is finishing the events it holds.
     Draining,
-    /// The instance is being stopped on purpose.
+    /// Being stopped: nothing is left in flight; waiting for the instance to exit.
     Stopping,
     /// The instance crashed; a restart is scheduled.
     Crashed,
@@ -50,7 +47,7 @@ impl fmt::Display for PluginState {
 }
 
 /// Event counters of one plugin since the host started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EventCounts {
     /// Events that arrived for the plugin.
     pub received: u64,
@@ -73,7 +70,7 @@ pub struct EventCounts {
 }
 
 /// Response time (delivery to `done`) of completed and failed events.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct LatencySummary {
     /// How many events were measured.
     pub count: u64,
@@ -86,7 +83,7 @@ pub struct LatencySummary {
 }
 
 /// A snapshot of one plugin, for the metrics collector, the dashboard and the control API.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PluginStatus {
     /// Plugin name.
     pub name: String,
@@ -116,24 +113,106 @@ pub struct PluginStatus {
     pub last_error: Option<String>,
 }
 
-/// The result of a blue-green reload.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A step of starting an instance, named when a start or a reload fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StartStep {
+    /// Reading the manifest again (reloads only).
+    Manifest,
+    /// Subscribing and spawning the instance.
+    Spawn,
+    /// Waiting for `ready` after `init`.
+    Ready,
+    /// Waiting for `pong` after `ping`.
+    Pong,
+    /// Waiting for the manifest's probe command to be answered.
+    Probe,
+    /// Checking the new instance's memory against its limit.
+    Memory,
+    /// The old instance's drain after a swap. A reload is reported when the new version serves, so no
+    /// reload fails at this step; it names drain problems in logs and lifecycle events.
+    Drain,
+}
+
+impl StartStep {
+    /// The step as shown to users (`manifest`, `spawn`, `ready`, `pong`, `probe`, `memory`, `drain`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Manifest => "manifest",
+            Self::Spawn => "spawn",
+            Self::Ready => "ready",
+            Self::Pong => "pong",
+            Self::Probe => "probe",
+            Self::Memory => "memory",
+            Self::Drain => "drain",
+        }
+    }
+}
+
+impl fmt::Display for StartStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The result of a blue-green reload, successful or rolled back.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReloadReport {
     /// Plugin name.
     pub name: String,
     /// The version serving before.
     pub from_version: String,
-    /// The version the reload tried to start (from the manifest on disk).
+    /// The version the reload tried to start (from the manifest on disk), also when it failed.
     pub to_version: String,
     /// From the call to the new version serving (or to the rollback).
-    #[serde(serialize_with = "seconds")]
     pub duration: Duration,
     /// Whether the new version serves now.
     pub outcome: ReloadOutcome,
-    /// Why it was rolled back, naming the failed step.
+    /// The step that failed, for a rollback.
+    pub failed_step: Option<StartStep>,
+    /// Why it was rolled back.
     pub reason: Option<String>,
 }
 
-fn seconds<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_f64(duration.as_secs_f64())
+/// Why a reload was rolled back: the old version (if any) keeps serving.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("reload of {name} {from_version} → {to_version} failed at {step}: {reason}")]
+pub struct ReloadFailure {
+    /// Plugin name.
+    pub name: String,
+    /// The version serving before (and still serving, if one was).
+    pub from_version: String,
+    /// The version the reload tried to start.
+    pub to_version: String,
+    /// The step that failed.
+    pub step: StartStep,
+    /// What went wrong at that step.
+    pub reason: String,
+    /// From the call to the rollback.
+    pub duration: Duration,
+}
+
+impl From<ReloadFailure> for ReloadReport {
+    fn from(failure: ReloadFailure) -> Self {
+        Self {
+            name: failure.name,
+            from_version: failure.from_version,
+            to_version: failure.to_version,
+            duration: failure.duration,
+            outcome: ReloadOutcome::RolledBack,
+            failed_step: Some(failure.step),
+            reason: Some(failure.reason),
+        }
+    }
+}
+
+/// Why a start (first start, operator restart, crash restart) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name} failed to start at {step}: {reason}")]
+pub struct StartFailure {
+    /// Plugin name.
+    pub name: String,
+    /// The step that failed.
+    pub step: StartStep,
+    /// What went wrong at that step.
+    pub reason: String,
 }

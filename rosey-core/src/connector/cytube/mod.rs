@@ -57,10 +57,10 @@ pub use self::channel::UserDirectory;
 use self::outbox::Outgoing;
 use self::session::{Link, SessionEnd};
 use super::{Connector, ConnectorError, ConnectorHandle};
+use crate::backoff::BackoffPolicy;
 use crate::bus::{EventBus, Subscription};
 use crate::config::{CytubeConfig, Secret};
 use crate::event::{ChatSend, PmSend};
-use crate::plugin::backoff::BackoffPolicy;
 use crate::subject;
 
 /// Why the connector could not connect, or lost its connection.

@@ -1,23 +1,36 @@
-//! Events: from the bus into the wait queue and the instance, replies and `done` back out.
+//! Events: from the bus into the wait queue and the serving instance, replies and `done` back out, and
+//! the output of every instance routed to the part of the slot that owns it.
+
+use bytes::Bytes;
+use rosey_plugin::protocol::{HostMessage, PluginMessage};
+use serde_json::Value;
 
 use super::*;
+use crate::bus::EventBusExt;
+use crate::event::ChatSend;
+use crate::subject;
 
 impl Slot {
+    /// Whether the serving instance can take one more event now.
+    fn can_dispatch(&self) -> bool {
+        match &self.state {
+            State::Running { serving, .. } => serving.in_flight.len() < self.manifest.max_in_flight,
+            _ => false,
+        }
+    }
+
     pub(super) async fn on_bus_message(&mut self, message: Message) {
         self.counts(|c| c.received += 1);
         let kind = event_kind(message.subject());
         self.sink.event_received(&self.manifest.name, kind);
-        let can_serve = self.stopping.is_none()
-            && self
-                .active
-                .as_ref()
-                .is_some_and(|a| a.in_flight.len() < self.manifest.max_in_flight);
-        if can_serve && self.queue.is_empty() {
+        if self.can_dispatch() && self.queue.is_empty() {
             self.dispatch(message).await;
             return;
         }
-        let waiting_is_useful = self.stopping.is_none()
-            && (self.active.is_some() || self.starting.is_some() || self.restart_at.is_some());
+        let waiting_is_useful = matches!(
+            self.state,
+            State::Running { .. } | State::Starting(_) | State::Backoff { .. }
+        );
         if !waiting_is_useful {
             let text = format!("❌ {} is not running", self.manifest.name);
             self.refuse(&message, &text, "not running").await;
@@ -34,9 +47,7 @@ impl Slot {
 
     /// Hands queued events to the serving instance while it has room.
     pub(super) async fn pump(&mut self) {
-        while self.stopping.is_none()
-            && self.active.as_ref().is_some_and(|a| a.in_flight.len() < self.manifest.max_in_flight)
-        {
+        while self.can_dispatch() {
             let Some(message) = self.queue.pop_front() else { break };
             self.dispatch(message).await;
         }
@@ -44,7 +55,7 @@ impl Slot {
         self.counts(|c| c.queued = queued);
     }
 
-    pub(super) async fn dispatch(&mut self, message: Message) {
+    async fn dispatch(&mut self, message: Message) {
         let data: Value = match serde_json::from_slice(message.payload()) {
             Ok(data) => data,
             Err(err) => {
@@ -53,24 +64,30 @@ impl Slot {
                 return;
             }
         };
-        let Some(active) = self.active.as_mut() else { return };
         let id = self.next_event_id;
         self.next_event_id += 1;
+        let timeout = self.manifest.timeouts.event;
+        let State::Running { serving, .. } = &mut self.state else { return };
+        let generation = serving.live.generation;
         let channel = data.get("channel").and_then(Value::as_str).map(str::to_owned);
-        active.input.send(HostMessage::Event { id, subject: message.subject().to_owned(), data });
-        let now = Instant::now();
-        active.in_flight.insert(
+        serving.live.input.send(HostMessage::Event {
+            id,
+            subject: message.subject().to_owned(),
+            data,
+        });
+        let timer = self.timers.insert(Timer::Event { generation, id }, timeout);
+        serving.in_flight.insert(
             id,
             InFlight {
                 subject: message.subject().to_owned(),
                 channel,
                 reply_to: message.reply().map(str::to_owned),
-                started: now,
+                started: Instant::now(),
                 replies: Vec::new(),
+                timer,
             },
         );
-        let in_flight = active.in_flight.len() as u64;
-        self.deadlines.push_back((now + self.manifest.timeouts.event, id, active.generation));
+        let in_flight = serving.in_flight.len() as u64;
         self.counts(|c| {
             c.delivered += 1;
             c.in_flight = in_flight;
@@ -131,98 +148,84 @@ impl Slot {
         self.finish(event, Some(error.to_owned())).await;
     }
 
-    pub(super) async fn on_event_deadlines(&mut self) {
-        let now = Instant::now();
-        while let Some(&(deadline, id, generation)) = self.deadlines.front() {
-            if deadline > now {
-                break;
-            }
-            self.deadlines.pop_front();
-            let Some(active) = self.active.as_mut().filter(|a| a.generation == generation) else {
-                continue;
-            };
-            let Some(event) = active.in_flight.remove(&id) else { continue };
-            let in_flight = active.in_flight.len() as u64;
-            self.counts(|c| {
-                c.timed_out += 1;
-                c.in_flight = in_flight;
-            });
-            let secs = self.manifest.timeouts.event.as_secs_f64();
-            let text = format!("❌ {} did not answer in time", self.manifest.name);
-            self.abandon(event, &format!("no done within {secs}s"), &text).await;
-            self.consecutive_timeouts += 1;
-            if self.consecutive_timeouts >= HUNG_AFTER_TIMEOUTS
-                && let Some(active) = self.active.as_mut()
-                && active.kill_reason.is_none()
-            {
-                let reason = format!("hung: {HUNG_AFTER_TIMEOUTS} events in a row timed out");
-                tracing::warn!(message = "plugin hung; killing it", plugin = %self.manifest.name, pid = active.pid);
-                active.kill_reason = Some(reason);
-                active.kill.kill();
-            }
+    /// Event `id` of the serving instance `generation` ran out of time.
+    pub(super) async fn on_event_timeout(&mut self, generation: u64, id: u64) {
+        let timeout = self.manifest.timeouts.event.as_secs_f64();
+        let Some(serving) = self.serving_mut().filter(|s| s.live.generation == generation) else {
+            return;
+        };
+        let Some(event) = serving.in_flight.remove(&id) else { return };
+        let in_flight = serving.in_flight.len() as u64;
+        self.counts(|c| {
+            c.timed_out += 1;
+            c.in_flight = in_flight;
+        });
+        let text = format!("❌ {} did not answer in time", self.manifest.name);
+        self.abandon(event, &format!("no done within {timeout}s"), &text).await;
+        self.consecutive_timeouts += 1;
+        let name = self.manifest.name.clone();
+        if self.consecutive_timeouts >= HUNG_AFTER_TIMEOUTS
+            && let Some(serving) = self.serving_mut()
+            && serving.kill_reason.is_none()
+        {
+            let reason = format!("hung: {HUNG_AFTER_TIMEOUTS} events in a row timed out");
+            tracing::warn!(message = "plugin hung; killing it", plugin = %name, pid = serving.live.pid);
+            serving.kill_reason = Some(reason);
+            serving.live.kill.kill();
         }
+        self.after_event_ended();
         self.pump().await;
     }
 
-    // ----- instance output ----------------------------------------------------------------------
+    // ----- instance output ------------------------------------------------------------------------
 
-    /// Handles one output; `true` when the slot task should end.
-    pub(super) async fn on_output(&mut self, generation: u64, output: InstanceOutput) -> bool {
-        if self.starting.as_ref().is_some_and(|s| s.generation == generation) {
-            self.on_start_output(output).await;
-            return false;
-        }
-        if self.active.as_ref().is_some_and(|a| a.generation == generation) {
-            return self.on_active_output(output).await;
-        }
-        if let Some(index) = self.draining.iter().position(|d| d.running.generation == generation) {
-            self.on_draining_output(index, output).await;
-            return false;
-        }
-        // A leftover of an instance we already gave up on (killed during start, for instance).
-        false
-    }
-
-    pub(super) async fn on_active_output(&mut self, output: InstanceOutput) -> bool {
-        match output {
-            InstanceOutput::Message(message) => self.on_plugin_message(message).await,
-            InstanceOutput::Malformed(reason) => self.note_malformed(&reason),
-            InstanceOutput::Unknown(kind) => {
-                tracing::debug!(message = "unknown message type ignored", plugin = %self.manifest.name, kind = %kind);
+    /// Routes one output to the candidate, the serving instance or an old one.
+    pub(super) async fn on_output(&mut self, generation: u64, output: InstanceOutput) {
+        if self.candidate_mut().is_some_and(|c| c.live.generation == generation) {
+            self.on_candidate_output(output).await;
+        } else if self.serving_mut().is_some_and(|s| s.live.generation == generation) {
+            match output {
+                InstanceOutput::Message(message) => self.on_plugin_message(message).await,
+                InstanceOutput::Malformed(reason) => self.note_malformed(&reason),
+                InstanceOutput::Unknown(kind) => {
+                    tracing::debug!(message = "unknown message type ignored", plugin = %self.manifest.name, kind = %kind);
+                }
+                InstanceOutput::Exited(how) => self.on_serving_exit(how.to_string()).await,
             }
-            InstanceOutput::Exited(reason) => return self.on_active_exit(reason.to_string()).await,
+        } else if let Some(index) =
+            self.old.iter().position(|o| o.serving.live.generation == generation)
+        {
+            self.on_old_output(index, output).await;
         }
-        false
+        // Otherwise a leftover of an instance already given up on (killed during start, say).
     }
 
-    pub(super) async fn on_plugin_message(&mut self, message: PluginMessage) {
+    async fn on_plugin_message(&mut self, message: PluginMessage) {
         let name = self.manifest.name.clone();
         match message {
             PluginMessage::Reply { id, message } => {
-                let channel = match self.active.as_mut().and_then(|a| a.in_flight.get_mut(&id)) {
-                    Some(event) => {
-                        event.replies.push(message.clone());
-                        event.channel.clone()
-                    }
-                    None => {
-                        tracing::debug!(message = "reply for an event not in flight", plugin = %name, id);
-                        return;
-                    }
+                let Some(serving) = self.serving_mut() else { return };
+                let Some(event) = serving.in_flight.get_mut(&id) else {
+                    tracing::debug!(message = "reply for an event not in flight", plugin = %name, id);
+                    return;
                 };
-                if let Some(channel) = channel {
+                event.replies.push(message.clone());
+                if let Some(channel) = event.channel.clone() {
                     self.say(&channel, &message).await;
                 }
             }
             PluginMessage::Done { id, error } => {
-                let Some(active) = self.active.as_mut() else { return };
-                let Some(event) = active.in_flight.remove(&id) else {
+                let Some(serving) = self.serving_mut() else { return };
+                let Some(event) = serving.in_flight.remove(&id) else {
                     tracing::debug!(message = "done for an event not in flight", plugin = %name, id);
                     return;
                 };
-                let in_flight = active.in_flight.len() as u64;
+                let in_flight = serving.in_flight.len() as u64;
+                self.timers.try_remove(&event.timer);
                 self.counts(|c| c.in_flight = in_flight);
                 self.consecutive_timeouts = 0;
                 self.finish(event, error).await;
+                self.after_event_ended();
                 self.pump().await;
             }
             PluginMessage::Pong { .. } | PluginMessage::Ready { .. } => {}
@@ -243,11 +246,20 @@ impl Slot {
         }
     }
 
+    /// While stopping, the state shows DRAINING until the last event is done, then STOPPING.
+    fn after_event_ended(&self) {
+        if matches!(self.state, State::Stopping { .. }) {
+            self.publish_state();
+        }
+    }
+
     /// Plugins may only ask the key-value store; the host stamps the request with the plugin's name
-    /// so a plugin sees only its own keys.
-    pub(super) fn forward_request(&self, id: u64, subject: String, mut data: Value) {
-        let Some(active) = self.active.as_ref() else { return };
-        let input = active.input.clone();
+    /// so a plugin sees only its own keys. Each request is answered in a task the slot tracks.
+    fn forward_request(&mut self, id: u64, subject: String, mut data: Value) {
+        let plugin = self.manifest.name.clone();
+        let timeout = self.manifest.timeouts.event;
+        let Some(serving) = self.serving_mut() else { return };
+        let input = serving.live.input.clone();
         if !subject.starts_with(&format!("{}.", subject::KV_PREFIX)) {
             input.send(HostMessage::Response {
                 id,
@@ -257,11 +269,10 @@ impl Slot {
             return;
         }
         if let Value::Object(map) = &mut data {
-            map.insert("plugin".to_owned(), Value::String(self.manifest.name.clone()));
+            map.insert("plugin".to_owned(), Value::String(plugin));
         }
         let bus = self.bus.clone();
-        let timeout = self.manifest.timeouts.event;
-        tokio::spawn(async move {
+        self.requests.spawn(async move {
             let response = match bus.request(&subject, Bytes::from(data.to_string()), timeout).await
             {
                 Ok(reply) => match serde_json::from_slice::<Value>(reply.payload()) {
@@ -291,5 +302,14 @@ impl Slot {
             tracing::warn!(message = "malformed line from plugin ignored", plugin = %self.manifest.name, reason = %reason, seen = self.malformed_logged + 1);
         }
         self.malformed_logged += 1;
+    }
+}
+
+/// The kind of event for metrics: `command` for routed commands, else the subject's second token.
+fn event_kind(subject: &str) -> &str {
+    if subject.starts_with(subject::COMMAND_PREFIX) {
+        "command"
+    } else {
+        subject.split('.').nth(1).unwrap_or(subject)
     }
 }

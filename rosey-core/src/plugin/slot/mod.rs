@@ -1,41 +1,53 @@
 //! The plugin slot: one task per plugin that owns its bus subscription, its wait queue, its in-flight
-//! events and its instances, and supervises them.
+//! events and its instances, and supervises them as one explicit state machine.
 //!
 //! The subscription belongs to the slot, not to a process, so instances can come and go (crash restart,
-//! operator restart, reload) without an event falling between two subscriptions. One code path starts
-//! an instance whatever the reason ([`Slot::begin_start`]): spawn, `init`, `ready`, `ping`/`pong`.
-//! Everything the slot does happens in its own task, driven by one `select!` loop, so its state needs
-//! no locks; a shared cell publishes a snapshot for the manager.
+//! operator restart, reload) without an event falling between two subscriptions. Every start — first
+//! start, crash restart, operator restart, reload — is the same path ([`Slot::begin_start`]): spawn,
+//! then the health steps in order (`ready`, `pong`, the manifest's probe, memory), then serve. A reload
+//! differs only in that its candidate starts beside the serving instance and, once healthy, swaps with it.
+//!
+//! Everything happens in the slot's own task, driven by one `select!` loop: bus messages, instance
+//! output, operator requests and one [`DelayQueue`] of deadlines (event timeouts, health steps, restart
+//! backoff, stop grace, drains), so deadlines fire in any order and the state needs no locks. A shared
+//! cell publishes a snapshot for the manager.
+//!
+//! Operator requests merge strongest-first: shutdown > stop > reload > restart. A request of the kind
+//! in progress joins it (every caller gets its result); a weaker one is refused as busy; a stronger one
+//! supersedes it (its callers are told so).
 
 mod events;
 mod reload;
 mod start;
 mod supervise;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
 use futures_core::Stream;
 use futures_util::stream::{SelectAll, StreamExt};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
-use rosey_plugin::protocol::{HostMessage, PROTOCOL_VERSION, PluginMessage};
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+use tokio_util::time::{DelayQueue, delay_queue};
 
-use super::backoff::{RestartDecision, RestartTracker};
+use super::control::{Action, ControlError};
 use super::manifest::Manifest;
-use super::resources::{LimitWatch, ProcessSampler, Verdict};
+use super::resources::{LimitWatch, ProcessSampler};
 use super::runtime::{InstanceInput, InstanceOutput, KillSwitch, PluginRuntime};
-use super::status::{EventCounts, LatencySummary, PluginState, PluginStatus, ReloadReport};
-use crate::bus::{EventBus, EventBusExt, Message, Subscription};
-use crate::event::{ChatSend, LifecycleEvent, now_millis};
+use super::status::{
+    EventCounts, LatencySummary, PluginState, PluginStatus, ReloadReport, StartStep,
+};
+use crate::backoff::RestartTracker;
+use crate::bus::{EventBus, Message, Subscription};
 use crate::metrics::MetricsSink;
-use crate::subject::{self, LifecycleKind};
 
 /// Consecutive event timeouts after which an instance is considered hung and restarted.
 pub(crate) const HUNG_AFTER_TIMEOUTS: u32 = 3;
@@ -43,17 +55,20 @@ pub(crate) const HUNG_AFTER_TIMEOUTS: u32 = 3;
 /// The user a health probe is sent as.
 pub const PROBE_USER: &str = "rosey-health";
 
+/// Where a request's answer goes.
+pub(crate) type Done<T> = oneshot::Sender<Result<T, ControlError>>;
+
 /// What the manager can ask of a slot.
 #[derive(Debug)]
 pub(crate) enum Control {
     /// Stop the plugin (unsubscribe, shut the instance down); answer when stopped.
-    Stop { done: oneshot::Sender<()> },
+    Stop { done: Done<()> },
     /// Stop (if running) and start again, clearing FAILED; answer when serving or failed to start.
-    Restart { done: oneshot::Sender<Result<(), String>> },
+    Restart { done: Done<()> },
+    /// Blue-green reload to `manifest`; answered with the report, or why it failed or was refused.
+    Reload { manifest: Box<Manifest>, done: Done<ReloadReport> },
     /// Stop and end the slot task.
-    Shutdown { done: oneshot::Sender<()> },
-    /// Blue-green reload to `manifest`; answered with the report, or an error when refused.
-    Reload { manifest: Box<Manifest>, done: oneshot::Sender<Result<ReloadReport, String>> },
+    Shutdown { done: Done<()> },
 }
 
 /// The state shared between a slot task and the manager.
@@ -130,59 +145,75 @@ impl Stream for Tagged {
     }
 }
 
-/// Why an instance is being started.
-enum Purpose {
-    /// First start, or start after STOPPED/FAILED on request.
-    Start(Option<oneshot::Sender<Result<(), String>>>),
-    /// Supervisor restart after a crash.
-    CrashRestart,
-    /// Blue-green reload: the new instance starts beside the serving one.
-    Reload {
-        manifest: Box<Manifest>,
-        from_version: String,
-        began: Instant,
-        done: oneshot::Sender<Result<ReloadReport, String>>,
-    },
+/// A deadline in the slot's [`DelayQueue`]. Each is checked against the current state when it fires,
+/// so one that no longer applies (its instance or step is gone) is simply ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// Event `id` of instance `generation` must be done by now.
+    Event { generation: u64, id: u64 },
+    /// Step number `step` of the candidate `generation` must pass by now.
+    Step { generation: u64, step: usize },
+    /// The crash-restart backoff `epoch` is over: start again.
+    Restart { epoch: u64 },
+    /// The instance being stopped had its grace period: kill it.
+    StopGrace { generation: u64 },
+    /// The old instance `generation` had its drain time: fail what it holds and shut it down.
+    Drain { generation: u64 },
+    /// The old instance `generation` had its grace period after `shutdown`: kill it.
+    DrainGrace { generation: u64 },
 }
 
-/// What a starting instance is waiting for.
-enum Phase {
-    Ready,
-    Pong(u64),
-    /// Waiting for the manifest's probe command to be answered (reloads only).
-    Probe {
-        id: u64,
-        replied: bool,
-    },
-}
-
-struct Starting {
-    /// The manifest being started (for a reload: the new one).
-    manifest: Manifest,
+/// A live instance, whatever its role.
+struct Live {
     generation: u64,
     pid: Option<u32>,
     input: InstanceInput,
     kill: KillSwitch,
-    phase: Phase,
-    deadline: Instant,
-    version: Option<String>,
-    purpose: Purpose,
+    /// What the instance said in `ready` (the manifest's version until then).
+    version: String,
 }
 
+/// Why a candidate is being started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StartReason {
+    /// First start, operator restart, or start of a stopped or FAILED plugin.
+    Start,
+    /// Supervisor restart after a crash.
+    CrashRestart,
+}
+
+/// An instance going through its health steps before it may serve.
+struct Candidate {
+    live: Live,
+    manifest: Manifest,
+    reason: StartReason,
+    steps: Vec<StartStep>,
+    step: usize,
+    /// The ping id or probe event id the current step waits for.
+    waiting_for: u64,
+    /// Whether the probe has replied.
+    probe_replied: bool,
+}
+
+impl Candidate {
+    fn current_step(&self) -> StartStep {
+        self.steps.get(self.step).copied().unwrap_or(StartStep::Memory)
+    }
+}
+
+/// An event handed to an instance and not finished yet.
 struct InFlight {
     subject: String,
     channel: Option<String>,
     reply_to: Option<String>,
     started: Instant,
     replies: Vec<String>,
+    timer: delay_queue::Key,
 }
 
-struct Running {
-    generation: u64,
-    pid: Option<u32>,
-    version: String,
-    input: InstanceInput,
-    kill: KillSwitch,
+/// The instance that serves events.
+struct Serving {
+    live: Live,
     started_at: Instant,
     in_flight: HashMap<u64, InFlight>,
     kill_reason: Option<String>,
@@ -190,24 +221,68 @@ struct Running {
     limits: LimitWatch,
 }
 
-/// After the serving instance has stopped on purpose, what next.
-enum AfterStop {
-    Idle(Vec<oneshot::Sender<()>>),
-    Start(oneshot::Sender<Result<(), String>>),
-    Exit(oneshot::Sender<()>),
-}
-
 /// An old instance finishing its in-flight events after a reload.
-struct Draining {
-    running: Running,
-    deadline: Instant,
+struct Old {
+    serving: Serving,
     shutdown_sent: bool,
 }
 
-struct Stopping {
-    deadline: Instant,
-    killed: bool,
-    then: AfterStop,
+/// The slot's lifecycle state: exactly one of these at a time. Old instances draining after a reload
+/// are kept beside it (`Slot::old`), whatever the state.
+enum State {
+    /// Not running, on purpose.
+    Stopped,
+    /// Crashed too often; waits for an operator.
+    Failed,
+    /// Crashed; a restart is due when the backoff timer of `epoch` fires.
+    Backoff { epoch: u64 },
+    /// Nothing serves; a candidate is going through its health steps.
+    Starting(Box<Candidate>),
+    /// An instance serves; during a reload a candidate starts beside it.
+    Running { serving: Box<Serving>, candidate: Option<Box<Candidate>> },
+    /// The instance was told to shut down; it finishes what it holds, then exits (killed after the
+    /// grace period).
+    Stopping { serving: Box<Serving> },
+}
+
+/// An operator request in progress, with everyone waiting for it.
+enum Op {
+    Restart {
+        waiters: Vec<Done<()>>,
+    },
+    Reload {
+        waiters: Vec<Done<ReloadReport>>,
+        /// The manifest to start, until its candidate is started.
+        manifest: Option<Box<Manifest>>,
+        from_version: String,
+        to_version: String,
+        began: Instant,
+    },
+    Stop {
+        waiters: Vec<Done<()>>,
+        exit: bool,
+    },
+}
+
+impl Op {
+    fn action(&self) -> Action {
+        match self {
+            Self::Restart { .. } => Action::Restart,
+            Self::Reload { .. } => Action::Reload,
+            Self::Stop { exit: false, .. } => Action::Stop,
+            Self::Stop { exit: true, .. } => Action::Shutdown,
+        }
+    }
+}
+
+/// How strong an action is when requests meet: the stronger one wins.
+fn strength(action: Action) -> u8 {
+    match action {
+        Action::Restart => 1,
+        Action::Reload => 2,
+        Action::Stop => 3,
+        Action::Shutdown => 4,
+    }
 }
 
 pub(crate) struct Slot {
@@ -218,20 +293,22 @@ pub(crate) struct Slot {
     shared: SharedCell,
     subscription: Option<SelectAll<Subscription>>,
     outputs: SelectAll<Tagged>,
-    starting: Option<Starting>,
-    active: Option<Running>,
-    draining: Vec<Draining>,
-    stopping: Option<Stopping>,
+    state: State,
+    old: Vec<Old>,
+    op: Option<Op>,
+    timers: DelayQueue<Timer>,
     queue: VecDeque<Message>,
-    deadlines: VecDeque<(Instant, u64, u64)>,
     next_event_id: u64,
     next_generation: u64,
-    next_ping: u64,
+    next_epoch: u64,
     restarts: RestartTracker,
-    restart_at: Option<Instant>,
     consecutive_timeouts: u32,
     sample_interval: Duration,
     malformed_logged: u64,
+    /// Requests plugins made of the bus, answered in their own tasks; ended with the slot.
+    requests: TaskTracker,
+    /// Set once the slot should end (after a shutdown).
+    exit: bool,
 }
 
 impl Slot {
@@ -253,20 +330,20 @@ impl Slot {
             shared,
             subscription: None,
             outputs: SelectAll::new(),
-            starting: None,
-            active: None,
-            draining: Vec::new(),
-            stopping: None,
+            state: State::Stopped,
+            old: Vec::new(),
+            op: None,
+            timers: DelayQueue::new(),
             queue: VecDeque::new(),
-            deadlines: VecDeque::new(),
             next_event_id: 1,
             next_generation: 1,
-            next_ping: 1,
+            next_epoch: 1,
             restarts,
-            restart_at: None,
             consecutive_timeouts: 0,
             sample_interval,
             malformed_logged: 0,
+            requests: TaskTracker::new(),
+            exit: false,
         }
     }
 
@@ -274,10 +351,35 @@ impl Slot {
         &self.manifest.name
     }
 
-    fn set_state(&self, state: PluginState) {
+    /// The state users see, derived from the slot's state.
+    fn public_state(&self) -> PluginState {
+        match &self.state {
+            State::Stopped => PluginState::Stopped,
+            State::Failed => PluginState::Failed,
+            State::Backoff { .. } => PluginState::Crashed,
+            State::Starting(_) => PluginState::Starting,
+            State::Running { .. } => PluginState::Running,
+            State::Stopping { serving } if !serving.in_flight.is_empty() => PluginState::Draining,
+            State::Stopping { .. } => PluginState::Stopping,
+        }
+    }
+
+    /// Moves to `state` and publishes the new public state.
+    fn enter(&mut self, state: State) {
+        self.state = state;
+        self.publish_state();
+    }
+
+    /// Publishes the public state in the shared cell (when it changed).
+    fn publish_state(&self) {
+        let state = self.public_state();
         let mut cell = self.shared.lock();
         cell.status.state = state;
-        cell.state.send_replace(state);
+        cell.state.send_if_modified(|current| {
+            let changed = *current != state;
+            *current = state;
+            changed
+        });
     }
 
     fn update(&self, f: impl FnOnce(&mut PluginStatus)) {
@@ -288,70 +390,68 @@ impl Slot {
         f(&mut self.shared.lock().status.events);
     }
 
+    /// The serving instance, when one serves (also while it is being stopped).
+    fn serving_mut(&mut self) -> Option<&mut Serving> {
+        match &mut self.state {
+            State::Running { serving, .. } | State::Stopping { serving } => Some(serving),
+            _ => None,
+        }
+    }
+
+    fn candidate_mut(&mut self) -> Option<&mut Candidate> {
+        match &mut self.state {
+            State::Starting(candidate) | State::Running { candidate: Some(candidate), .. } => {
+                Some(candidate)
+            }
+            _ => None,
+        }
+    }
+
     /// Runs the slot until it is told to shut down (or the manager is dropped).
     pub(crate) async fn run(mut self, mut control: mpsc::Receiver<Control>, start: bool) {
         if start {
-            self.begin_start(Purpose::Start(None)).await;
+            self.begin_start(StartReason::Start, None).await;
         }
         let mut sampling = tokio::time::interval(self.sample_interval);
         sampling.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            let event_deadline = self.deadlines.front().map(|d| d.0);
-            let start_deadline = self.starting.as_ref().map(|s| s.deadline);
-            let stop_deadline = self.stopping.as_ref().filter(|s| !s.killed).map(|s| s.deadline);
-            let drain_deadline = self.draining.iter().map(|d| d.deadline).min();
+        let mut control_open = true;
+        while !self.exit {
             tokio::select! {
                 Some(message) = next_message(&mut self.subscription) => self.on_bus_message(message).await,
                 Some((generation, output)) = self.outputs.next(), if !self.outputs.is_empty() => {
-                    if self.on_output(generation, output).await {
-                        return;
+                    self.on_output(generation, output).await;
+                }
+                command = control.recv(), if control_open => match command {
+                    Some(command) => self.on_control(command).await,
+                    None => {
+                        // The manager is gone: shut down as if asked.
+                        control_open = false;
+                        self.on_control(Control::Shutdown { done: oneshot::channel().0 }).await;
                     }
+                },
+                Some(expired) = self.timers.next(), if !self.timers.is_empty() => {
+                    self.on_timer(expired.into_inner()).await;
                 }
-                command = control.recv() => {
-                    let command = command.unwrap_or_else(|| Control::Shutdown { done: oneshot::channel().0 });
-                    if self.on_control(command).await {
-                        return;
-                    }
-                }
-                () = sleep_until(event_deadline) => self.on_event_deadlines().await,
-                () = sleep_until(self.restart_at) => {
-                    self.restart_at = None;
-                    self.begin_start(Purpose::CrashRestart).await;
-                }
-                () = sleep_until(start_deadline) => self.on_start_timeout().await,
-                () = sleep_until(stop_deadline) => self.on_stop_timeout(),
-                () = sleep_until(drain_deadline) => self.on_drain_timeout().await,
-                _ = sampling.tick() => self.sample_resources(),
+                _ = sampling.tick() => self.sample_resources().await,
             }
         }
+        self.requests.close();
+        // Old instances still draining are killed when dropped with the slot.
     }
-}
 
-fn merge_after_stop(current: &mut AfterStop, new: AfterStop) {
-    match (current, new) {
-        (AfterStop::Idle(waiters), AfterStop::Idle(more)) => waiters.extend(more),
-        (current @ AfterStop::Idle(_), new) => {
-            if let AfterStop::Idle(waiters) = std::mem::replace(current, new) {
-                for done in waiters {
-                    let _ = done.send(());
+    async fn on_timer(&mut self, timer: Timer) {
+        match timer {
+            Timer::Event { generation, id } => self.on_event_timeout(generation, id).await,
+            Timer::Step { generation, step } => self.on_step_timeout(generation, step).await,
+            Timer::Restart { epoch } => {
+                if matches!(self.state, State::Backoff { epoch: current } if current == epoch) {
+                    self.begin_start(StartReason::CrashRestart, None).await;
                 }
             }
+            Timer::StopGrace { generation } => self.on_stop_grace(generation),
+            Timer::Drain { generation } => self.on_drain_timeout(generation).await,
+            Timer::DrainGrace { generation } => self.on_drain_grace(generation),
         }
-        (_, AfterStop::Idle(more)) => {
-            for done in more {
-                let _ = done.send(());
-            }
-        }
-        (current, new) => *current = new,
-    }
-}
-
-/// The kind of event for metrics: `command` for routed commands, else the subject's first token.
-fn event_kind(subject: &str) -> &str {
-    if subject.starts_with(subject::COMMAND_PREFIX) {
-        "command"
-    } else {
-        subject.split('.').nth(1).unwrap_or(subject)
     }
 }
 
@@ -359,12 +459,5 @@ async fn next_message(subscription: &mut Option<SelectAll<Subscription>>) -> Opt
     match subscription {
         Some(all) if !all.is_empty() => all.next().await,
         _ => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-        None => std::future::pending().await,
     }
 }

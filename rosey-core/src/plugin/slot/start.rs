@@ -1,27 +1,44 @@
-//! Starting an instance: one code path for first start, crash restart and operator restart.
+//! Starting an instance: one path for first start, crash restart, operator restart and reload. Spawn,
+//! then the health steps in order; the first that fails names itself in the failure.
+
+use rosey_plugin::protocol::{HostMessage, PROTOCOL_VERSION, PluginMessage};
 
 use super::*;
+use crate::event::{CommandEvent, now_millis};
+use crate::subject;
+
+/// The health steps every new instance passes before it serves: `ready`, `pong`, the probe when the
+/// manifest has one, and memory under the limit when it has one.
+pub(super) fn health_steps(manifest: &Manifest) -> Vec<StartStep> {
+    let mut steps = vec![StartStep::Ready, StartStep::Pong];
+    if manifest.probe.is_some() {
+        steps.push(StartStep::Probe);
+    }
+    if manifest.limits.memory_mb.is_some() {
+        steps.push(StartStep::Memory);
+    }
+    steps
+}
 
 impl Slot {
-    pub(super) async fn begin_start(&mut self, purpose: Purpose) {
-        let manifest = match &purpose {
-            Purpose::Reload { manifest, .. } => (**manifest).clone(),
-            _ => self.manifest.clone(),
-        };
-        // A reload beside a serving instance keeps the subscription and the RUNNING state.
-        if self.active.is_none() {
-            if self.subscription.is_none()
-                && let Err(reason) = self.subscribe().await
-            {
-                self.start_failed(purpose, format!("subscribe failed: {reason}")).await;
-                return;
-            }
-            self.set_state(PluginState::Starting);
+    /// Starts a candidate from `manifest` (the slot's own when `None`). Beside the serving instance when
+    /// one serves (a reload), else as the only instance (STARTING). A failure to subscribe or spawn is
+    /// handled like any failed step.
+    pub(super) async fn begin_start(&mut self, reason: StartReason, manifest: Option<Manifest>) {
+        let manifest = manifest.unwrap_or_else(|| self.manifest.clone());
+        let beside = matches!(self.state, State::Running { .. });
+        if !beside
+            && self.subscription.is_none()
+            && let Err(err) = self.subscribe().await
+        {
+            self.start_failed(reason, StartStep::Spawn, format!("cannot subscribe: {err}"), None)
+                .await;
+            return;
         }
         let instance = match self.runtime.start(&manifest).await {
             Ok(instance) => instance,
             Err(err) => {
-                self.start_failed(purpose, err.to_string()).await;
+                self.start_failed(reason, StartStep::Spawn, err.to_string(), None).await;
                 return;
             }
         };
@@ -37,83 +54,90 @@ impl Slot {
         if !sent {
             tracing::debug!(message = "plugin gone before init", plugin = %self.name());
         }
-        let deadline = Instant::now() + manifest.timeouts.ready;
-        self.starting = Some(Starting {
+        self.timers.insert(Timer::Step { generation, step: 0 }, manifest.timeouts.ready);
+        let candidate = Box::new(Candidate {
+            live: Live {
+                generation,
+                pid: parts.pid,
+                input: parts.input,
+                kill: parts.kill,
+                version: manifest.version.clone(),
+            },
+            steps: health_steps(&manifest),
             manifest,
-            generation,
-            pid: parts.pid,
-            input: parts.input,
-            kill: parts.kill,
-            phase: Phase::Ready,
-            deadline,
-            version: None,
-            purpose,
+            reason,
+            step: 0,
+            waiting_for: 0,
+            probe_replied: false,
         });
+        match &mut self.state {
+            State::Running { candidate: slot, .. } => *slot = Some(candidate),
+            _ => self.enter(State::Starting(candidate)),
+        }
     }
 
-    pub(super) async fn subscribe(&mut self) -> Result<(), String> {
+    pub(super) async fn subscribe(&mut self) -> Result<(), crate::bus::BusError> {
         let mut all = SelectAll::new();
         for subject in self.manifest.subjects() {
-            let sub = self
-                .bus
-                .queue_subscribe(&subject, &self.manifest.name)
-                .await
-                .map_err(|e| e.to_string())?;
-            all.push(sub);
+            all.push(self.bus.queue_subscribe(&subject, &self.manifest.name).await?);
         }
         self.subscription = Some(all);
         Ok(())
     }
 
-    pub(super) async fn on_start_output(&mut self, output: InstanceOutput) {
-        let Some(starting) = self.starting.as_mut() else { return };
+    /// Output of the candidate `generation`.
+    pub(super) async fn on_candidate_output(&mut self, output: InstanceOutput) {
+        let Some(candidate) = self.candidate_mut() else { return };
+        let step = candidate.current_step();
         match output {
             InstanceOutput::Message(PluginMessage::Ready { name, version, .. })
-                if matches!(starting.phase, Phase::Ready) =>
+                if step == StartStep::Ready =>
             {
-                let expected = &starting.manifest;
+                let expected = &candidate.manifest;
                 if name != expected.name {
                     tracing::warn!(message = "plugin reports another name", plugin = %expected.name, reported = %name);
                 }
                 if version != expected.version {
                     tracing::warn!(message = "plugin version differs from its manifest", plugin = %expected.name, manifest = %expected.version, reported = %version);
                 }
-                starting.version = Some(version);
-                let id = self.next_ping;
-                self.next_ping += 1;
-                starting.input.send(HostMessage::Ping { id });
-                starting.phase = Phase::Pong(id);
-                starting.deadline = Instant::now() + starting.manifest.timeouts.health;
+                candidate.live.version = version;
+                self.next_step().await;
             }
-            InstanceOutput::Message(PluginMessage::Pong { id }) if matches!(starting.phase, Phase::Pong(expected) if expected == id) => {
-                if matches!(starting.purpose, Purpose::Reload { .. }) {
-                    self.after_reload_pong().await;
-                } else {
-                    self.promote().await;
+            InstanceOutput::Message(PluginMessage::Pong { id })
+                if step == StartStep::Pong && id == candidate.waiting_for =>
+            {
+                self.next_step().await;
+            }
+            InstanceOutput::Message(PluginMessage::Reply { id, .. })
+                if step == StartStep::Probe && id == candidate.waiting_for =>
+            {
+                candidate.probe_replied = true;
+            }
+            InstanceOutput::Message(PluginMessage::Done { id, error })
+                if step == StartStep::Probe && id == candidate.waiting_for =>
+            {
+                let probe = candidate.manifest.probe.clone().unwrap_or_default();
+                match (candidate.probe_replied, error) {
+                    (_, Some(error)) => {
+                        self.fail_candidate(format!("probe {probe:?} failed: {error}")).await;
+                    }
+                    (false, None) => {
+                        self.fail_candidate(format!("probe {probe:?} got no reply")).await;
+                    }
+                    (true, None) => self.next_step().await,
                 }
-            }
-            InstanceOutput::Message(PluginMessage::Reply { id, .. }) if matches!(starting.phase, Phase::Probe { id: probe, .. } if probe == id) =>
-            {
-                starting.phase = Phase::Probe { id, replied: true };
-            }
-            InstanceOutput::Message(PluginMessage::Done { id, error }) if matches!(starting.phase, Phase::Probe { id: probe, .. } if probe == id) =>
-            {
-                let replied = matches!(starting.phase, Phase::Probe { replied: true, .. });
-                self.after_probe(replied, error).await;
             }
             InstanceOutput::Message(PluginMessage::Log { level, message }) => {
                 self.log_from_plugin(&level, &message);
             }
-            InstanceOutput::Exited(reason) => {
-                let phase = match starting.phase {
-                    Phase::Ready => "before ready",
-                    Phase::Pong(_) => "before pong",
-                    Phase::Probe { .. } => "during the probe",
+            InstanceOutput::Exited(how) => {
+                let phase = match step {
+                    StartStep::Ready => "before ready",
+                    StartStep::Pong => "before pong",
+                    StartStep::Probe => "during the probe",
+                    _ => "while starting",
                 };
-                let reason = format!("exited {phase}: {reason}");
-                if let Some(starting) = self.starting.take() {
-                    self.start_failed(starting.purpose, reason).await;
-                }
+                self.fail_candidate_exited(format!("exited {phase}: {how}")).await;
             }
             InstanceOutput::Malformed(reason) => self.note_malformed(&reason),
             other => {
@@ -122,105 +146,234 @@ impl Slot {
         }
     }
 
-    pub(super) async fn on_start_timeout(&mut self) {
-        let Some(mut starting) = self.starting.take() else { return };
-        let secs = |d: Duration| format!("{}s", d.as_secs_f64());
-        let timeouts = starting.manifest.timeouts;
-        let reason = match starting.phase {
-            Phase::Ready => format!("no ready within {}", secs(timeouts.ready)),
-            Phase::Pong(_) => format!("no pong within {}", secs(timeouts.health)),
-            Phase::Probe { .. } => format!(
-                "probe {:?} got no reply within {}",
-                starting.manifest.probe.as_deref().unwrap_or_default(),
-                secs(timeouts.health)
-            ),
-        };
-        starting.kill.kill();
-        self.start_failed(starting.purpose, reason).await;
+    /// The current step passed: runs the next one, or promotes the candidate after the last.
+    async fn next_step(&mut self) {
+        let Some(candidate) = self.candidate_mut() else { return };
+        candidate.step += 1;
+        let (generation, step) = (candidate.live.generation, candidate.step);
+        let health = candidate.manifest.timeouts.health;
+        match candidate.steps.get(step).copied() {
+            None => self.promote().await,
+            Some(StartStep::Pong) => {
+                let id = self.next_event_id;
+                self.next_event_id += 1;
+                let Some(candidate) = self.candidate_mut() else { return };
+                candidate.waiting_for = id;
+                candidate.live.input.send(HostMessage::Ping { id });
+                self.timers.insert(Timer::Step { generation, step }, health);
+            }
+            Some(StartStep::Probe) => {
+                let id = self.next_event_id;
+                self.next_event_id += 1;
+                let Some(candidate) = self.candidate_mut() else { return };
+                let (subject, data) =
+                    probe_event(candidate.manifest.probe.as_deref().unwrap_or(""));
+                candidate.waiting_for = id;
+                candidate.probe_replied = false;
+                candidate.live.input.send(HostMessage::Event { id, subject, data });
+                self.timers.insert(Timer::Step { generation, step }, health);
+            }
+            Some(StartStep::Memory) => {
+                let limit = candidate.manifest.limits.memory_mb;
+                let pid = candidate.live.pid;
+                match (limit, pid) {
+                    (Some(limit), Some(pid)) => match sample_once(pid).await {
+                        Some(memory) if memory > limit => {
+                            let reason = format!("memory {memory:.0} MB over limit {limit:.0} MB");
+                            self.fail_candidate(reason).await;
+                        }
+                        _ => Box::pin(self.next_step()).await,
+                    },
+                    _ => Box::pin(self.next_step()).await,
+                }
+            }
+            Some(other) => {
+                // Ready is always first and the other steps are not health steps: nothing to wait for.
+                tracing::debug!(message = "health step skipped", plugin = %self.manifest.name, step = %other);
+                Box::pin(self.next_step()).await;
+            }
+        }
     }
 
-    /// The started instance passed its checks: it serves from now on.
-    pub(super) async fn promote(&mut self) {
-        if self.starting.as_ref().is_some_and(|s| matches!(s.purpose, Purpose::Reload { .. })) {
-            self.promote_reload().await;
+    pub(super) async fn on_step_timeout(&mut self, generation: u64, step: usize) {
+        let Some(candidate) = self.candidate_mut() else { return };
+        if candidate.live.generation != generation || candidate.step != step {
             return;
         }
-        let Some(starting) = self.starting.take() else { return };
-        let (running, purpose) = starting.into_running();
-        let (pid, version) = (running.pid, running.version.clone());
-        self.serve_with(running);
-        // The status is complete before the lifecycle events go out, so listeners read it as new.
-        if let Purpose::CrashRestart = purpose {
-            self.update(|s| s.restart_count += 1);
+        let timeouts = candidate.manifest.timeouts;
+        let secs = |d: Duration| format!("{}s", d.as_secs_f64());
+        let reason = match candidate.current_step() {
+            StartStep::Ready => format!("no ready within {}", secs(timeouts.ready)),
+            StartStep::Pong => format!("no pong within {}", secs(timeouts.health)),
+            StartStep::Probe => format!(
+                "probe {:?} got no reply within {}",
+                candidate.manifest.probe.as_deref().unwrap_or_default(),
+                secs(timeouts.health)
+            ),
+            other => format!("{other} step timed out"),
+        };
+        self.fail_candidate(reason).await;
+    }
+
+    /// The candidate failed its current step: kill it and handle the failure.
+    async fn fail_candidate(&mut self, reason: String) {
+        if let Some(mut candidate) = self.take_candidate() {
+            candidate.live.kill.kill();
+            let step = candidate.current_step();
+            let pid = candidate.live.pid;
+            self.start_failed(candidate.reason, step, reason, pid).await;
+        }
+    }
+
+    /// The candidate exited on its own during its health steps.
+    async fn fail_candidate_exited(&mut self, reason: String) {
+        if let Some(candidate) = self.take_candidate() {
+            let step = candidate.current_step();
+            let pid = candidate.live.pid;
+            self.start_failed(candidate.reason, step, reason, pid).await;
+        }
+    }
+
+    /// Removes the candidate from the state: STARTING becomes (for now) STOPPED; a reload candidate
+    /// leaves the serving instance as it was.
+    pub(super) fn take_candidate(&mut self) -> Option<Box<Candidate>> {
+        match std::mem::replace(&mut self.state, State::Stopped) {
+            State::Starting(candidate) => Some(candidate),
+            State::Running { serving, candidate } => {
+                self.state = State::Running { serving, candidate: None };
+                candidate
+            }
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    /// Kills and forgets the candidate, if any (a stronger request replaces it).
+    pub(super) fn abort_candidate(&mut self) {
+        if let Some(mut candidate) = self.take_candidate() {
+            candidate.live.kill.kill();
+        }
+        self.publish_state();
+    }
+
+    /// The candidate passed every step: it serves from now on.
+    async fn promote(&mut self) {
+        let Some(candidate) = self.take_candidate() else { return };
+        let Candidate { live, manifest, reason, .. } = *candidate;
+        let serving = Box::new(Serving {
+            sampler: live.pid.map(ProcessSampler::new),
+            limits: LimitWatch::new(manifest.limits.memory_mb, manifest.limits.cpu_percent),
+            started_at: Instant::now(),
+            in_flight: HashMap::new(),
+            kill_reason: None,
+            live,
+        });
+        let (pid, version) = (serving.live.pid, serving.live.version.clone());
+        let previous = match std::mem::replace(&mut self.state, State::Stopped) {
+            State::Running { serving: old, .. } => Some(old),
+            _ => None,
+        };
+        let resubscribe = manifest.subjects() != self.manifest.subjects();
+        self.manifest = manifest;
+        self.consecutive_timeouts = 0;
+        {
+            let mut cell = self.shared.lock();
+            cell.serving_since = Some(serving.started_at);
+            cell.status.pid = pid;
+            cell.status.version = version.clone();
+            cell.status.loaded_at = Some(now_millis());
+            cell.status.cpu_percent = None;
+            cell.status.memory_mb = None;
+            if reason == StartReason::CrashRestart {
+                cell.status.restart_count += 1;
+            }
+        }
+        self.enter(State::Running { serving, candidate: None });
+        if resubscribe {
+            self.swap_subscription().await;
+        }
+        if let Some(old) = previous {
+            self.retire(*old);
         }
         tracing::info!(message = "plugin started", plugin = %self.manifest.name, version = %version, pid);
-        self.announce(LifecycleKind::Started, Some(version), pid, None).await;
-        match purpose {
-            Purpose::CrashRestart => {
-                self.sink.plugin_restarted(&self.manifest.name);
-                let version = self.shared.lock().status.version.clone();
-                self.announce(LifecycleKind::Restarted, Some(version), pid, None).await;
+        // The status is complete before the lifecycle events go out, so listeners read it as new.
+        self.announce(subject::LifecycleKind::Started, Some(version.clone()), pid, None).await;
+        if reason == StartReason::CrashRestart {
+            self.sink.plugin_restarted(&self.manifest.name);
+            self.announce(subject::LifecycleKind::Restarted, Some(version.clone()), pid, None)
+                .await;
+        }
+        match self.op.take() {
+            Some(Op::Restart { waiters }) => {
+                for done in waiters {
+                    let _ = done.send(Ok(()));
+                }
             }
-            Purpose::Start(Some(done)) => {
-                let _ = done.send(Ok(()));
+            Some(Op::Reload { waiters, from_version, began, .. }) => {
+                self.reloaded(waiters, from_version, version, pid, began).await;
             }
-            Purpose::Start(None) | Purpose::Reload { .. } => {}
+            other => self.op = other,
         }
         self.pump().await;
     }
 
-    /// Makes `running` the serving instance and publishes it in the status; returns the instance it
-    /// replaces, if any.
-    pub(super) fn serve_with(&mut self, running: Running) -> Option<Running> {
-        let now = running.started_at;
-        let (pid, version) = (running.pid, running.version.clone());
-        let previous = self.active.replace(running);
-        self.consecutive_timeouts = 0;
-        let mut cell = self.shared.lock();
-        cell.serving_since = Some(now);
-        cell.state.send_replace(PluginState::Running);
-        let status = &mut cell.status;
-        status.state = PluginState::Running;
-        status.pid = pid;
-        status.version = version;
-        status.loaded_at = Some(now_millis());
-        previous
-    }
-
-    /// A start failed: like a crash, it counts against the restart budget.
-    pub(super) async fn start_failed(&mut self, purpose: Purpose, reason: String) {
-        if let Purpose::Reload { .. } = purpose {
-            self.reload_failed(purpose, reason).await;
+    /// A start failed at `step`. A reload rolls back; any other start counts as a crash against the
+    /// restart budget (and answers an operator restart with the failure).
+    pub(super) async fn start_failed(
+        &mut self,
+        reason: StartReason,
+        step: StartStep,
+        why: String,
+        pid: Option<u32>,
+    ) {
+        if matches!(self.op, Some(Op::Reload { manifest: None, .. })) {
+            self.reload_failed(step, why).await;
             return;
         }
-        tracing::warn!(message = "plugin failed to start", plugin = %self.manifest.name, reason = %reason);
-        if let Purpose::Start(Some(done)) = purpose {
-            let _ = done.send(Err(reason.clone()));
+        tracing::warn!(message = "plugin failed to start", plugin = %self.manifest.name, step = %step, reason = %why);
+        if let Some(Op::Restart { waiters }) =
+            self.op.take_if(|op| matches!(op, Op::Restart { .. }))
+        {
+            let failure = super::super::status::StartFailure {
+                name: self.manifest.name.clone(),
+                step,
+                reason: why.clone(),
+            };
+            for done in waiters {
+                let _ = done.send(Err(ControlError::StartFailed(failure.clone())));
+            }
         }
-        let now = Instant::now();
-        self.after_crash(reason, now, None).await;
+        if reason == StartReason::CrashRestart {
+            tracing::debug!(message = "crash restart failed", plugin = %self.manifest.name);
+        }
+        self.after_crash(format!("{step}: {why}"), Instant::now(), pid).await;
     }
 }
 
-impl Starting {
-    /// The instance as it serves from now on, and why it was started.
-    pub(super) fn into_running(self) -> (Running, Purpose) {
-        let version = self.version.unwrap_or_else(|| self.manifest.version.clone());
-        let running = Running {
-            generation: self.generation,
-            pid: self.pid,
-            version,
-            input: self.input,
-            kill: self.kill,
-            started_at: Instant::now(),
-            in_flight: HashMap::new(),
-            kill_reason: None,
-            sampler: self.pid.map(ProcessSampler::new),
-            limits: LimitWatch::new(
-                self.manifest.limits.memory_mb,
-                self.manifest.limits.cpu_percent,
-            ),
-        };
-        (running, self.purpose)
-    }
+/// The command event a probe line (`!roll 1d20`) becomes, sent as [`PROBE_USER`] with no channel.
+fn probe_event(probe: &str) -> (String, serde_json::Value) {
+    let body = probe.strip_prefix('!').unwrap_or(probe);
+    let (command, args) = body.split_once(' ').unwrap_or((body, ""));
+    let event = CommandEvent {
+        channel: String::new(),
+        user: PROBE_USER.to_owned(),
+        rank: None,
+        command: command.to_owned(),
+        args: args.to_owned(),
+        message: probe.to_owned(),
+        time: now_millis(),
+    };
+    let subject = format!("{}.{command}", subject::COMMAND_PREFIX);
+    (subject, serde_json::to_value(&event).unwrap_or_default())
+}
+
+/// Resident memory of `pid` in MB, read off the async threads; `None` when it cannot be read.
+async fn sample_once(pid: u32) -> Option<f64> {
+    tokio::task::spawn_blocking(move || ProcessSampler::new(pid).sample().ok())
+        .await
+        .ok()
+        .flatten()
+        .map(|sample| sample.memory_mb)
 }

@@ -1,41 +1,245 @@
-//! Supervision: exits, crashes and restarts, operator stop/restart, resource limits, lifecycle events.
+//! Supervision: operator requests and how they merge, exits, crashes and restarts, stops, resource
+//! limits, lifecycle events.
 
+use rosey_plugin::protocol::HostMessage;
+
+use super::super::resources::Verdict;
 use super::*;
+use crate::backoff::RestartDecision;
+use crate::bus::EventBusExt;
+use crate::event::{LifecycleEvent, now_millis};
+use crate::subject::{self, LifecycleKind};
 
 impl Slot {
-    pub(super) async fn on_active_exit(&mut self, reason: String) -> bool {
-        let Some(mut running) = self.active.take() else { return false };
-        let stopping = self.stopping.take();
-        let crash_reason = running.kill_reason.take().unwrap_or_else(|| reason.clone());
-        let text = format!("❌ {} stopped while handling this", self.manifest.name);
-        let abandoned: Vec<InFlight> = running.in_flight.drain().map(|(_, e)| e).collect();
-        for event in abandoned {
-            let why = if stopping.is_some() { "plugin stopped" } else { "plugin crashed" };
-            self.abandon(event, why, &text).await;
-        }
-        self.counts(|c| c.in_flight = 0);
-        self.shared.lock().serving_since = None;
-        self.update(|s| {
-            s.pid = None;
-            s.cpu_percent = None;
-            s.memory_mb = None;
-        });
-        match stopping {
-            Some(stopping) => {
-                tracing::info!(message = "plugin stopped", plugin = %self.manifest.name, pid = running.pid);
-                // STOPPED before the event goes out, as for `crashed`.
-                self.set_state(PluginState::Stopped);
-                self.announce(LifecycleKind::Stopped, Some(running.version), running.pid, None)
-                    .await;
-                self.after_stop(stopping.then).await
+    // ----- operator requests ----------------------------------------------------------------------
+
+    /// Handles an operator request: joins the one in progress when it is the same action, refuses it
+    /// when a stronger one is in progress, supersedes a weaker one.
+    pub(super) async fn on_control(&mut self, command: Control) {
+        let action = match &command {
+            Control::Stop { .. } => Action::Stop,
+            Control::Restart { .. } => Action::Restart,
+            Control::Reload { .. } => Action::Reload,
+            Control::Shutdown { .. } => Action::Shutdown,
+        };
+        let name = self.manifest.name.clone();
+        if let Some(op) = &mut self.op {
+            let current = op.action();
+            match (op, command) {
+                // Stops and shutdowns share one stop: everyone is answered when it is done.
+                (
+                    Op::Stop { waiters, exit },
+                    Control::Stop { done } | Control::Shutdown { done },
+                ) => {
+                    *exit |= action == Action::Shutdown;
+                    waiters.push(done);
+                    return;
+                }
+                (Op::Restart { waiters }, Control::Restart { done }) => {
+                    waiters.push(done);
+                    return;
+                }
+                (Op::Reload { waiters, .. }, Control::Reload { done, .. }) => {
+                    waiters.push(done);
+                    return;
+                }
+                (_, command) if strength(action) < strength(current) => {
+                    refuse(command, ControlError::Busy { name, action: current });
+                    return;
+                }
+                (_, command) => {
+                    if let Some(op) = self.op.take() {
+                        supersede(op, &name, action);
+                    }
+                    self.begin_op(command).await;
+                    return;
+                }
             }
-            None => {
-                self.after_crash(crash_reason, running.started_at, running.pid).await;
-                false
+        }
+        self.begin_op(command).await;
+    }
+
+    /// Starts an operator request; no other is in progress.
+    async fn begin_op(&mut self, command: Control) {
+        match command {
+            Control::Stop { done } => {
+                self.op = Some(Op::Stop { waiters: vec![done], exit: false });
+                self.begin_stop().await;
+            }
+            Control::Shutdown { done } => {
+                self.op = Some(Op::Stop { waiters: vec![done], exit: true });
+                self.begin_stop().await;
+            }
+            Control::Restart { done } => {
+                self.restarts.reset();
+                self.op = Some(Op::Restart { waiters: vec![done] });
+                match &self.state {
+                    State::Running { .. } => {
+                        self.abort_candidate();
+                        self.begin_stop().await;
+                    }
+                    // The stop in progress is followed by the start.
+                    State::Stopping { .. } => {}
+                    _ => {
+                        self.abort_candidate();
+                        self.begin_start(StartReason::Start, None).await;
+                    }
+                }
+            }
+            Control::Reload { manifest, done } => {
+                let from_version = self.shared.lock().status.version.clone();
+                tracing::info!(message = "reload started", plugin = %self.manifest.name, from = %from_version, to = %manifest.version);
+                self.op = Some(Op::Reload {
+                    waiters: vec![done],
+                    to_version: manifest.version.clone(),
+                    manifest: Some(manifest),
+                    from_version,
+                    began: Instant::now(),
+                });
+                match &self.state {
+                    // Beside the serving instance (blue-green).
+                    State::Running { .. } => self.start_reload_candidate().await,
+                    // After the stop in progress.
+                    State::Stopping { .. } => {}
+                    // Nothing serves: whatever was pending gives way to the new version.
+                    _ => {
+                        self.abort_candidate();
+                        self.restarts.reset();
+                        self.start_reload_candidate().await;
+                    }
+                }
             }
         }
     }
 
+    /// Starts the candidate of the reload in progress from its manifest.
+    pub(super) async fn start_reload_candidate(&mut self) {
+        let manifest = match &mut self.op {
+            Some(Op::Reload { manifest, .. }) => manifest.take(),
+            _ => None,
+        };
+        if let Some(manifest) = manifest {
+            self.begin_start(StartReason::Start, Some(*manifest)).await;
+        }
+    }
+
+    /// Unsubscribes, refuses what waits, and asks the serving instance to finish and exit (killed after
+    /// the grace period). With nothing serving, the stop is done at once.
+    async fn begin_stop(&mut self) {
+        self.subscription = None;
+        self.abort_candidate();
+        let text = format!("❌ {} is not running", self.manifest.name);
+        while let Some(message) = self.queue.pop_front() {
+            self.refuse(&message, &text, "plugin stopped").await;
+        }
+        self.counts(|c| c.queued = 0);
+        match std::mem::replace(&mut self.state, State::Stopped) {
+            State::Running { serving, .. } => {
+                serving.live.input.send(HostMessage::Shutdown {});
+                let generation = serving.live.generation;
+                self.timers
+                    .insert(Timer::StopGrace { generation }, self.manifest.timeouts.shutdown_grace);
+                self.enter(State::Stopping { serving });
+            }
+            stopping @ State::Stopping { .. } => self.state = stopping,
+            _ => self.stopped().await,
+        }
+    }
+
+    pub(super) fn on_stop_grace(&mut self, generation: u64) {
+        if let State::Stopping { serving } = &mut self.state
+            && serving.live.generation == generation
+        {
+            tracing::warn!(message = "plugin did not exit after shutdown; killing it", plugin = %self.manifest.name, pid = serving.live.pid);
+            serving.live.kill.kill();
+        }
+    }
+
+    /// Nothing runs any more: STOPPED, then whatever the operator asked for next.
+    async fn stopped(&mut self) {
+        self.enter(State::Stopped);
+        match self.op.take() {
+            Some(Op::Stop { waiters, exit }) => {
+                for done in waiters {
+                    let _ = done.send(Ok(()));
+                }
+                self.exit = exit;
+            }
+            Some(op @ Op::Restart { .. }) => {
+                self.op = Some(op);
+                self.begin_start(StartReason::Start, None).await;
+            }
+            Some(op @ Op::Reload { .. }) => {
+                self.op = Some(op);
+                self.start_reload_candidate().await;
+            }
+            None => {}
+        }
+    }
+
+    // ----- exits and crashes ----------------------------------------------------------------------
+
+    /// The serving instance exited: the end of a stop, or a crash.
+    pub(super) async fn on_serving_exit(&mut self, how: String) {
+        let (serving, stopping, candidate) =
+            match std::mem::replace(&mut self.state, State::Stopped) {
+                State::Running { serving, candidate } => (serving, false, candidate),
+                State::Stopping { serving } => (serving, true, None),
+                other => {
+                    self.state = other;
+                    return;
+                }
+            };
+        let mut serving = *serving;
+        let text = format!("❌ {} stopped while handling this", self.manifest.name);
+        let why = if stopping { "plugin stopped" } else { "plugin crashed" };
+        let abandoned: Vec<InFlight> = serving.in_flight.drain().map(|(_, e)| e).collect();
+        for event in abandoned {
+            self.timers.try_remove(&event.timer);
+            self.abandon(event, why, &text).await;
+        }
+        self.counts(|c| c.in_flight = 0);
+        {
+            let mut cell = self.shared.lock();
+            cell.serving_since = None;
+            cell.status.pid = None;
+            cell.status.cpu_percent = None;
+            cell.status.memory_mb = None;
+        }
+        let pid = serving.live.pid;
+        if stopping {
+            tracing::info!(message = "plugin stopped", plugin = %self.manifest.name, pid);
+            // STOPPED before the event goes out, as for `crashed`.
+            self.state = State::Stopped;
+            self.publish_state();
+            self.announce(LifecycleKind::Stopped, Some(serving.live.version), pid, None).await;
+            self.stopped().await;
+            return;
+        }
+        let reason = serving.kill_reason.take().unwrap_or(how);
+        match candidate {
+            // A reload candidate is starting: it carries on alone, and serves if it passes.
+            Some(candidate) => {
+                self.enter(State::Starting(candidate));
+                self.count_crash(&reason, pid).await;
+            }
+            None => self.after_crash(reason, serving.started_at, pid).await,
+        }
+    }
+
+    /// Counts and announces a crash without scheduling anything.
+    async fn count_crash(&mut self, reason: &str, pid: Option<u32>) {
+        self.update(|s| {
+            s.crash_count += 1;
+            s.last_error = Some(reason.to_owned());
+        });
+        tracing::warn!(message = "plugin crashed", plugin = %self.manifest.name, pid, reason = %reason);
+        self.sink.plugin_crashed(&self.manifest.name, reason);
+        let version = self.shared.lock().status.version.clone();
+        self.announce(LifecycleKind::Crashed, Some(version), pid, Some(reason.to_owned())).await;
+    }
+
+    /// An instance crashed or failed to start: restart after the backoff, or give up (FAILED).
     pub(super) async fn after_crash(
         &mut self,
         reason: String,
@@ -43,31 +247,26 @@ impl Slot {
         pid: Option<u32>,
     ) {
         let now = Instant::now();
-        self.update(|s| {
-            s.crash_count += 1;
-            s.last_error = Some(reason.clone());
-        });
-        tracing::warn!(message = "plugin crashed", plugin = %self.manifest.name, pid, reason = %reason);
-        self.sink.plugin_crashed(&self.manifest.name, &reason);
-        // The state changes before the `crashed` event goes out, so whoever hears it and asks for
-        // the status sees CRASHED (or FAILED), not the RUNNING of the instance that just died.
-        let decision = self.restarts.on_crash(now, started_at);
+        let decision = self.restarts.on_crash(now.into_std(), started_at.into_std());
+        // The state changes before the `crashed` event goes out, so whoever hears it and asks for the
+        // status sees CRASHED (or FAILED), not the RUNNING of the instance that just died.
         match decision {
             RestartDecision::RestartAfter(delay) => {
-                self.set_state(PluginState::Crashed);
-                self.restart_at = Some(now + delay);
+                let epoch = self.next_epoch;
+                self.next_epoch += 1;
+                self.timers.insert(Timer::Restart { epoch }, delay);
+                self.enter(State::Backoff { epoch });
                 tracing::info!(message = "plugin restart scheduled", plugin = %self.manifest.name, delay = ?delay);
             }
             RestartDecision::GiveUp => {
-                self.set_state(PluginState::Failed);
-                self.update(|s| s.last_error = Some(format!("{reason} (gave up restarting)")));
-                tracing::error!(message = "plugin FAILED: too many crashes; restart it by hand", plugin = %self.manifest.name);
                 self.subscription = None;
+                self.enter(State::Failed);
+                tracing::error!(message = "plugin FAILED: too many crashes; restart it by hand", plugin = %self.manifest.name);
             }
         }
-        let version = self.shared.lock().status.version.clone();
-        self.announce(LifecycleKind::Crashed, Some(version), pid, Some(reason)).await;
+        self.count_crash(&reason, pid).await;
         if decision == RestartDecision::GiveUp {
+            self.update(|s| s.last_error = Some(format!("{reason} (gave up restarting)")));
             let text = format!("❌ {} is not running", self.manifest.name);
             while let Some(message) = self.queue.pop_front() {
                 self.refuse(&message, &text, "plugin failed").await;
@@ -76,131 +275,40 @@ impl Slot {
         }
     }
 
-    // ----- operator control ---------------------------------------------------------------------
+    // ----- resources ------------------------------------------------------------------------------
 
-    /// Handles an operator command; `true` when the slot task should end.
-    pub(super) async fn on_control(&mut self, command: Control) -> bool {
-        match command {
-            Control::Stop { done } => self.begin_stop(AfterStop::Idle(vec![done])).await,
-            Control::Restart { done } if self.reload_in_progress() => {
-                let _ = done.send(Err(self.busy_reason()));
-                false
-            }
-            Control::Reload { done, .. }
-                if self.reload_in_progress() || self.stopping.is_some() =>
-            {
-                let _ = done.send(Err(self.busy_reason()));
-                false
-            }
-            Control::Reload { manifest, done } => {
-                self.begin_reload(manifest, done).await;
-                false
-            }
-            Control::Restart { done } => {
-                self.restarts.reset();
-                if self.active.is_some() {
-                    self.begin_stop(AfterStop::Start(done)).await
-                } else {
-                    self.abort_start();
-                    self.begin_start(Purpose::Start(Some(done))).await;
-                    false
-                }
-            }
-            Control::Shutdown { done } => self.begin_stop(AfterStop::Exit(done)).await,
-        }
-    }
-
-    pub(super) fn abort_start(&mut self) {
-        self.restart_at = None;
-        if let Some(mut starting) = self.starting.take() {
-            starting.kill.kill();
-            match starting.purpose {
-                Purpose::Start(Some(done)) => {
-                    let _ = done.send(Err("superseded by another start".to_owned()));
-                }
-                Purpose::Reload { done, .. } => {
-                    let _ = done.send(Err("superseded by a stop or restart".to_owned()));
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Unsubscribes and asks the serving instance to finish and exit; kills it after the grace period.
-    /// `true` when nothing was running and the follow-up ends the slot task.
-    pub(super) async fn begin_stop(&mut self, then: AfterStop) -> bool {
-        self.subscription = None;
-        self.abort_start();
-        let text = format!("❌ {} is not running", self.manifest.name);
-        while let Some(message) = self.queue.pop_front() {
-            self.refuse(&message, &text, "plugin stopped").await;
-        }
-        self.counts(|c| c.queued = 0);
-        if self.active.is_none() {
-            return self.after_stop(then).await;
-        }
-        self.set_state(PluginState::Stopping);
-        if let Some(active) = self.active.as_ref() {
-            active.input.send(HostMessage::Shutdown {});
-        }
-        let deadline = Instant::now() + self.manifest.timeouts.shutdown_grace;
-        match &mut self.stopping {
-            // Already stopping: only the follow-up changes (the strongest wins).
-            Some(stopping) => merge_after_stop(&mut stopping.then, then),
-            None => self.stopping = Some(Stopping { deadline, killed: false, then }),
-        }
-        false
-    }
-
-    pub(super) fn on_stop_timeout(&mut self) {
-        if let (Some(stopping), Some(active)) = (self.stopping.as_mut(), self.active.as_mut()) {
-            tracing::warn!(message = "plugin did not exit after shutdown; killing it", plugin = %self.manifest.name, pid = active.pid);
-            stopping.killed = true;
-            active.kill.kill();
-        }
-    }
-
-    /// Runs what was to follow a stop; `true` when the slot task should end.
-    pub(super) async fn after_stop(&mut self, then: AfterStop) -> bool {
-        self.set_state(PluginState::Stopped);
-        match then {
-            AfterStop::Idle(waiters) => {
-                for done in waiters {
-                    let _ = done.send(());
-                }
-                false
-            }
-            AfterStop::Start(done) => {
-                self.begin_start(Purpose::Start(Some(done))).await;
-                false
-            }
-            AfterStop::Exit(done) => {
-                let _ = done.send(());
-                true
-            }
-        }
-    }
-
-    // ----- resources ----------------------------------------------------------------------------
-
-    pub(super) fn sample_resources(&mut self) {
-        let Some(active) = self.active.as_mut() else { return };
-        let Some(sampler) = active.sampler.as_mut() else { return };
-        let Ok(sample) = sampler.sample() else { return };
-        let verdict = active.limits.check(&sample);
-        {
-            let mut cell = self.shared.lock();
-            cell.status.cpu_percent = Some(sample.cpu_percent);
-            cell.status.memory_mb = Some(sample.memory_mb);
-        }
+    /// Samples the serving instance's CPU and memory (off the async threads) and kills it when it is
+    /// over a limit twice in a row.
+    pub(super) async fn sample_resources(&mut self) {
+        let Some(serving) = self.serving_mut() else { return };
+        let Some(sampler) = serving.sampler.clone() else { return };
+        let generation = serving.live.generation;
+        let name = self.manifest.name.clone();
+        let sampled = tokio::task::spawn_blocking(move || {
+            let mut sampler = sampler;
+            let sample = sampler.sample();
+            (sampler, sample)
+        })
+        .await;
+        let Ok((sampler, Ok(sample))) = sampled else { return };
+        let Some(serving) = self.serving_mut().filter(|s| s.live.generation == generation) else {
+            return;
+        };
+        serving.sampler = Some(sampler);
+        let verdict = serving.limits.check(&sample);
         if let Verdict::Over { reason } = verdict
-            && active.kill_reason.is_none()
+            && serving.kill_reason.is_none()
         {
-            tracing::warn!(message = "plugin over its limit; killing it", plugin = %self.manifest.name, pid = active.pid, reason = %reason);
-            active.kill_reason = Some(reason);
-            active.kill.kill();
+            tracing::warn!(message = "plugin over its limit; killing it", plugin = %name, pid = serving.live.pid, reason = %reason);
+            serving.kill_reason = Some(reason);
+            serving.live.kill.kill();
         }
+        let mut cell = self.shared.lock();
+        cell.status.cpu_percent = Some(sample.cpu_percent);
+        cell.status.memory_mb = Some(sample.memory_mb);
     }
+
+    // ----- lifecycle events -----------------------------------------------------------------------
 
     pub(super) async fn announce(
         &self,
@@ -209,7 +317,6 @@ impl Slot {
         pid: Option<u32>,
         reason: Option<String>,
     ) {
-        let Ok(subject) = subject::plugin_lifecycle(&self.manifest.name, kind) else { return };
         let event = LifecycleEvent {
             name: self.manifest.name.clone(),
             version,
@@ -219,8 +326,43 @@ impl Slot {
             duration_ms: None,
             time: now_millis(),
         };
-        if let Err(err) = self.bus.publish_json(&subject, &event).await {
+        self.publish_lifecycle(kind, &event).await;
+    }
+
+    pub(super) async fn publish_lifecycle(&self, kind: LifecycleKind, event: &LifecycleEvent) {
+        let Ok(subject) = subject::plugin_lifecycle(&self.manifest.name, kind) else { return };
+        if let Err(err) = self.bus.publish_json(&subject, event).await {
             tracing::warn!(message = "cannot publish lifecycle event", plugin = %self.manifest.name, %err);
+        }
+    }
+}
+
+/// Answers a refused request.
+fn refuse(command: Control, error: ControlError) {
+    match command {
+        Control::Stop { done } | Control::Restart { done } | Control::Shutdown { done } => {
+            let _ = done.send(Err(error));
+        }
+        Control::Reload { done, .. } => {
+            let _ = done.send(Err(error));
+        }
+    }
+}
+
+/// Tells everyone waiting for `op` that a stronger request (`by`) replaced it.
+fn supersede(op: Op, name: &str, by: Action) {
+    let action = op.action();
+    let error = ControlError::Superseded { name: name.to_owned(), action, by };
+    match op {
+        Op::Restart { waiters } | Op::Stop { waiters, .. } => {
+            for done in waiters {
+                let _ = done.send(Err(error.clone()));
+            }
+        }
+        Op::Reload { waiters, .. } => {
+            for done in waiters {
+                let _ = done.send(Err(error.clone()));
+            }
         }
     }
 }

@@ -82,12 +82,6 @@ impl RestartTracker {
         Self { policy: BackoffPolicy::default(), max_attempts, stable_after, attempts: 0 }
     }
 
-    /// Uses another backoff policy.
-    pub fn with_policy(mut self, policy: BackoffPolicy) -> Self {
-        self.policy = policy;
-        self
-    }
-
     /// Restarts made since the last stable run.
     pub fn attempts(&self) -> u32 {
         self.attempts
