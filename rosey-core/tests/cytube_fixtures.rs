@@ -1,5 +1,5 @@
 //! The CyTube wire units against every frame recorded from a real CyTube server
-//! (`shared/fixtures/cytube/`, beside the repository).
+//! (`rosey-testkit/fixtures/cytube/`).
 
 use std::path::PathBuf;
 
@@ -7,14 +7,14 @@ use rosey_core::connector::cytube::packet::Frame;
 use rosey_core::connector::cytube::text::html_to_text;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/cytube")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../rosey-testkit/fixtures/cytube")
 }
 
 /// Every (direction, frame) of every recorded scenario.
 fn frames() -> Vec<(String, String)> {
     let mut frames = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(fixtures())
-        .expect("shared/fixtures/cytube beside the repository")
+        .expect("rosey-testkit/fixtures/cytube in the repository")
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
         .collect();

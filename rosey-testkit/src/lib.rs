@@ -1,5 +1,5 @@
 //! Test support for Rosey: [`FakeCytube`], a fake CyTube 3.86 server that replays the
-//! behaviour recorded in `shared/fixtures/cytube/` (frame shapes, event names, order,
+//! behaviour recorded in `rosey-testkit/fixtures/cytube/` (frame shapes, event names, order,
 //! error texts) for the tests of the CyTube connector.
 //!
 //! It listens on two loopback ports, like CyTube: a tiny HTTP server answering

@@ -86,9 +86,9 @@ impl Client {
     }
 }
 
-/// `shared/fixtures/cytube`, beside the repository.
+/// The recorded CyTube frames, `rosey-testkit/fixtures/cytube/` in this repository.
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/cytube")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/cytube")
 }
 
 /// One recorded line.

@@ -1,6 +1,6 @@
 //! The CyTube connector (cargo feature `cytube`): socket.io v5 over an Engine.IO v4 websocket, built
-//! against frames recorded from a real CyTube 3.86 server (`shared/fixtures/cytube/`). Why a client of
-//! our own on tokio-tungstenite rather than a socket.io crate is in `docs/CYTUBE.md`.
+//! against frames recorded from a real CyTube 3.86 server (`rosey-testkit/fixtures/cytube/`). Why a
+//! client of our own on tokio-tungstenite rather than a socket.io crate is in `docs/CYTUBE.md`.
 //!
 //! [`CytubeConnector`] finds the channel's server ([`discovery`]), connects, joins and logs in
 //! (`session`), then puts the channel on the bus:
