@@ -109,8 +109,9 @@ impl std::fmt::Debug for Router {
     }
 }
 
-/// A running router: its [`ServiceHandle`] and its counters.
+/// A running router: its [`ServiceHandle`] and its counters. Dropping it stops the router.
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the router"]
 pub struct RouterHandle {
     counters: Arc<Counters>,
     service: ServiceHandle<RouterError>,

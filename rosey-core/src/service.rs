@@ -70,6 +70,7 @@ impl Stopper {
 /// Dropping the handle without [`wait`](Self::wait)ing asks the service to stop (it does not wait for
 /// it), so a service never outlives everything that could stop it.
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the service"]
 pub struct ServiceHandle<E> {
     name: &'static str,
     stop: CancellationToken,
