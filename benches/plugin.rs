@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use rosey_core::bus::{EventBus, EventBusExt, MemoryBus, NatsBus, Subscription};
 use rosey_core::event::ChatMessage;
 use rosey_core::plugin::{Manifest, PluginManager, PluginRuntime, ProcessRuntime};
-use rosey_core::router::{Router, RouterOptions};
+use rosey_core::router::{Router, RouterHandle, RouterOptions};
 use rosey_plugin::protocol::{HostMessage, PluginMessage};
 use tokio_util::sync::CancellationToken;
 
@@ -38,7 +38,7 @@ fn runtime() -> tokio::runtime::Runtime {
 struct Node {
     bus: Arc<dyn EventBus>,
     manager: PluginManager,
-    shutdown: CancellationToken,
+    router: RouterHandle,
     replies: Subscription,
     channel: String,
 }
@@ -54,17 +54,16 @@ impl Node {
                 .await
                 .expect("plugin binaries built with `cargo build --release`?");
         }
-        let shutdown = CancellationToken::new();
         let options = RouterOptions {
             queue_group: format!("bench-router-{}", std::process::id()),
             ..RouterOptions::default()
         };
-        Router::new(bus.clone(), manager.command_table(), options)
-            .start(shutdown.clone())
+        let router = Router::new(bus.clone(), manager.command_table(), options)
+            .start()
             .await
             .expect("router");
         let replies = bus.subscribe("cytube.chat.send").await.expect("subscribe");
-        Self { bus, manager, shutdown, replies, channel: format!("bench{}", std::process::id()) }
+        Self { bus, manager, router, replies, channel: format!("bench{}", std::process::id()) }
     }
 
     async fn say(&self, line: &str) {
@@ -80,7 +79,7 @@ impl Node {
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
+        self.router.shutdown().await.expect("router");
         self.manager.shutdown().await;
     }
 }
@@ -324,7 +323,7 @@ fn reload(c: &mut Criterion) {
     let status = manager.status("dice-roller").expect("status");
     assert_eq!(status.events.failed, 0, "no command may fail during reloads");
     rt.block_on(async {
-        node.shutdown.cancel();
+        node.router.shutdown().await.expect("router");
         manager.shutdown().await;
     });
 }

@@ -1,26 +1,41 @@
 //! Wiring: starts Rosey's parts in the documented order and stops them in reverse on SIGINT/SIGTERM.
 //!
 //! Start: EventBus → Database → PluginManager → MetricsCollector → Dashboard → AdminPlugin → Router →
-//! Connector (docs/ARCHITECTURE.md). Only the parts that exist so far are started. A connector that
-//! stops for good (banned, logged in elsewhere) stops the node too, with a non-zero exit.
+//! Connector (docs/ARCHITECTURE.md). Only the parts that exist so far are started. Plugins start
+//! concurrently and `rosey ready` waits for them at most [`PLUGIN_START_TIMEOUT`] all together. A
+//! signal is obeyed at any moment, startup included: what already started is stopped, each step within
+//! [`STOP_STEP_TIMEOUT`]. A connector that stops for good (banned, logged in elsewhere) stops the node
+//! too, with a non-zero exit. With the console, the end of input ends the node once everything read has
+//! been answered (bounded by [`DRAIN_TIMEOUT`]), so `printf '!roll 2d6\n' | rosey run` can be scripted.
 
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rosey_core::bus::{BusError, EventBus, MemoryBus};
 use rosey_core::config::Config;
-use rosey_core::connector::console::{ConsoleConnector, ConsoleOptions};
-use rosey_core::connector::{Connector, ConnectorError};
-use rosey_core::control::ControlService;
-use rosey_core::plugin::{PluginManager, ProcessRuntime};
-use rosey_core::router::{Router, RouterOptions};
-use tokio_util::sync::CancellationToken;
+use rosey_core::connector::console::{ConsoleConnector, ConsoleOptions, ConsoleProgress};
+use rosey_core::connector::{Connector, ConnectorError, ConnectorHandle};
+use rosey_core::control::{ControlHandle, ControlService, ControlServiceError};
+use rosey_core::health::{self, HealthRegistry};
+use rosey_core::plugin::{PluginManager, PluginState, ProcessRuntime};
+use rosey_core::router::{Router, RouterError, RouterHandle, RouterOptions};
+use tokio::task::JoinSet;
 
-/// How long startup waits for each plugin to be running.
+/// How long startup waits for the plugins, all of them together, to be RUNNING or FAILED.
 const PLUGIN_START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long each shutdown step may take before it is abandoned.
 const STOP_STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long, after the console's input ended, the node waits for the answers to what it read.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often the plugins' health is refreshed from the manager.
+const HEALTH_REFRESH: Duration = Duration::from_secs(5);
+
+/// How often the end-of-input drain looks at the router's and plugins' counters.
+const DRAIN_POLL: Duration = Duration::from_millis(25);
 
 /// Why the node could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -33,115 +48,266 @@ pub(crate) enum NodeError {
     #[cfg(not(feature = "cytube"))]
     #[error("the config has a cytube section but this build of rosey has no `cytube` feature")]
     CytubeNotBuilt,
+    #[error("router: {0}")]
+    Router(#[from] RouterError),
+    #[error("control API: {0}")]
+    Control(#[from] ControlServiceError),
     #[error("connector: {0}")]
-    Connector(ConnectorError),
+    Connector(#[from] ConnectorError),
+    #[error("the connector stopped on its own")]
+    ConnectorStopped,
     #[error("cannot listen for signals: {0}")]
     Signals(std::io::Error),
 }
 
-/// Runs the node until SIGINT or SIGTERM.
-pub(crate) async fn run(config: Config) -> Result<(), NodeError> {
-    let shutdown = shutdown_signal()?;
-    tracing::info!(message = "starting rosey", version = env!("CARGO_PKG_VERSION"));
+/// What has been started so far, stopped in reverse order by [`Parts::stop`].
+#[derive(Default)]
+struct Parts {
+    bus: Option<Arc<dyn EventBus>>,
+    manager: Option<Arc<PluginManager>>,
+    control: Option<ControlHandle>,
+    router: Option<RouterHandle>,
+    connector: Option<ConnectorHandle>,
+}
 
+/// Runs the node until SIGINT or SIGTERM (or the end of the console's input).
+pub(crate) async fn run(config: Config) -> Result<(), NodeError> {
+    let mut signal = pin!(shutdown_signal()?);
+    tracing::info!(message = "starting rosey", version = env!("CARGO_PKG_VERSION"));
+    let health = HealthRegistry::new();
+    let mut parts = Parts::default();
+    // The whole startup races the signal: Ctrl-C while a plugin or CyTube keeps us waiting is obeyed
+    // at once, and what already started is stopped below.
+    let started = tokio::select! {
+        started = start(&config, &health, &mut parts) => Some(started),
+        () = &mut signal => None,
+    };
+    let outcome = match started {
+        None => {
+            tracing::info!(message = "stopping during startup");
+            Ok(())
+        }
+        Some(Err(err)) => Err(err),
+        Some(Ok(console)) => serve(&mut parts, console, &health, &mut signal).await,
+    };
+    tracing::info!(message = "shutting down");
+    parts.stop().await;
+    tracing::info!(message = "rosey stopped");
+    outcome
+}
+
+/// Starts the parts in order, recording each in `parts` as soon as it runs. Returns the console's
+/// progress when the connector is the console.
+async fn start(
+    config: &Config,
+    health: &HealthRegistry,
+    parts: &mut Parts,
+) -> Result<Option<ConsoleProgress>, NodeError> {
+    health.expect(health::BUS);
+    health.expect(health::PLUGINS);
+    health.expect(health::CONNECTOR);
     // 1. EventBus
-    let (bus, bus_kind) = start_bus(&config).await?;
+    let (bus, bus_kind) = start_bus(config).await?;
+    parts.bus = Some(bus.clone());
+    health.report(health::BUS, true, format!("connected ({bus_kind})"));
     // 2. Database: arrives with the storage work.
-    // 3. PluginManager
+    // 3. PluginManager: every plugin starts at once; chat starts flowing only once they have all had
+    //    their chance, bounded by one timeout for all of them together.
     let manager = Arc::new(PluginManager::new(bus.clone(), Arc::new(ProcessRuntime::new())));
+    parts.manager = Some(manager.clone());
     for error in manager.load_dir(&config.plugin_dir).await {
         tracing::error!(message = "plugin not loaded", %error);
     }
-    // Chat starts flowing only once the plugins have had their chance to start; one that fails keeps
-    // being retried by its supervisor and does not hold the others up.
-    for plugin in manager.snapshot() {
-        if let Err(err) = manager.wait_running(&plugin.name, PLUGIN_START_TIMEOUT).await {
-            tracing::error!(message = "plugin not running at startup", plugin = %plugin.name, %err);
-        }
-    }
-    let stop = CancellationToken::new();
+    wait_for_plugins(&manager).await;
     // The control API (rosey.control.*) belongs with the plugin manager it drives.
-    let control = match ControlService::new(bus.clone(), manager.clone()).start().await {
-        Ok(task) => task,
-        Err(err) => {
-            manager.shutdown().await;
-            return Err(err.into());
-        }
-    };
+    parts.control = Some(ControlService::new(bus.clone(), manager.clone()).start().await?);
     // 4–6. MetricsCollector, Dashboard, AdminPlugin: arrive with their crates.
     // 7. Router
     let bot_name = config.cytube.as_ref().map_or("rosey", |c| c.username.as_str()).to_owned();
     let router_options =
         RouterOptions { bot_name: Some(bot_name.clone()), ..RouterOptions::default() };
-    let router = Router::new(bus.clone(), manager.command_table(), router_options);
-    let router = match router.start(stop.clone()).await {
-        Ok(router) => router,
-        Err(err) => {
-            manager.shutdown().await;
-            return Err(err.into());
-        }
-    };
+    parts.router =
+        Some(Router::new(bus.clone(), manager.command_table(), router_options).start().await?);
     // 8. Connector
-    let connector = match make_connector(&config, bot_name) {
-        Ok(connector) => connector,
-        Err(err) => {
-            stop.cancel();
-            manager.shutdown().await;
-            return Err(err);
-        }
-    };
-    let mut connector = match connector.start(bus.clone(), stop.clone()).await {
-        Ok(handle) => handle,
-        Err(err) => {
-            stop.cancel();
-            manager.shutdown().await;
-            return Err(NodeError::Connector(err));
-        }
-    };
-    let plugins = manager.snapshot();
+    let (connector, console) = make_connector(config, bot_name, health)?;
+    parts.connector = Some(connector.start(bus).await?);
+
+    let plugins = report_plugins(&manager, health);
+    let not_running: Vec<&str> = plugins.not_running.iter().map(String::as_str).collect();
     tracing::info!(
         message = "rosey ready",
         bus = bus_kind,
-        plugins = plugins.len(),
-        connector = connector_name(&config)
+        running = plugins.running,
+        failed = not_running.len(),
+        not_running = ?not_running,
+        connector = connector_name(config)
     );
+    Ok(console)
+}
 
-    // Until a signal, or the connector stops for good (a ban, a duplicate login…).
-    let connector_failure = tokio::select! {
-        () = shutdown => None,
-        result = &mut connector => Some(result),
+/// Waits until every plugin is RUNNING or FAILED, all of them together within
+/// [`PLUGIN_START_TIMEOUT`]. Plugins still starting then keep being supervised (and may run later).
+async fn wait_for_plugins(manager: &Arc<PluginManager>) {
+    let mut waits = JoinSet::new();
+    for plugin in manager.snapshot() {
+        let manager = manager.clone();
+        waits.spawn(async move {
+            let result = manager.wait_running(&plugin.name, PLUGIN_START_TIMEOUT).await;
+            (plugin.name, result)
+        });
+    }
+    // Each wait has the same timeout from the same instant; the outer one makes the shared deadline
+    // explicit. Dropping the JoinSet (on timeout, or a signal) ends the waits, not the plugins.
+    let all = async {
+        while let Some(joined) = waits.join_next().await {
+            if let Ok((name, Err(err))) = joined {
+                tracing::error!(message = "plugin not running at startup", plugin = %name, %err);
+            }
+        }
     };
-    tracing::info!(message = "shutting down");
-    // Reverse order, each step bounded.
-    stop.cancel();
-    if connector_failure.is_none() {
-        step("connector", &mut connector).await;
-    }
-    step("router", router.wait()).await;
-    control.stop();
-    step("control API", control.wait()).await;
-    step("plugins", manager.shutdown()).await;
-    if tokio::time::timeout(STOP_STEP_TIMEOUT, bus.flush()).await.is_err() {
-        tracing::warn!(message = "event bus did not flush in time", timeout = ?STOP_STEP_TIMEOUT);
-    }
-    drop(bus);
-    tracing::info!(message = "rosey stopped");
-    match connector_failure {
-        Some(Err(err)) => Err(NodeError::Connector(err)),
-        Some(Ok(())) => Err(NodeError::Connector(ConnectorError::Failed(
-            "the connector stopped on its own".to_owned(),
-        ))),
-        None => Ok(()),
+    if tokio::time::timeout(PLUGIN_START_TIMEOUT + Duration::from_secs(1), all).await.is_err() {
+        tracing::warn!(message = "plugins still starting", timeout = ?PLUGIN_START_TIMEOUT);
     }
 }
 
-/// The console connector on embedded defaults, CyTube when the config has a `cytube` section.
-fn make_connector(config: &Config, bot_name: String) -> Result<Box<dyn Connector>, NodeError> {
+/// Running and not running plugins, as reported into the health registry.
+struct PluginCount {
+    running: usize,
+    not_running: Vec<String>,
+}
+
+/// Reports the plugins' health: healthy when every plugin runs, `running N/M` and the others named.
+fn report_plugins(manager: &PluginManager, health: &HealthRegistry) -> PluginCount {
+    let plugins = manager.snapshot();
+    let total = plugins.len();
+    let (running, not_running): (Vec<_>, Vec<_>) =
+        plugins.into_iter().partition(|p| p.state == PluginState::Running);
+    let not_running: Vec<String> = not_running.into_iter().map(|p| p.name).collect();
+    let mut detail = format!("running {}/{total}", running.len());
+    if !not_running.is_empty() {
+        detail.push_str(&format!("; not running: {}", not_running.join(", ")));
+    }
+    health.report(health::PLUGINS, not_running.is_empty(), detail);
+    PluginCount { running: running.len(), not_running }
+}
+
+/// Serves until a signal, the connector's end, or (console) the end of input once it is answered.
+async fn serve(
+    parts: &mut Parts,
+    console: Option<ConsoleProgress>,
+    health: &HealthRegistry,
+    signal: &mut (impl Future<Output = ()> + Unpin),
+) -> Result<(), NodeError> {
+    let Some(connector) = parts.connector.take() else { return Ok(()) };
+    let stopper = connector.stopper();
+    let mut connector_end = pin!(connector.wait());
+    let mut refresh = tokio::time::interval(HEALTH_REFRESH);
+    let input_ended = async {
+        match &console {
+            Some(console) => console.input_ended().await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut input_ended = pin!(input_ended);
+    loop {
+        tokio::select! {
+            () = &mut *signal => break,
+            ended = &mut connector_end => {
+                // The connector stopped for good (a ban, a duplicate login…): nothing left to stop.
+                return match ended {
+                    Ok(()) => Err(NodeError::ConnectorStopped),
+                    Err(err) => Err(NodeError::Connector(err)),
+                };
+            }
+            () = &mut input_ended => {
+                if let Some(console) = &console {
+                    tracing::info!(message = "console input ended; answering what was read, then stopping");
+                    let drained = answer_what_was_read(parts, console);
+                    tokio::select! {
+                        () = &mut *signal => {}
+                        finished = tokio::time::timeout(DRAIN_TIMEOUT, drained) => {
+                            if finished.is_err() {
+                                tracing::warn!(message = "replies still pending at the end of input; stopping anyway", timeout = ?DRAIN_TIMEOUT);
+                            }
+                        }
+                    }
+                }
+                break;
+            }
+            _ = refresh.tick() => {
+                if let Some(manager) = &parts.manager {
+                    report_plugins(manager, health);
+                }
+            }
+        }
+    }
+    stopper.stop();
+    step("connector", connector_end).await;
+    Ok(())
+}
+
+/// Returns once everything the console read has been answered and printed: the router has handled
+/// every line, every command it routed has reached its plugin, no plugin has an event queued or in
+/// flight (the same on two looks in a row), and the console has printed every reply sent so far.
+async fn answer_what_was_read(parts: &Parts, console: &ConsoleProgress) {
+    let (Some(router), Some(manager), Some(bus)) = (&parts.router, &parts.manager, &parts.bus)
+    else {
+        return;
+    };
+    let lines = console.lines_read();
+    while router.stats().handled() < lines {
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+    let routed = router.stats().routed;
+    let mut quiet_looks = 0;
+    while quiet_looks < 2 {
+        tokio::time::sleep(DRAIN_POLL).await;
+        let plugins = manager.snapshot();
+        let received: u64 = plugins.iter().map(|p| p.events.received).sum();
+        let busy = plugins.iter().any(|p| p.events.queued + p.events.in_flight > 0);
+        quiet_looks = if received >= routed && !busy { quiet_looks + 1 } else { 0 };
+    }
+    if let Err(error) = console.flush(bus.as_ref()).await {
+        tracing::warn!(message = "cannot flush the console", %error);
+    }
+}
+
+impl Parts {
+    /// Stops what started, in reverse order, each step bounded by [`STOP_STEP_TIMEOUT`].
+    async fn stop(self) {
+        if let Some(connector) = self.connector {
+            step("connector", connector.shutdown()).await;
+        }
+        if let Some(router) = self.router {
+            step("router", router.shutdown()).await;
+        }
+        if let Some(control) = self.control {
+            step("control API", control.shutdown()).await;
+        }
+        if let Some(manager) = self.manager {
+            step("plugins", manager.shutdown()).await;
+        }
+        if let Some(bus) = self.bus {
+            step("event bus flush", bus.flush()).await;
+        }
+    }
+}
+
+/// The console connector on embedded defaults, CyTube when the config has a `cytube` section; the
+/// console's progress too, when it is the console.
+fn make_connector(
+    config: &Config,
+    bot_name: String,
+    health: &HealthRegistry,
+) -> Result<(Box<dyn Connector>, Option<ConsoleProgress>), NodeError> {
     match &config.cytube {
-        None => Ok(Box::new(ConsoleConnector::new(ConsoleOptions {
-            bot_name,
-            ..ConsoleOptions::default()
-        }))),
+        None => {
+            let console =
+                ConsoleConnector::new(ConsoleOptions { bot_name, ..ConsoleOptions::default() })
+                    .with_health(health.clone());
+            let progress = console.progress();
+            Ok((Box::new(console), Some(progress)))
+        }
         #[cfg(feature = "cytube")]
         Some(cytube) => {
             use rosey_core::connector::cytube::{CytubeConnector, CytubeOptions};
@@ -152,7 +318,9 @@ fn make_connector(config: &Config, bot_name: String) -> Result<Box<dyn Connector
                 user = %cytube.username,
                 guest = cytube.password.is_none()
             );
-            Ok(Box::new(CytubeConnector::new(CytubeOptions::from_config(cytube))))
+            let connector = CytubeConnector::new(CytubeOptions::from_config(cytube))
+                .with_health(health.clone());
+            Ok((Box::new(connector), None))
         }
         #[cfg(not(feature = "cytube"))]
         Some(_) => Err(NodeError::CytubeNotBuilt),

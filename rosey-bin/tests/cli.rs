@@ -180,7 +180,7 @@ impl Running {
 #[test]
 fn run_on_embedded_defaults_starts_and_stops_cleanly_on_sigterm() {
     let dir = scratch_dir();
-    let running = Running::start(rosey(&dir, &["run"]));
+    let running = Running::start(console_kept_open(rosey(&dir, &["run"])));
     let startup = running.wait_for("rosey ready");
     assert!(startup.contains("memory"), "default bus is the in-process one:\n{startup}");
     running.signal("TERM");
@@ -194,7 +194,7 @@ fn run_on_embedded_defaults_starts_and_stops_cleanly_on_sigterm() {
 #[test]
 fn run_stops_cleanly_on_sigint() {
     let dir = scratch_dir();
-    let running = Running::start(rosey(&dir, &["run"]));
+    let running = Running::start(console_kept_open(rosey(&dir, &["run"])));
     running.wait_for("rosey ready");
     running.signal("INT");
     let (status, _) = running.wait_exit();
@@ -401,7 +401,8 @@ fn killing_the_host_leaves_no_plugin_processes_behind() {
     let dir = scratch_dir();
     let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
     let config = config_with_plugins(&dir, &plugins);
-    let running = Running::start(rosey(&dir, &["run", "--config", config.to_str().unwrap()]));
+    let cmd = rosey(&dir, &["run", "--config", config.to_str().unwrap()]);
+    let running = Running::start(console_kept_open(cmd));
     let startup = running.wait_for("rosey ready");
     let pids: Vec<u32> = startup
         .lines()
@@ -426,4 +427,170 @@ fn killing_the_host_leaves_no_plugin_processes_behind() {
         });
         assert!(gone, "plugin process {pid} outlived its host");
     }
+}
+
+// ---- Startup that never hangs, signals at any moment, a scriptable console (helper "services") ----
+
+/// Gives the console an input that stays open (the handle stays in the `Child`), as a terminal
+/// would: at the end of its input `rosey run` answers what it read and exits.
+fn console_kept_open(mut cmd: Command) -> Command {
+    cmd.stdin(Stdio::piped());
+    cmd
+}
+
+/// Every line `rosey` writes, stdout and stderr alike (logs may go to either), as it arrives.
+fn merged_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let (tx, lines) = mpsc::channel();
+    let stdout: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
+    let stderr: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().unwrap());
+    for stream in [stdout, stderr] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    lines
+}
+
+/// Reads `lines` until one contains `needle`, for at most `patience`; returns it and what came before.
+fn line_with(lines: &mpsc::Receiver<String>, needle: &str, patience: Duration) -> (String, String) {
+    let deadline = std::time::Instant::now() + patience;
+    let mut seen = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return (line, seen),
+            Ok(line) => {
+                seen.push_str(&line);
+                seen.push('\n');
+            }
+            Err(_) => panic!("no line containing {needle:?} within {patience:?}; so far:\n{seen}"),
+        }
+    }
+}
+
+/// Waits for the process to exit, for at most `patience`; `None` if it is still running.
+fn exit_within(child: &mut Child, patience: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A plugin folder with three plugins whose program starts, says so on stderr, and never says ready.
+fn hanging_plugins() -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = scratch_dir().join("plugins");
+    for name in ["hang-a", "hang-b", "hang-c"] {
+        let plugin = dir.join(name);
+        std::fs::create_dir_all(&plugin).unwrap();
+        let command = name.replace('-', "");
+        std::fs::write(
+            plugin.join("plugin.toml"),
+            format!(
+                "name = \"{name}\"\nversion = \"1.0.0\"\nexec = [\"hang.sh\"]\ncommands = [\"{command}\"]\n"
+            ),
+        )
+        .unwrap();
+        let script = plugin.join("hang.sh");
+        std::fs::write(&script, format!("#!/bin/sh\necho \"{name} hangs\" >&2\nexec sleep 600\n"))
+            .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
+}
+
+/// The bound this test holds `rosey ready` to: one plugin start timeout (15 s), plus slack for a
+/// loaded machine. Waiting for the plugins one after another would take 45 s.
+const READY_WITH_HANGING_PLUGINS: Duration = Duration::from_secs(25);
+
+/// How long `rosey` may take to stop after a signal here: the hanging plugins ignore `shutdown` and
+/// are killed after their 5 s grace period (the documented worst case is 10 s a step).
+const STOP_WITH_HANGING_PLUGINS: Duration = Duration::from_secs(12);
+
+#[test]
+fn three_plugins_that_hang_at_start_delay_ready_by_one_start_timeout_at_most() {
+    let dir = scratch_dir();
+    let config = config_with_plugins(&dir, &hanging_plugins());
+    let cmd = rosey(&dir, &["run", "--config", config.to_str().unwrap()]);
+    let began = std::time::Instant::now();
+    let mut child =
+        console_kept_open(cmd).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let lines = merged_lines(&mut child);
+    let (ready, _) = line_with(&lines, "rosey ready", Duration::from_secs(60));
+    let waited = began.elapsed();
+    assert!(waited < READY_WITH_HANGING_PLUGINS, "ready after {waited:?}: {ready}");
+    assert!(ready.contains("running=0") && ready.contains("failed=3"), "{ready}");
+    for name in ["hang-a", "hang-b", "hang-c"] {
+        assert!(ready.contains(name), "the ready line names {name}: {ready}");
+    }
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = exit_within(&mut child, STOP_WITH_HANGING_PLUGINS).expect("rosey did not stop");
+    assert!(status.success(), "exit {status:?}");
+}
+
+#[test]
+fn sigint_while_startup_waits_for_hanging_plugins_stops_rosey_within_the_stop_bound() {
+    let dir = scratch_dir();
+    let config = config_with_plugins(&dir, &hanging_plugins());
+    let cmd = rosey(&dir, &["run", "--config", config.to_str().unwrap()]);
+    let mut child =
+        console_kept_open(cmd).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let lines = merged_lines(&mut child);
+    // All three plugins are up (and will never be ready): startup is waiting for them.
+    let mut before = String::new();
+    for name in ["hang-a", "hang-b", "hang-c"] {
+        let (_, seen) = line_with(&lines, &format!("{name} hangs"), Duration::from_secs(20));
+        before.push_str(&seen);
+    }
+    assert!(!before.contains("rosey ready"), "still starting:\n{before}");
+    let signalled = std::time::Instant::now();
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = exit_within(&mut child, STOP_WITH_HANGING_PLUGINS)
+        .unwrap_or_else(|| panic!("still running {STOP_WITH_HANGING_PLUGINS:?} after SIGINT"));
+    assert!(status.success(), "a signal during startup is a clean stop: {status:?}");
+    let rest: Vec<String> = lines.try_iter().collect();
+    assert!(!rest.iter().any(|l| l.contains("rosey ready")), "{rest:?}");
+    assert!(signalled.elapsed() < STOP_WITH_HANGING_PLUGINS);
+}
+
+#[test]
+fn piped_console_input_is_answered_then_rosey_exits_0() {
+    // printf 'alice: !roll 2d6\n' | rosey run
+    let dir = scratch_dir();
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let config = config_with_plugins(&dir, &plugins);
+    let mut child = rosey(&dir, &["run", "--config", config.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"alice: !roll 2d6\n").unwrap();
+    } // end of input
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>()
+    });
+    let status = exit_within(&mut child, Duration::from_secs(60))
+        .expect("rosey kept running after its input ended");
+    assert!(status.success(), "exit {status:?}");
+    let stdout = reader.join().unwrap();
+    let rolls: Vec<&String> = stdout.iter().filter(|l| l.starts_with("rosey: 🎲")).collect();
+    assert_eq!(rolls.len(), 1, "one answer to one line:\n{}", stdout.join("\n"));
+    let total: u32 = rolls[0].rsplit("= ").next().unwrap().trim().parse().unwrap();
+    assert!((2..=12).contains(&total), "{}", rolls[0]);
 }

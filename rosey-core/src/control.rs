@@ -24,12 +24,11 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bus::{BusError, EventBus, EventBusExt, Message};
 use crate::plugin::{ControlError, EventCounts, PluginControl, PluginStatus, ReloadReport};
+use crate::service::{ServiceHandle, TaskFailed};
 use crate::subject::CONTROL_PREFIX;
 
 /// The queue group of control services, so one node answers each request.
@@ -188,24 +187,19 @@ impl std::fmt::Debug for ControlService {
     }
 }
 
+/// Why the control service stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlServiceError {
+    /// Subscribing to `rosey.control.*` failed.
+    #[error("the control API cannot subscribe")]
+    Subscribe(#[source] BusError),
+    /// The service's task failed.
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
+}
+
 /// A running [`ControlService`].
-#[derive(Debug)]
-pub struct ControlHandle {
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl ControlHandle {
-    /// Asks the service to stop: it unsubscribes and ends the requests it is answering.
-    pub fn stop(&self) {
-        self.stop.cancel();
-    }
-
-    /// Waits until the service has stopped (after [`ControlHandle::stop`]).
-    pub async fn wait(self) {
-        let _ = self.task.await;
-    }
-}
+pub type ControlHandle = ServiceHandle<ControlServiceError>;
 
 impl ControlService {
     /// A service answering through `control`.
@@ -216,13 +210,14 @@ impl ControlService {
     /// Subscribes and answers in a spawned task until stopped. Each request is answered in its own
     /// task (tracked, and ended when the service stops), so a long reload does not hold up a status
     /// request. Returns once the subscription is live.
-    pub async fn start(self) -> Result<ControlHandle, BusError> {
-        let mut requests =
-            self.bus.queue_subscribe(&format!("{CONTROL_PREFIX}.*"), CONTROL_GROUP).await?;
-        let stop = CancellationToken::new();
-        let token = stop.clone();
+    pub async fn start(self) -> Result<ControlHandle, ControlServiceError> {
+        let mut requests = self
+            .bus
+            .queue_subscribe(&format!("{CONTROL_PREFIX}.*"), CONTROL_GROUP)
+            .await
+            .map_err(ControlServiceError::Subscribe)?;
         let service = Arc::new(self);
-        let task = tokio::spawn(async move {
+        Ok(ServiceHandle::spawn("control API", move |token| async move {
             let tracker = TaskTracker::new();
             loop {
                 tokio::select! {
@@ -244,8 +239,8 @@ impl ControlService {
             }
             tracker.close();
             tracker.wait().await;
-        });
-        Ok(ControlHandle { stop, task })
+            Ok(())
+        }))
     }
 
     async fn answer(&self, request: Message) {

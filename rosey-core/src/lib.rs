@@ -13,7 +13,11 @@
 //! - [`router`]: chat lines → command events by the plugins' manifests;
 //! - [`connector`]: the [`Connector`](connector::Connector) trait, the console connector and, with the
 //!   `cytube` feature, the CyTube connector;
-//! - [`metrics`]: the [`MetricsSink`](metrics::MetricsSink) trait the runtime reports to.
+//! - [`metrics`]: the [`MetricsSink`](metrics::MetricsSink) trait the runtime reports to;
+//! - [`service`]: the one lifecycle every service follows (`start` consumes it, a
+//!   [`ServiceHandle`](service::ServiceHandle) stops it and says how it ended);
+//! - [`health`]: the [`HealthRegistry`](health::HealthRegistry) components report into, with the
+//!   node's start time.
 //!
 //! `rosey-core` knows nothing of HTTP servers, metrics storage or chat commands beyond routing: the other
 //! crates of the workspace meet it through its traits.
@@ -25,8 +29,10 @@ pub mod config;
 pub mod connector;
 pub mod control;
 pub mod event;
+pub mod health;
 mod lines;
 pub mod metrics;
 pub mod plugin;
 pub mod router;
+pub mod service;
 pub mod subject;

@@ -14,12 +14,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::StreamExt;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::bus::{BusError, EventBus, EventBusExt, Message};
 use crate::event::{ChatMessage, CommandEvent};
 use crate::plugin::CommandTable;
+use crate::service::{ServiceHandle, Stopper, TaskFailed};
 use crate::subject;
 
 /// How the router reads chat.
@@ -48,6 +47,15 @@ pub struct RouterStats {
     pub ignored: u64,
     /// Payloads on `cytube.chat.message` that were not a chat message.
     pub malformed: u64,
+    /// Commands that could not be published on the bus (logged).
+    pub failed: u64,
+}
+
+impl RouterStats {
+    /// Every chat payload the router has finished with, whatever became of it.
+    pub fn handled(&self) -> u64 {
+        self.routed + self.ignored + self.malformed + self.failed
+    }
 }
 
 #[derive(Debug, Default)]
@@ -55,9 +63,40 @@ struct Counters {
     routed: AtomicU64,
     ignored: AtomicU64,
     malformed: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Why the router could not start or stopped routing.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// Subscribing to chat failed.
+    #[error("the router cannot subscribe to chat")]
+    Subscribe(#[source] BusError),
+    /// The bus ended the chat subscription while the router was running (the bus closed).
+    #[error("the bus closed the router's chat subscription")]
+    SubscriptionEnded,
+    /// The router's task panicked.
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
 }
 
 /// Routes chat to plugins; see the [module docs](self).
+///
+/// ```
+/// use std::sync::Arc;
+/// use rosey_core::bus::MemoryBus;
+/// use rosey_core::plugin::CommandTable;
+/// use rosey_core::router::{Router, RouterOptions};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), rosey_core::router::RouterError> {
+/// let table = CommandTable::new(); // usually the plugin manager's `command_table()`
+/// let router = Router::new(Arc::new(MemoryBus::new()), table, RouterOptions::default());
+/// let running = router.start().await?; // subscribed: chat from now on is routed
+/// println!("routed so far: {}", running.stats().routed);
+/// running.shutdown().await
+/// # }
+/// ```
 pub struct Router {
     bus: Arc<dyn EventBus>,
     table: CommandTable,
@@ -70,11 +109,12 @@ impl std::fmt::Debug for Router {
     }
 }
 
-/// A running router.
+/// A running router: its [`ServiceHandle`] and its counters. Dropping it stops the router.
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the router"]
 pub struct RouterHandle {
     counters: Arc<Counters>,
-    task: JoinHandle<()>,
+    service: ServiceHandle<RouterError>,
 }
 
 impl RouterHandle {
@@ -84,12 +124,28 @@ impl RouterHandle {
             routed: self.counters.routed.load(Ordering::Relaxed),
             ignored: self.counters.ignored.load(Ordering::Relaxed),
             malformed: self.counters.malformed.load(Ordering::Relaxed),
+            failed: self.counters.failed.load(Ordering::Relaxed),
         }
     }
 
-    /// Waits until the router has stopped (after its shutdown token is cancelled).
-    pub async fn wait(self) {
-        let _ = self.task.await;
+    /// Asks the router to stop; see [`ServiceHandle::stop`].
+    pub fn stop(&self) {
+        self.service.stop();
+    }
+
+    /// Something that can stop the router while it is waited on; see [`ServiceHandle::stopper`].
+    pub fn stopper(&self) -> Stopper {
+        self.service.stopper()
+    }
+
+    /// Waits until the router has stopped; see [`ServiceHandle::wait`].
+    pub async fn wait(self) -> Result<(), RouterError> {
+        self.service.wait().await
+    }
+
+    /// Stops the router and waits until it has; see [`ServiceHandle::shutdown`].
+    pub async fn shutdown(self) -> Result<(), RouterError> {
+        self.service.shutdown().await
     }
 }
 
@@ -99,25 +155,28 @@ impl Router {
         Self { bus, table, options }
     }
 
-    /// Subscribes to chat and routes it in a spawned task until `shutdown` is cancelled. Returns once
-    /// the subscription is live.
-    pub async fn start(self, shutdown: CancellationToken) -> Result<RouterHandle, BusError> {
-        let mut chat =
-            self.bus.queue_subscribe(subject::CHAT_MESSAGE, &self.options.queue_group).await?;
+    /// Subscribes to chat and routes it in a spawned task until stopped. Returns once the
+    /// subscription is live. Lines are routed one at a time, in the order the bus delivers them.
+    pub async fn start(self) -> Result<RouterHandle, RouterError> {
+        let mut chat = self
+            .bus
+            .queue_subscribe(subject::CHAT_MESSAGE, &self.options.queue_group)
+            .await
+            .map_err(RouterError::Subscribe)?;
         let counters = Arc::new(Counters::default());
         let task_counters = counters.clone();
-        let task = tokio::spawn(async move {
+        let service = ServiceHandle::spawn("router", |stop| async move {
             loop {
                 tokio::select! {
-                    () = shutdown.cancelled() => break,
+                    () = stop.cancelled() => return Ok(()),
                     message = chat.next() => match message {
                         Some(message) => self.route(&message, &task_counters).await,
-                        None => break,
+                        None => return Err(RouterError::SubscriptionEnded),
                     },
                 }
             }
         });
-        Ok(RouterHandle { counters, task })
+        Ok(RouterHandle { counters, service })
     }
 
     async fn route(&self, message: &Message, counters: &Counters) {
@@ -154,6 +213,7 @@ impl Router {
                 counters.routed.fetch_add(1, Ordering::Relaxed);
             }
             Err(err) => {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(message = "cannot publish command", subject = %routed.subject, %err);
             }
         }

@@ -42,9 +42,6 @@ pub const CONTROL_PREFIX: &str = "rosey.control";
 /// Prefix of reply subjects created by request/reply (`_INBOX.<unique>`), as in NATS.
 pub const INBOX_PREFIX: &str = "_INBOX";
 
-/// Every command, on any plugin: `rosey.command.>`.
-pub const ALL_COMMANDS: &str = "rosey.command.>";
-
 /// Why a subject or pattern was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubjectError {
@@ -167,16 +164,6 @@ impl Pattern {
         Ok(Self { text: pattern.into(), tokens: tokens.into(), literal })
     }
 
-    /// The pattern as written.
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    /// True when the pattern has no wildcard, so it matches exactly one subject.
-    pub fn is_literal(&self) -> bool {
-        self.literal
-    }
-
     /// Whether `subject` (assumed valid, see [`validate_publish`]) matches this pattern.
     pub fn matches(&self, subject: &str) -> bool {
         if self.literal {
@@ -211,13 +198,6 @@ impl fmt::Display for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
     }
-}
-
-/// Whether `subject` matches `pattern`; an invalid pattern matches nothing.
-///
-/// For repeated matching compile the pattern once with [`Pattern::new`].
-pub fn matches(pattern: &str, subject: &str) -> bool {
-    Pattern::new(pattern).is_ok_and(|p| p.matches(subject))
 }
 
 /// Builds `rosey.command.<command>[.<sub>]`, rejecting a command or sub-command that would not be a
@@ -306,7 +286,6 @@ mod tests {
     #[test]
     fn literal_patterns_match_only_themselves() {
         let p = Pattern::new("cytube.chat.message").unwrap();
-        assert!(p.is_literal());
         assert!(p.matches("cytube.chat.message"));
         assert!(!p.matches("cytube.chat.messages"));
         assert!(!p.matches("cytube.chat"));

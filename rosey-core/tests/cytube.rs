@@ -9,16 +9,16 @@ use futures_util::StreamExt;
 use rosey_core::backoff::BackoffPolicy;
 use rosey_core::bus::{EventBus, EventBusExt, MemoryBus, Subscription};
 use rosey_core::config::Secret;
-use rosey_core::connector::cytube::{CytubeConnector, CytubeError, CytubeOptions};
+use rosey_core::connector::cytube::{CytubeConnector, CytubeError, CytubeOptions, UserDirectory};
 use rosey_core::connector::{Connector, ConnectorError, ConnectorHandle};
 use rosey_core::event::{
     ChatMessage, ChatSend, MediaChange, PmMessage, PmSend, UserJoin, UserLeave,
 };
+use rosey_core::health::{self, HealthRegistry};
 use rosey_core::plugin::{PluginManager, ProcessRuntime};
 use rosey_core::router::{Router, RouterOptions};
 use rosey_testkit::cytube::{Account, FakeCytube, FakeCytubeOptions, ServerEvent};
 use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
 
 const PATIENCE: Duration = Duration::from_secs(15);
 const CHANNEL: &str = "testchan";
@@ -39,12 +39,13 @@ fn options(server: &FakeCytube, username: &str) -> CytubeOptions {
     }
 }
 
-/// A connector on its own bus, started against the fake server.
+/// A connector on its own bus, started against the fake server, reporting into its own health
+/// registry.
 struct Bot {
     bus: Arc<dyn EventBus>,
-    connector: CytubeConnector,
+    users: UserDirectory,
+    health: HealthRegistry,
     handle: Option<ConnectorHandle>,
-    stop: CancellationToken,
 }
 
 impl Bot {
@@ -56,10 +57,11 @@ impl Bot {
 
     async fn try_start(options: CytubeOptions) -> Result<Self, String> {
         let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
-        let connector = CytubeConnector::new(options);
-        let stop = CancellationToken::new();
-        let handle = connector.start(bus.clone(), stop.clone()).await.map_err(|e| e.to_string())?;
-        Ok(Self { bus, connector, handle: Some(handle), stop })
+        let health = HealthRegistry::new();
+        let connector = CytubeConnector::new(options).with_health(health.clone());
+        let users = connector.users();
+        let handle = Box::new(connector).start(bus.clone()).await.map_err(|e| e.to_string())?;
+        Ok(Self { bus, users, health, handle: Some(handle) })
     }
 
     async fn subscribe(&self, subject: &str) -> Subscription {
@@ -71,10 +73,26 @@ impl Bot {
         self.bus.publish_json("cytube.chat.send", &send).await.unwrap();
     }
 
+    /// Waits until the connector's health report satisfies `done`; returns it.
+    async fn health_until(&self, done: impl Fn(bool, &str) -> bool) -> (bool, String) {
+        let snapshot = tokio::time::timeout(
+            PATIENCE,
+            self.health.wait_for(|s| {
+                s.components
+                    .iter()
+                    .any(|c| c.name == health::CONNECTOR && done(c.healthy, &c.detail))
+            }),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("health never matched; now {:?}", self.health.snapshot()));
+        let c = snapshot.components.into_iter().find(|c| c.name == health::CONNECTOR).unwrap();
+        (c.healthy, c.detail)
+    }
+
     /// Waits for the connector to stop by itself and returns its error.
     async fn stopped_with_error(&mut self) -> String {
         let handle = self.handle.take().unwrap();
-        match tokio::time::timeout(PATIENCE, handle).await {
+        match tokio::time::timeout(PATIENCE, handle.wait()).await {
             Ok(Err(err)) => err.to_string(),
             Ok(Ok(())) => panic!("the connector stopped without an error"),
             Err(_) => panic!("the connector did not stop"),
@@ -82,9 +100,8 @@ impl Bot {
     }
 
     async fn stop(mut self) {
-        self.stop.cancel();
         if let Some(handle) = self.handle.take() {
-            tokio::time::timeout(PATIENCE, handle).await.unwrap().unwrap();
+            tokio::time::timeout(PATIENCE, handle.shutdown()).await.unwrap().unwrap();
         }
     }
 }
@@ -220,7 +237,7 @@ async fn registered_and_guest_login_failures_name_the_reason() {
     let mut chat = bot.subscribe("cytube.chat.message").await;
     server.channel(CHANNEL).say("alice", "hi admin");
     let _: ChatMessage = next(&mut chat).await;
-    assert_eq!(bot.connector.users().rank("rosey_admin"), Some(5.0), "the bot's channel rank");
+    assert_eq!(bot.users.rank("rosey_admin"), Some(5.0), "the bot's channel rank");
     bot.stop().await;
 }
 
@@ -284,7 +301,7 @@ async fn the_user_table_follows_the_channel_and_joins_and_leaves_are_published()
     let channel = server.channel(CHANNEL);
     channel.join_peer("alice", 2.0);
     let bot = Bot::start(options(&server, BOT)).await;
-    let users = bot.connector.users();
+    let users = bot.users.clone();
     assert_eq!(users.rank("alice"), Some(2.0), "from the join's userlist");
     let mut joins = bot.subscribe("cytube.user.join").await;
     let mut leaves = bot.subscribe("cytube.user.leave").await;
@@ -507,13 +524,16 @@ async fn a_ban_stops_the_connector_with_a_clear_error() {
     let bot = Bot::start(options(&server, BOT)).await;
     server.channel(CHANNEL).ban(BOT);
     // Embedders can tell why: the typed error comes through.
-    let ended = tokio::time::timeout(PATIENCE, bot.handle.unwrap()).await.unwrap();
+    let ended = tokio::time::timeout(PATIENCE, bot.handle.unwrap().wait()).await.unwrap();
     match ended {
         Err(ConnectorError::Cytube(CytubeError::Kicked(reason))) => {
             assert!(reason.contains("banned"), "{reason}");
         }
         other => panic!("expected a kick for a ban, got {other:?}"),
     }
+    let gone = bot.health.component(health::CONNECTOR).unwrap();
+    assert!(!gone.healthy && gone.detail.starts_with("disconnected: "), "{gone:?}");
+    assert!(gone.detail.contains("banned"), "the health says why: {gone:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -526,14 +546,11 @@ async fn a_roll_typed_in_the_channel_is_answered_by_the_dice_roller() {
     let errors = manager.load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins")).await;
     assert!(errors.is_empty(), "{errors:?}");
     manager.wait_running("dice-roller", PATIENCE).await.unwrap();
-    let stop = CancellationToken::new();
     let router_options = RouterOptions { bot_name: Some(BOT.into()), ..RouterOptions::default() };
-    let router = Router::new(bus.clone(), manager.command_table(), router_options)
-        .start(stop.clone())
-        .await
-        .unwrap();
-    let connector = CytubeConnector::new(options(&server, BOT));
-    let handle = connector.start(bus.clone(), stop.clone()).await.unwrap();
+    let router =
+        Router::new(bus.clone(), manager.command_table(), router_options).start().await.unwrap();
+    let connector: Box<dyn Connector> = Box::new(CytubeConnector::new(options(&server, BOT)));
+    let handle = connector.start(bus.clone()).await.unwrap();
 
     let mut events = server.subscribe();
     channel.say("alice", "!roll 2d6");
@@ -544,8 +561,40 @@ async fn a_roll_typed_in_the_channel_is_answered_by_the_dice_roller() {
     .await;
     assert!(reply.starts_with("🎲 [") && reply.contains("] = "), "{reply}");
 
-    stop.cancel();
-    handle.await.unwrap();
-    router.wait().await;
+    handle.shutdown().await.unwrap();
+    router.shutdown().await.unwrap();
     manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connector_reports_joined_reconnecting_and_stopped_into_health() {
+    let server = started_server(FakeCytubeOptions::default()).await;
+    // Reconnects that take a while, so the "reconnecting" report lasts long enough to be seen.
+    let slow = CytubeOptions {
+        reconnect: BackoffPolicy {
+            first: Duration::from_millis(500),
+            base: Duration::from_millis(500),
+            factor: 2,
+            max: Duration::from_secs(1),
+            jitter: 0.3,
+        },
+        ..options(&server, BOT)
+    };
+    let bot = Bot::start(slow).await;
+    let joined = bot.health.component(health::CONNECTOR).unwrap();
+    assert!(joined.healthy, "{joined:?}");
+    assert_eq!(joined.detail, format!("joined {CHANNEL} as {BOT}"));
+    assert!(bot.health.snapshot().ready);
+
+    server.drop_connections();
+    let (healthy, detail) = bot.health_until(|healthy, _| !healthy).await;
+    assert!(!healthy && detail.starts_with("reconnecting: "), "{detail}");
+    assert!(!bot.health.snapshot().ready, "a node whose connector is away is not ready");
+    let (_, detail) = bot.health_until(|healthy, _| healthy).await;
+    assert_eq!(detail, format!("joined {CHANNEL} as {BOT}"), "joined again");
+
+    let health = bot.health.clone();
+    bot.stop().await;
+    let stopped = health.component(health::CONNECTOR).unwrap();
+    assert_eq!((stopped.healthy, stopped.detail.as_str()), (false, "stopped"));
 }

@@ -3,8 +3,7 @@
 
 use std::path::PathBuf;
 
-use rosey_core::connector::cytube::packet::Frame;
-use rosey_core::connector::cytube::text::html_to_text;
+use rosey_core::connector::cytube::__private::{Frame, html_to_text};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../rosey-testkit/fixtures/cytube")
@@ -66,7 +65,7 @@ fn recorded_chat_reads_as_plain_text() {
 
 #[test]
 fn the_user_table_follows_the_recorded_users_scenario() {
-    use rosey_core::connector::cytube::users::UserTable;
+    use rosey_core::connector::cytube::__private::UserTable;
     let text = std::fs::read_to_string(fixtures().join("users.jsonl")).unwrap();
     let mut users = UserTable::default();
     let mut alice_was_afk = false;
@@ -90,8 +89,8 @@ fn the_user_table_follows_the_recorded_users_scenario() {
 
 #[test]
 fn recorded_join_and_chat_give_plugins_only_live_chat_from_others() {
-    use rosey_core::connector::cytube::incoming::Incoming;
-    use rosey_core::connector::cytube::users::UserTable;
+    use rosey_core::connector::cytube::__private::Incoming;
+    use rosey_core::connector::cytube::__private::UserTable;
     for (scenario, expected_first) in
         [("handshake_guest_join.jsonl", None), ("chat_roundtrip.jsonl", Some("!roll 2d6"))]
     {

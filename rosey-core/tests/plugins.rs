@@ -427,17 +427,13 @@ async fn chat_through_the_router(bed: Bed) {
     let mut bed = bed;
     let command = format!("c{}", unique_prefix());
     bed.start(testbed_manifest("chatty", &command, &[], "")).await;
-    let stop = tokio_util::sync::CancellationToken::new();
     let options = RouterOptions { queue_group: unique_prefix(), ..RouterOptions::default() };
-    let router = Router::new(bed.bus.clone(), bed.manager.command_table(), options)
-        .start(stop.clone())
-        .await
-        .unwrap();
+    let router =
+        Router::new(bed.bus.clone(), bed.manager.command_table(), options).start().await.unwrap();
     let chat = ChatMessage::new(&bed.channel, "alice", &format!("!{command} echo 🎲 hi"), 1);
     bed.bus.publish_json("cytube.chat.message", &chat).await.unwrap();
     assert_eq!(bed.said().await, "🎲 hi");
-    stop.cancel();
-    router.wait().await;
+    router.shutdown().await.unwrap();
     bed.manager.shutdown().await;
 }
 

@@ -300,8 +300,7 @@ async fn the_control_api_over_nats_lists_reloads_and_restarts() {
     let bad = ask("rosey.control.reload", "{not json").await;
     assert!(bad["error"].as_str().unwrap().starts_with("bad request"), "{bad}");
 
-    service.stop();
-    service.wait().await;
+    service.shutdown().await.unwrap();
     manager.shutdown().await;
 }
 

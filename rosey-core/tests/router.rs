@@ -8,7 +8,6 @@ use rosey_core::bus::{EventBus, EventBusExt, MemoryBus, NatsBus, Subscription};
 use rosey_core::event::{ChatMessage, CommandEvent};
 use rosey_core::plugin::CommandTable;
 use rosey_core::router::{Router, RouterHandle, RouterOptions};
-use tokio_util::sync::CancellationToken;
 
 use crate::support::{NATS_ROUTERS, nats_url, unique_prefix};
 
@@ -19,7 +18,6 @@ struct Routed {
     channel: String,
     commands: Subscription,
     router: RouterHandle,
-    stop: CancellationToken,
 }
 
 impl Routed {
@@ -28,14 +26,13 @@ impl Routed {
         table.set_plugin_commands("dice-roller", [("roll".into(), false)]);
         table.set_plugin_commands("admin", [("admin".into(), true)]);
         let commands = bus.subscribe("rosey.command.>").await.unwrap();
-        let stop = CancellationToken::new();
         let options = RouterOptions {
             bot_name: Some("RoseyBot".into()),
             queue_group: group.to_owned(),
             ..RouterOptions::default()
         };
-        let router = Router::new(bus.clone(), table, options).start(stop.clone()).await.unwrap();
-        Self { bus, channel: unique_prefix(), commands, router, stop }
+        let router = Router::new(bus.clone(), table, options).start().await.unwrap();
+        Self { bus, channel: unique_prefix(), commands, router }
     }
 
     async fn say(&self, user: &str, line: &str) {
@@ -85,9 +82,9 @@ async fn routes_commands_and_ignores_the_rest(bus: Arc<dyn EventBus>) {
     assert_eq!(r.next().await.1.user, "dave", "the router survives a malformed payload");
     let stats = r.router.stats();
     assert_eq!(stats.malformed, 1);
+    assert_eq!(stats.handled(), stats.routed + stats.ignored + stats.malformed + stats.failed);
     assert!(stats.routed >= 4 && stats.ignored >= 3, "{stats:?}");
-    r.stop.cancel();
-    r.router.wait().await;
+    r.router.shutdown().await.unwrap();
 }
 
 #[tokio::test]

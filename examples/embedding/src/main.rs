@@ -22,7 +22,6 @@ use rosey_core::plugin::{
     InProcessPlugin, InProcessRuntime, Manifest, PluginContext, PluginManager, PluginReply,
 };
 use rosey_core::router::{Router, RouterOptions};
-use tokio_util::sync::CancellationToken;
 
 /// The plugin: answers `!hello` and counts the greetings (state survives between events, and a
 /// restart or reload starts it afresh).
@@ -57,17 +56,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     manager.add(Manifest::parse(MANIFEST, Path::new("."))?).await?;
     manager.wait_running("greeter", Duration::from_secs(5)).await?;
 
-    let stop = CancellationToken::new();
-    let router = Router::new(bus.clone(), manager.command_table(), RouterOptions::default())
-        .start(stop.clone())
-        .await?;
-    let console = ConsoleConnector::new(ConsoleOptions::default()).start(bus, stop.clone()).await?;
+    // Each service's `start` consumes it and returns a handle that stops it and says how it ended.
+    let router =
+        Router::new(bus.clone(), manager.command_table(), RouterOptions::default()).start().await?;
+    let console = Box::new(ConsoleConnector::new(ConsoleOptions::default())).start(bus).await?;
     eprintln!("ready: type !hello");
 
     tokio::signal::ctrl_c().await?;
-    stop.cancel();
-    console.await?;
-    router.wait().await;
+    // Reverse order: stop listening to the chat first, the plugins last.
+    console.shutdown().await?;
+    router.shutdown().await?;
     manager.shutdown().await;
     Ok(())
 }

@@ -5,25 +5,33 @@
 //! to `cytube.chat.message` in the channel `console`. What the bot says in that channel
 //! (`cytube.chat.send`) is printed as `rosey: <message>`.
 //!
-//! End of input (Ctrl-D, or the end of a pipe) stops reading but not the bot: replies to what was
-//! typed are still printed until the bot is stopped (Ctrl-C), so `echo '!roll 2d6' | rosey run` shows
-//! the roll. Lines over 64 KiB are ignored with a warning; invalid UTF-8 is replaced, never fatal.
+//! End of input (Ctrl-D, or the end of a pipe) stops reading but not printing: replies to what was
+//! typed are still printed until the console is stopped. A host that should end with its input (so that
+//! `printf 'alice: !roll 2d6\n' | rosey run` answers and exits) watches the console's
+//! [`ConsoleProgress`]: it says when input ended and how many lines were read, and
+//! [`flush`](ConsoleProgress::flush) waits until every reply published so far is printed. Lines over
+//! 64 KiB are ignored with a warning; invalid UTF-8 is replaced, never fatal.
+//!
+//! With a [`HealthRegistry`] the console reports itself as the [`CONNECTOR`](health::CONNECTOR):
+//! healthy from its start, not healthy once stopped.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use parking_lot::Mutex;
 use rosey_plugin::framing::{Framed, LineFramer};
 use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
 use tokio_util::io::StreamReader;
-use tokio_util::sync::CancellationToken;
 
 use super::{Connector, ConnectorError, ConnectorHandle};
-use crate::bus::{EventBus, EventBusExt};
+use crate::bus::{BusError, EventBus, EventBusExt};
 use crate::event::{ChatMessage, ChatSend, now_millis};
+use crate::health::{self, HealthRegistry};
 use crate::lines::read_line;
+use crate::service::ServiceHandle;
 use crate::subject;
 
 /// Longest input line; a longer one is ignored with a warning.
@@ -56,7 +64,10 @@ type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 /// The console [`Connector`]; see the [module docs](self).
 pub struct ConsoleConnector {
     options: ConsoleOptions,
-    io: Mutex<Option<(Reader, Writer)>>,
+    reader: Reader,
+    writer: Writer,
+    progress: ConsoleProgress,
+    health: Option<HealthRegistry>,
 }
 
 impl std::fmt::Debug for ConsoleConnector {
@@ -77,7 +88,106 @@ impl ConsoleConnector {
         reader: impl AsyncBufRead + Send + Unpin + 'static,
         writer: impl AsyncWrite + Send + Unpin + 'static,
     ) -> Self {
-        Self { options, io: Mutex::new(Some((Box::new(reader), Box::new(writer)))) }
+        let progress = ConsoleProgress::new(&options.channel);
+        Self { options, reader: Box::new(reader), writer: Box::new(writer), progress, health: None }
+    }
+
+    /// Reports into `health` as the [`CONNECTOR`](health::CONNECTOR) once started.
+    pub fn with_health(mut self, health: HealthRegistry) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    /// What the console will have read and printed; take it before [`Connector::start`].
+    pub fn progress(&self) -> ConsoleProgress {
+        self.progress.clone()
+    }
+}
+
+/// What a console has read and printed so far, shared with whoever needs to know when piped input
+/// has been answered (the `rosey` binary ends then). Cloning shares it.
+#[derive(Debug, Clone)]
+pub struct ConsoleProgress {
+    inner: Arc<ProgressInner>,
+}
+
+#[derive(Debug)]
+struct ProgressInner {
+    /// Where flush markers are sent: a channel name no chat uses (it contains a NUL).
+    flush_channel: String,
+    lines_read: AtomicU64,
+    input_ended: watch::Sender<bool>,
+    next_marker: AtomicU64,
+    /// The highest flush marker the console has reached.
+    flushed: watch::Sender<u64>,
+}
+
+impl ConsoleProgress {
+    fn new(channel: &str) -> Self {
+        Self {
+            inner: Arc::new(ProgressInner {
+                flush_channel: format!("{channel}\u{0}flush"),
+                lines_read: AtomicU64::new(0),
+                input_ended: watch::Sender::new(false),
+                next_marker: AtomicU64::new(1),
+                flushed: watch::Sender::new(0),
+            }),
+        }
+    }
+
+    /// Chat lines the console has published on [`CHAT_MESSAGE`](crate::subject::CHAT_MESSAGE).
+    pub fn lines_read(&self) -> u64 {
+        self.inner.lines_read.load(Ordering::SeqCst)
+    }
+
+    /// Whether the input has ended (end of file, or a read error).
+    pub fn input_has_ended(&self) -> bool {
+        *self.inner.input_ended.borrow()
+    }
+
+    /// Waits until the input has ended; every line read before it is published by then, so
+    /// [`lines_read`](Self::lines_read) is final. Never completes for a console whose input stays
+    /// open.
+    pub async fn input_ended(&self) {
+        let mut ended = self.inner.input_ended.subscribe();
+        // The sender lives in `self`, so the channel cannot close while we wait.
+        let _ = ended.wait_for(|ended| *ended).await;
+    }
+
+    /// Publishes a marker on [`CHAT_SEND`](crate::subject::CHAT_SEND) and waits until the console has
+    /// reached it, so every reply published on `bus` before this call is printed. The marker itself is
+    /// not printed. Never completes if the console is not running: bound it with a timeout.
+    pub async fn flush(&self, bus: &dyn EventBus) -> Result<(), BusError> {
+        let marker = self.inner.next_marker.fetch_add(1, Ordering::SeqCst);
+        let mut flushed = self.inner.flushed.subscribe();
+        let send =
+            ChatSend { channel: self.inner.flush_channel.clone(), message: marker.to_string() };
+        bus.publish_json(subject::CHAT_SEND, &send).await?;
+        let _ = flushed.wait_for(|reached| *reached >= marker).await;
+        Ok(())
+    }
+
+    fn line_read(&self) {
+        self.inner.lines_read.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn end_input(&self) {
+        self.inner.input_ended.send_replace(true);
+    }
+
+    /// Handles a flush marker; false when `send` is not one.
+    fn reached(&self, send: &ChatSend) -> bool {
+        if send.channel != self.inner.flush_channel {
+            return false;
+        }
+        if let Ok(marker) = send.message.parse::<u64>() {
+            self.inner.flushed.send_if_modified(|reached| {
+                let advanced = marker > *reached;
+                *reached = (*reached).max(marker);
+                advanced
+            });
+        }
+        true
     }
 }
 
@@ -134,22 +244,21 @@ impl Connector for ConsoleConnector {
     }
 
     async fn start(
-        &self,
+        self: Box<Self>,
         bus: Arc<dyn EventBus>,
-        shutdown: CancellationToken,
     ) -> Result<ConnectorHandle, ConnectorError> {
-        let (mut reader, mut writer) =
-            self.io.lock().take().ok_or_else(|| {
-                ConnectorError::Refused("console connector already started".into())
-            })?;
+        let Self { options, mut reader, mut writer, progress, health } = *self;
         let mut outgoing = bus.subscribe(subject::CHAT_SEND).await?;
-        let options = self.options.clone();
-        let task = tokio::spawn(async move {
+        if let Some(health) = &health {
+            health.report(health::CONNECTOR, true, format!("console: channel {}", options.channel));
+        }
+        Ok(ServiceHandle::spawn("console", |stop| async move {
+            let _report_stop = health.map(StoppedReport);
             let mut reading = true;
             let mut framer = LineFramer::new(MAX_LINE);
             loop {
                 tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
+                    () = stop.cancelled() => return Ok(()),
                     line = read_line(&mut reader, &mut framer), if reading => match line {
                         Ok(Some(Framed::TooLong(n))) => {
                             tracing::warn!(message = "console line over 64 KiB ignored", bytes = n);
@@ -162,20 +271,24 @@ impl Connector for ConsoleConnector {
                             let (user, text) = split_user(&line, &options.default_user);
                             let chat = ChatMessage::new(&options.channel, user, text, now_millis());
                             bus.publish_json(subject::CHAT_MESSAGE, &chat).await?;
+                            progress.line_read();
                         }
                         Ok(None) => {
-                            tracing::info!(message = "console input ended; replies are still printed until the bot stops");
+                            tracing::info!(message = "console input ended; replies are still printed");
                             reading = false;
+                            progress.end_input();
                         }
                         Err(err) => {
                             tracing::warn!(message = "console input failed; no longer reading", %err);
                             reading = false;
+                            progress.end_input();
                         }
                     },
                     message = outgoing.next() => {
                         let Some(message) = message else { return Ok(()) };
                         let Ok(send) = message.decode::<ChatSend>() else { continue };
                         if send.channel != options.channel {
+                            progress.reached(&send);
                             continue;
                         }
                         let line = format!("{}: {}\n", options.bot_name, send.message);
@@ -184,8 +297,16 @@ impl Connector for ConsoleConnector {
                     }
                 }
             }
-        });
-        Ok(ConnectorHandle::new(task))
+        }))
+    }
+}
+
+/// Reports the console as stopped when its task ends, however it ends.
+struct StoppedReport(HealthRegistry);
+
+impl Drop for StoppedReport {
+    fn drop(&mut self) {
+        self.0.report(health::CONNECTOR, false, "console stopped");
     }
 }
 

@@ -9,79 +9,46 @@ pub mod cytube;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::bus::{BusError, EventBus};
+use crate::service::{ServiceHandle, TaskFailed};
 
-/// Why a connector stopped with an error.
+/// Why a connector could not start, or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
     /// The bus failed under the connector.
     #[error(transparent)]
     Bus(#[from] BusError),
     /// Reading or writing the platform failed for good.
-    #[error("connector I/O error: {0}")]
+    #[error("connector I/O error")]
     Io(#[from] std::io::Error),
-    /// The platform refused the connector (bad credentials, banned, duplicate login…).
-    #[error("{0}")]
-    Refused(String),
     /// The CyTube connector could not join, or stopped for a reason reconnecting cannot fix (match on
     /// the [`CytubeError`](cytube::CytubeError) to tell a ban from a wrong password).
     #[cfg(feature = "cytube")]
     #[error(transparent)]
     Cytube(#[from] cytube::CytubeError),
-    /// The connector's task failed unexpectedly.
-    #[error("connector task failed: {0}")]
-    Failed(String),
+    /// The connector's task panicked.
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
 }
 
+/// A running connector; see [`ServiceHandle`].
+pub type ConnectorHandle = ServiceHandle<ConnectorError>;
+
 /// A chat platform on the bus.
+///
+/// `start` consumes the connector, so a connector is started once by construction.
 #[async_trait]
-pub trait Connector: Send + Sync {
+pub trait Connector: Send {
     /// Short name for logs (`console`, `cytube`).
     fn name(&self) -> &str;
 
     /// Connects and returns once the connector is live: its bus subscriptions exist and the platform
     /// is joined, so chat published on [`CHAT_SEND`](crate::subject::CHAT_SEND) from now on is said.
-    /// The work goes on in a spawned task until `shutdown` is cancelled (the task then ends with `Ok`)
-    /// or the platform is gone for good (it ends with the error).
+    /// The work goes on in a spawned task until the handle stops it (it then ends with `Ok`) or the
+    /// platform is gone for good (it ends with the error).
     async fn start(
-        &self,
+        self: Box<Self>,
         bus: Arc<dyn EventBus>,
-        shutdown: CancellationToken,
     ) -> Result<ConnectorHandle, ConnectorError>;
-}
-
-/// A running connector's task. Awaiting it (or [`ConnectorHandle::wait`]) gives how it ended; a
-/// panicked task is reported as an error, not re-raised.
-#[derive(Debug)]
-pub struct ConnectorHandle {
-    task: JoinHandle<Result<(), ConnectorError>>,
-}
-
-impl ConnectorHandle {
-    /// Wraps the task a connector spawned.
-    pub fn new(task: JoinHandle<Result<(), ConnectorError>>) -> Self {
-        Self { task }
-    }
-
-    /// Waits for the connector to stop; a panicked task is reported as an error, not re-raised.
-    pub async fn wait(self) -> Result<(), ConnectorError> {
-        self.await
-    }
-}
-
-impl Future for ConnectorHandle {
-    type Output = Result<(), ConnectorError>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.task).poll(cx).map(|joined| match joined {
-            Ok(result) => result,
-            Err(err) => Err(ConnectorError::Failed(err.to_string())),
-        })
-    }
 }

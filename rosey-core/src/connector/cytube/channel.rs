@@ -34,9 +34,9 @@ impl UserDirectory {
         self.0.read().get(name).cloned()
     }
 
-    /// A copy of the whole table.
-    pub fn snapshot(&self) -> UserTable {
-        self.0.read().clone()
+    /// Everyone in the channel, by name (case-insensitive order).
+    pub fn snapshot(&self) -> Vec<User> {
+        self.0.read().users().cloned().collect()
     }
 }
 

@@ -1,15 +1,6 @@
 //! Finding a channel's socket.io server: `GET <server>/socketconfig/<channel>.json` answers with the
 //! servers to connect to (`{"servers":[{"url":"https://…:8443","secure":true}, …]}`); a secure one is
 //! preferred. An invalid channel name gets a 404 with `{"error":"Channel \"…\" does not exist."}`.
-//!
-//! ```
-//! use rosey_core::connector::cytube::discovery::choose_socket_url;
-//!
-//! let body = r#"{"servers":[{"url":"http://cytu.be:8080","secure":false},
-//!                           {"url":"https://cytu.be:8443","secure":true}]}"#;
-//! assert_eq!(choose_socket_url(body).unwrap(),
-//!            "wss://cytu.be:8443/socket.io/?EIO=4&transport=websocket");
-//! ```
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,7 +40,7 @@ pub(super) fn tls_config() -> Result<Arc<rustls::ClientConfig>, CytubeError> {
 }
 
 /// Reads a socketconfig answer and returns the websocket URL to connect to, preferring a secure server.
-pub fn choose_socket_url(body: &str) -> Result<String, CytubeError> {
+pub(super) fn choose_socket_url(body: &str) -> Result<String, CytubeError> {
     let config: SocketConfig = serde_json::from_str(body)
         .map_err(|err| CytubeError::Discovery(format!("unreadable socketconfig: {err}")))?;
     let server = config
@@ -124,6 +115,18 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_module_example_holds() {
+        use super::choose_socket_url;
+
+        let body = r#"{"servers":[{"url":"http://cytu.be:8080","secure":false},
+                                  {"url":"https://cytu.be:8443","secure":true}]}"#;
+        assert_eq!(
+            choose_socket_url(body).unwrap(),
+            "wss://cytu.be:8443/socket.io/?EIO=4&transport=websocket"
+        );
+    }
 
     #[test]
     fn the_recorded_socketconfig_gives_a_websocket_url() {

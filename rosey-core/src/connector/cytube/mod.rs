@@ -2,65 +2,82 @@
 //! against frames recorded from a real CyTube 3.86 server (`rosey-testkit/fixtures/cytube/`). Why a
 //! client of our own on tokio-tungstenite rather than a socket.io crate is in `docs/CYTUBE.md`.
 //!
-//! [`CytubeConnector`] finds the channel's server ([`discovery`]), connects, joins and logs in
-//! (`session`), then puts the channel on the bus:
+//! [`CytubeConnector`] finds the channel's server (`socketconfig`), connects, joins and logs in, then
+//! puts the channel on the bus:
 //! - `chatMsg` → [`CHAT_MESSAGE`](crate::subject::CHAT_MESSAGE), HTML decoded, with the sender's rank,
-//!   without the history replayed on join, the bot's own echo or server whispers ([`incoming`]);
+//!   without the history replayed on join, the bot's own echo or server whispers;
 //!   `pm` → [`PM_MESSAGE`](crate::subject::PM_MESSAGE); `addUser` / `userLeave` →
 //!   [`USER_JOIN`](crate::subject::USER_JOIN) / [`USER_LEAVE`](crate::subject::USER_LEAVE);
-//!   `changeMedia` → [`MEDIA_CHANGE`](crate::subject::MEDIA_CHANGE); the user table ([`users`]) is
-//!   queryable through [`CytubeConnector::users`];
+//!   `changeMedia` → [`MEDIA_CHANGE`](crate::subject::MEDIA_CHANGE); the channel's users are
+//!   queryable through the [`UserDirectory`] of [`CytubeConnector::users`];
 //! - [`CHAT_SEND`](crate::subject::CHAT_SEND) and [`PM_SEND`](crate::subject::PM_SEND) → `chatMsg` /
-//!   `pm`, split at the channel's limit ([`text`]), paced below CyTube's flood limit and obeying its
-//!   `cooldown` ([`ratelimit`], [`outbox`]): delayed, never dropped;
+//!   `pm`, split at the channel's limit on word boundaries, paced below CyTube's flood limit and
+//!   obeying its `cooldown`: delayed, never dropped;
 //! - a lost connection or a `kick` is followed by a reconnect with capped exponential backoff and
 //!   jitter, a new join and login, and then what was queued meanwhile is sent. A duplicate login, a
 //!   ban, a rejected password or an unknown channel stop the connector with a clear error instead.
+//!
+//! With a [`HealthRegistry`] (see [`CytubeConnector::with_health`]) the connector reports itself as
+//! the [`CONNECTOR`](health::CONNECTOR): `joined <channel> as <name>` (healthy), `reconnecting: <why>`,
+//! `disconnected: <why>` or `stopped` (not healthy).
 //!
 //! ```no_run
 //! use std::sync::Arc;
 //! use rosey_core::bus::{EventBus, MemoryBus};
 //! use rosey_core::connector::Connector;
 //! use rosey_core::connector::cytube::{CytubeConnector, CytubeOptions};
-//! use tokio_util::sync::CancellationToken;
 //!
 //! # async fn demo() -> Result<(), rosey_core::connector::ConnectorError> {
 //! let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
 //! let connector = CytubeConnector::new(CytubeOptions::new("https://cytu.be", "mychannel", "RoseyBot"));
-//! let running = connector.start(bus, CancellationToken::new()).await?; // joined and logged in
-//! println!("alice's rank: {:?}", connector.users().rank("alice"));
-//! running.await // until shutdown, or an error that reconnecting cannot fix
+//! let users = connector.users();
+//! let running = Box::new(connector).start(bus).await?; // joined and logged in
+//! println!("alice's rank: {:?}", users.rank("alice"));
+//! running.wait().await // until stopped, or an error that reconnecting cannot fix
 //! # }
 //! ```
 
 mod channel;
-pub mod discovery;
-pub mod incoming;
-pub mod outbox;
-pub mod packet;
-pub mod ratelimit;
+mod discovery;
+mod incoming;
+mod outbox;
+mod packet;
+mod ratelimit;
 mod session;
-pub mod text;
-pub mod users;
+mod text;
+mod users;
+
+/// Internals exposed for the workspace's own tests (recorded-fixture replays); not a public API and
+/// free to change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use super::incoming::Incoming;
+    pub use super::packet::Frame;
+    pub use super::text::html_to_text;
+    pub use super::users::UserTable;
+}
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use parking_lot::Mutex;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use self::channel::ChannelState;
 pub use self::channel::UserDirectory;
 use self::outbox::Outgoing;
 use self::session::{Link, SessionEnd};
+pub use self::users::User;
 use super::{Connector, ConnectorError, ConnectorHandle};
 use crate::backoff::BackoffPolicy;
 use crate::bus::{EventBus, Subscription};
 use crate::config::{CytubeConfig, Secret};
 use crate::event::{ChatSend, PmSend};
+use crate::health::{self, HealthRegistry};
+use crate::service::ServiceHandle;
 use crate::subject;
 
 /// Why the connector could not connect, or lost its connection.
@@ -212,18 +229,41 @@ const OUTBOX_HIGH_WATER: usize = 256;
 pub struct CytubeConnector {
     options: CytubeOptions,
     users: UserDirectory,
-    started: Mutex<bool>,
+    health: Health,
 }
 
 impl CytubeConnector {
     /// A connector with these options; nothing happens until [`Connector::start`].
     pub fn new(options: CytubeOptions) -> Self {
-        Self { options, users: UserDirectory::default(), started: Mutex::new(false) }
+        Self { options, users: UserDirectory::default(), health: Health(None) }
     }
 
-    /// The channel's users as last seen (empty before the join).
+    /// Reports into `health` as the [`CONNECTOR`](health::CONNECTOR); see the [module docs](self).
+    pub fn with_health(mut self, health: HealthRegistry) -> Self {
+        self.health = Health(Some(health));
+        self
+    }
+
+    /// The channel's users as last seen (empty before the join); it stays current after
+    /// [`Connector::start`], so take it before.
     pub fn users(&self) -> UserDirectory {
         self.users.clone()
+    }
+}
+
+/// Where the connector reports its health, if anywhere.
+#[derive(Debug, Clone)]
+struct Health(Option<HealthRegistry>);
+
+impl Health {
+    fn report(&self, healthy: bool, detail: impl FnOnce() -> String) {
+        if let Some(registry) = &self.0 {
+            registry.report(health::CONNECTOR, healthy, detail());
+        }
+    }
+
+    fn joined(&self, state: &ChannelState) {
+        self.report(true, || format!("joined {} as {}", state.channel, state.incoming.bot_name()));
     }
 }
 
@@ -234,29 +274,27 @@ impl Connector for CytubeConnector {
     }
 
     async fn start(
-        &self,
+        self: Box<Self>,
         bus: Arc<dyn EventBus>,
-        shutdown: CancellationToken,
     ) -> Result<ConnectorHandle, ConnectorError> {
-        if std::mem::replace(&mut *self.started.lock(), true) {
-            return Err(ConnectorError::Refused("CytubeConnector already started".into()));
-        }
-        let options = self.options.clone();
-        // Subscribe before connecting, so nothing said while joining is missed.
+        let Self { options, users, health } = *self;
+        // Subscribe before connecting, so nothing said while joining is missed. The forwarders end
+        // with the JoinSet: when the connector stops, or if this start fails or is abandoned.
         let (tx, mut outgoing) = mpsc::channel(options.queue_capacity.max(1));
         let chat = bus.subscribe(subject::CHAT_SEND).await?;
         let pms = bus.subscribe(subject::PM_SEND).await?;
-        let forwarders = CancellationToken::new();
-        forward(chat, tx.clone(), &options.channel, forwarders.clone());
-        forward(pms, tx, &options.channel, forwarders.clone());
+        let mut forwarders = JoinSet::new();
+        forwarders.spawn(forward(chat, tx.clone(), options.channel.clone()));
+        forwarders.spawn(forward(pms, tx, options.channel.clone()));
 
         let tls = discovery::tls_config()?;
-        let mut state = ChannelState::new(&options, self.users.clone());
+        let mut state = ChannelState::new(&options, users);
+        health.report(false, || format!("joining {}", options.channel));
         let link = match connect(&options, &tls, &mut state, bus.as_ref()).await {
             Ok(link) => link,
-            Err(err) => {
-                forwarders.cancel();
-                return Err(err.into());
+            Err(error) => {
+                health.report(false, || format!("disconnected: {error}"));
+                return Err(error.into());
             }
         };
         tracing::info!(
@@ -264,11 +302,16 @@ impl Connector for CytubeConnector {
             channel = %options.channel,
             user = %state.incoming.bot_name()
         );
-        let task = tokio::spawn(async move {
-            let _forwarders = forwarders.drop_guard();
-            run(link, options, tls, state, bus, &mut outgoing, shutdown).await.map_err(Into::into)
-        });
-        Ok(ConnectorHandle::new(task))
+        health.joined(&state);
+        Ok(ServiceHandle::spawn("cytube", |stop| async move {
+            let ended = run(link, &options, &tls, state, &bus, &mut outgoing, &health, &stop).await;
+            forwarders.shutdown().await;
+            match &ended {
+                Ok(()) => health.report(false, || "stopped".to_owned()),
+                Err(error) => health.report(false, || format!("disconnected: {error}")),
+            }
+            ended.map_err(Into::into)
+        }))
     }
 }
 
@@ -283,21 +326,22 @@ async fn connect(
     Link::open(&url, options, tls, state, bus).await
 }
 
-/// Serves connection after connection until shutdown or an error reconnecting cannot fix.
+/// Serves connection after connection until stopped or an error reconnecting cannot fix.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the list
 async fn run(
     mut link: Link,
-    options: CytubeOptions,
-    tls: Arc<rustls::ClientConfig>,
+    options: &CytubeOptions,
+    tls: &Arc<rustls::ClientConfig>,
     mut state: ChannelState,
-    bus: Arc<dyn EventBus>,
+    bus: &Arc<dyn EventBus>,
     outgoing: &mut mpsc::Receiver<Outgoing>,
-    shutdown: CancellationToken,
+    health: &Health,
+    stop: &CancellationToken,
 ) -> Result<(), CytubeError> {
     let mut attempt = 0;
     loop {
         let since = Instant::now();
-        let end =
-            link.serve(&mut state, bus.as_ref(), outgoing, OUTBOX_HIGH_WATER, &shutdown).await;
+        let end = link.serve(&mut state, bus.as_ref(), outgoing, OUTBOX_HIGH_WATER, stop).await;
         let mut error = match end {
             SessionEnd::Shutdown => return Ok(()),
             SessionEnd::Ended(err) => err,
@@ -317,6 +361,7 @@ async fn run(
                 delay = delay.max(options.refused_delay);
             }
             attempt = attempt.saturating_add(1);
+            health.report(false, || format!("reconnecting: {error}"));
             tracing::warn!(
                 message = "CyTube connection lost; reconnecting",
                 channel = %options.channel,
@@ -325,14 +370,19 @@ async fn run(
                 delay = ?delay
             );
             tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
+                () = stop.cancelled() => return Ok(()),
                 () = tokio::time::sleep(delay) => {}
             }
-            match connect(&options, &tls, &mut state, bus.as_ref()).await {
+            let connected = tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                connected = connect(options, tls, &mut state, bus.as_ref()) => connected,
+            };
+            match connected {
                 Ok(link) => break link,
                 Err(err) => error = err,
             }
         };
+        health.joined(&state);
         tracing::info!(
             message = "rejoined the CyTube channel",
             channel = %options.channel,
@@ -341,48 +391,33 @@ async fn run(
     }
 }
 
-/// Moves what is said on the bus for `channel` into the connector's queue until `stop`.
-fn forward(
-    mut subscription: Subscription,
-    tx: mpsc::Sender<Outgoing>,
-    channel: &str,
-    stop: CancellationToken,
-) {
-    let channel = channel.to_owned();
-    tokio::spawn(async move {
-        loop {
-            let message = tokio::select! {
-                () = stop.cancelled() => return,
-                message = subscription.next() => match message {
-                    Some(message) => message,
-                    None => return,
-                },
-            };
-            let outgoing = if message.subject() == subject::PM_SEND {
-                match message.decode::<PmSend>() {
-                    Ok(pm) if pm.channel == channel => Outgoing::Pm { to: pm.to, text: pm.message },
-                    Ok(_) => continue,
-                    Err(error) => {
-                        tracing::warn!(message = "malformed PM to send ignored", %error);
-                        continue;
-                    }
+/// Moves what is said on the bus for `channel` into the connector's queue, until the subscription or
+/// the queue ends (or the task is aborted with its JoinSet).
+async fn forward(mut subscription: Subscription, tx: mpsc::Sender<Outgoing>, channel: String) {
+    while let Some(message) = subscription.next().await {
+        let outgoing = if message.subject() == subject::PM_SEND {
+            match message.decode::<PmSend>() {
+                Ok(pm) if pm.channel == channel => Outgoing::Pm { to: pm.to, text: pm.message },
+                Ok(_) => continue,
+                Err(error) => {
+                    tracing::warn!(message = "malformed PM to send ignored", %error);
+                    continue;
                 }
-            } else {
-                match message.decode::<ChatSend>() {
-                    Ok(chat) if chat.channel == channel => Outgoing::Chat(chat.message),
-                    Ok(_) => continue,
-                    Err(error) => {
-                        tracing::warn!(message = "malformed chat to send ignored", %error);
-                        continue;
-                    }
-                }
-            };
-            tokio::select! {
-                () = stop.cancelled() => return,
-                sent = tx.send(outgoing) => if sent.is_err() { return },
             }
+        } else {
+            match message.decode::<ChatSend>() {
+                Ok(chat) if chat.channel == channel => Outgoing::Chat(chat.message),
+                Ok(_) => continue,
+                Err(error) => {
+                    tracing::warn!(message = "malformed chat to send ignored", %error);
+                    continue;
+                }
+            }
+        };
+        if tx.send(outgoing).await.is_err() {
+            return;
         }
-    });
+    }
 }
 
 /// A uniform sample in `[0, 1)` for the reconnect jitter; std's hasher seeds are random per process.

@@ -6,20 +6,6 @@
 //! in-flight list: an echo settles the oldest, a `cooldown` puts the oldest back at the front of the
 //! queue to be sent again after the pause. When the connection is lost, what is still in flight goes
 //! back to the queue and is sent again after the reconnect: delivery is at least once, never lost.
-//!
-//! ```
-//! use std::time::Instant;
-//! use rosey_core::connector::cytube::outbox::{Outbox, Outgoing};
-//! use rosey_core::connector::cytube::ratelimit::RateLimiter;
-//!
-//! let now = Instant::now();
-//! let mut outbox = Outbox::new(RateLimiter::new(20, 10.0, now), 320);
-//! outbox.push(Outgoing::Chat("hello".into()));
-//! let next = outbox.next(now).unwrap().unwrap();
-//! outbox.sent(&next, now);
-//! outbox.cooldown(now, 100); // CyTube dropped it: it is queued again
-//! assert_eq!(outbox.len(), 1);
-//! ```
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -34,7 +20,7 @@ const IN_FLIGHT_TTL: Duration = Duration::from_secs(10);
 
 /// One message to send, already cut to the channel's limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outgoing {
+pub(super) enum Outgoing {
     /// A chat line (`chatMsg`).
     Chat(String),
     /// A private message (`pm`).
@@ -49,7 +35,7 @@ pub enum Outgoing {
 /// The queue of messages to send, the chat messages in flight and the rate limit; see the
 /// [module docs](self).
 #[derive(Debug)]
-pub struct Outbox {
+pub(super) struct Outbox {
     queue: VecDeque<Outgoing>,
     in_flight: VecDeque<(String, Instant)>,
     limiter: RateLimiter,
@@ -61,7 +47,7 @@ pub struct Outbox {
 
 impl Outbox {
     /// An empty outbox that splits messages at `max_length` characters.
-    pub fn new(limiter: RateLimiter, max_length: usize) -> Self {
+    pub(super) fn new(limiter: RateLimiter, max_length: usize) -> Self {
         Self {
             queue: VecDeque::new(),
             in_flight: VecDeque::new(),
@@ -74,7 +60,7 @@ impl Outbox {
 
     /// Keeps at most `max_pieces` pieces of one long message (the rest is dropped with a warning),
     /// so one runaway reply cannot flood the channel for minutes.
-    pub fn with_max_pieces(mut self, max_pieces: usize) -> Self {
+    pub(super) fn with_max_pieces(mut self, max_pieces: usize) -> Self {
         self.max_pieces = max_pieces.max(1);
         self
     }
@@ -96,7 +82,7 @@ impl Outbox {
 
     /// Queues a message, one piece per line, each split at the channel's limit (at most the number of
     /// pieces set by [`Outbox::with_max_pieces`] in all); blank lines and empty messages are dropped.
-    pub fn push(&mut self, message: Outgoing) {
+    pub(super) fn push(&mut self, message: Outgoing) {
         match message {
             Outgoing::Chat(text) => {
                 let pieces = self.pieces(&text);
@@ -111,28 +97,29 @@ impl Outbox {
     }
 
     /// Puts back a message that was taken but could not be written, ahead of everything else.
-    pub fn retry(&mut self, message: Outgoing) {
+    pub(super) fn retry(&mut self, message: Outgoing) {
         self.queue.push_front(message);
     }
 
     /// Messages waiting to be sent (not counting those in flight).
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.queue.len()
     }
 
     /// Whether nothing waits to be sent.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
 
     /// Replaces the rate limit, e.g. with a channel's stricter `chat_antiflood`.
-    pub fn set_limiter(&mut self, limiter: RateLimiter) {
+    pub(super) fn set_limiter(&mut self, limiter: RateLimiter) {
         self.limiter = limiter;
     }
 
     /// The next message if the rate limit allows one now, `Ok(None)` when the queue is empty, or how
     /// long to wait. A message taken must be reported with [`Outbox::sent`] once written.
-    pub fn next(&mut self, now: Instant) -> Result<Option<Outgoing>, Duration> {
+    pub(super) fn next(&mut self, now: Instant) -> Result<Option<Outgoing>, Duration> {
         if self.queue.is_empty() {
             return Ok(None);
         }
@@ -142,7 +129,7 @@ impl Outbox {
     }
 
     /// Records a message as written to the server; chat now waits for its echo.
-    pub fn sent(&mut self, message: &Outgoing, now: Instant) {
+    pub(super) fn sent(&mut self, message: &Outgoing, now: Instant) {
         self.expire(now);
         if let Outgoing::Chat(text) = message {
             self.in_flight.push_back((text.clone(), now));
@@ -150,13 +137,13 @@ impl Outbox {
     }
 
     /// The server echoed one of the bot's chat messages: the oldest in flight was delivered.
-    pub fn echoed(&mut self) {
+    pub(super) fn echoed(&mut self) {
         self.in_flight.pop_front();
     }
 
     /// The server answered `cooldown <millis>`: the oldest message in flight was dropped and goes
     /// back to the front of the queue; nothing is sent during the pause.
-    pub fn cooldown(&mut self, now: Instant, millis: u64) {
+    pub(super) fn cooldown(&mut self, now: Instant, millis: u64) {
         self.limiter.cooldown(now, millis);
         if let Some((text, _)) = self.in_flight.pop_front() {
             self.queue.insert(self.requeued.min(self.queue.len()), Outgoing::Chat(text));
@@ -166,7 +153,7 @@ impl Outbox {
 
     /// The connection was lost: chat still in flight may not have arrived, so it is queued again,
     /// in order, ahead of everything else.
-    pub fn connection_lost(&mut self, now: Instant) {
+    pub(super) fn connection_lost(&mut self, now: Instant) {
         self.expire(now);
         for (text, _) in self.in_flight.drain(..).rev() {
             self.queue.push_front(Outgoing::Chat(text));
@@ -188,6 +175,21 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_module_example_holds() {
+        use super::{Outbox, Outgoing};
+        use crate::connector::cytube::ratelimit::RateLimiter;
+        use std::time::Instant;
+
+        let now = Instant::now();
+        let mut outbox = Outbox::new(RateLimiter::new(20, 10.0, now), 320);
+        outbox.push(Outgoing::Chat("hello".into()));
+        let next = outbox.next(now).unwrap().unwrap();
+        outbox.sent(&next, now);
+        outbox.cooldown(now, 100); // CyTube dropped it: it is queued again
+        assert_eq!(outbox.len(), 1);
+    }
 
     fn chat(text: &str) -> Outgoing {
         Outgoing::Chat(text.to_owned())

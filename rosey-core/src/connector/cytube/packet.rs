@@ -8,16 +8,6 @@
 //! | `41` | socket.io disconnect |
 //! | `42["name", arg…]` | an event; CyTube events carry zero or one argument |
 //! | `44{…}` | socket.io connect error, e.g. `{"message":"Rate limit exceeded"}` |
-//!
-//! ```
-//! use rosey_core::connector::cytube::packet::Frame;
-//!
-//! let frame = Frame::parse(r#"42["chatMsg",{"username":"alice","msg":"hi","time":1}]"#).unwrap();
-//! let Frame::Event { name, arg } = frame else { panic!() };
-//! assert_eq!((name.as_str(), arg.unwrap()["msg"].as_str()), ("chatMsg", Some("hi")));
-//! assert_eq!(Frame::event("joinChannel", serde_json::json!({"name": "testchan"})).encode(),
-//!            r#"42["joinChannel",{"name":"testchan"}]"#);
-//! ```
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -142,6 +132,20 @@ impl Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_module_example_holds() {
+        use super::Frame;
+
+        let frame =
+            Frame::parse(r#"42["chatMsg",{"username":"alice","msg":"hi","time":1}]"#).unwrap();
+        let Frame::Event { name, arg } = frame else { panic!() };
+        assert_eq!((name.as_str(), arg.unwrap()["msg"].as_str()), ("chatMsg", Some("hi")));
+        assert_eq!(
+            Frame::event("joinChannel", serde_json::json!({"name": "testchan"})).encode(),
+            r#"42["joinChannel",{"name":"testchan"}]"#
+        );
+    }
 
     #[test]
     fn data_less_events_and_connect_errors_are_read() {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 /// A token bucket with a server-imposed pause.
 #[derive(Debug, Clone)]
-pub struct RateLimiter {
+pub(super) struct RateLimiter {
     burst: f64,
     per_second: f64,
     tokens: f64,
@@ -17,7 +17,7 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// Allows `burst` messages at once, refilled at `per_second`. CyTube's floor for every rank is a
     /// burst of 20 and 10 a second; a channel's `chat_antiflood` can be stricter.
-    pub fn new(burst: u32, per_second: f64, now: Instant) -> Self {
+    pub(super) fn new(burst: u32, per_second: f64, now: Instant) -> Self {
         let burst = f64::from(burst.max(1));
         Self {
             burst,
@@ -35,7 +35,7 @@ impl RateLimiter {
     }
 
     /// Takes a send slot: `Ok` to send now, or how long to wait before asking again.
-    pub fn acquire(&mut self, now: Instant) -> Result<(), Duration> {
+    pub(super) fn acquire(&mut self, now: Instant) -> Result<(), Duration> {
         if let Some(until) = self.paused_until {
             if now < until {
                 return Err(until - now);
@@ -53,7 +53,7 @@ impl RateLimiter {
 
     /// The server answered a message with `cooldown <ms>`: that message was dropped (resend it) and
     /// nothing may be sent for that long; the bucket starts empty afterwards.
-    pub fn cooldown(&mut self, now: Instant, millis: u64) {
+    pub(super) fn cooldown(&mut self, now: Instant, millis: u64) {
         self.paused_until = Some(now + Duration::from_millis(millis));
         self.tokens = 0.0;
         self.updated = now + Duration::from_millis(millis);

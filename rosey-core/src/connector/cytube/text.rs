@@ -1,16 +1,8 @@
 //! Chat text: CyTube sends chat as HTML; plugins and users want plain text, and CyTube cuts messages at
 //! the channel's limit (320 UTF-16 units by default), so long replies are split on word boundaries.
-//!
-//! ```
-//! use rosey_core::connector::cytube::text::{html_to_text, split_message};
-//!
-//! let html = r#"hello &lt;b&gt;x&lt;/b&gt; <a href="http://example.com" target="_blank" rel="noopener noreferrer">http://example.com</a>"#;
-//! assert_eq!(html_to_text(html), "hello <b>x</b> http://example.com");
-//! assert_eq!(split_message("one two three", 8), ["one two", "three"]);
-//! ```
 
 /// The default `max-chat-message-length` of a CyTube server.
-pub const DEFAULT_MAX_LENGTH: usize = 320;
+pub(super) const DEFAULT_MAX_LENGTH: usize = 320;
 
 /// Strips tags (a link becomes its text) and decodes HTML entities. Never fails: anything that is not
 /// a recognised entity or a closed tag is kept as typed.
@@ -81,7 +73,7 @@ fn decode_entity(text: &str) -> Option<(char, usize)> {
 /// Splits `message` into pieces of at most `max` UTF-16 code units — what CyTube's (JavaScript) length
 /// limit counts, so an emoji counts twice — breaking at the last space before the limit (a word longer
 /// than the limit is cut). Pieces are trimmed; an empty message gives none.
-pub fn split_message(message: &str, max: usize) -> Vec<String> {
+pub(super) fn split_message(message: &str, max: usize) -> Vec<String> {
     // Any character fits in two units.
     let max = max.max(2);
     let mut pieces = Vec::new();
@@ -119,6 +111,15 @@ pub fn split_message(message: &str, max: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_module_example_holds() {
+        use super::{html_to_text, split_message};
+
+        let html = r#"hello &lt;b&gt;x&lt;/b&gt; <a href="http://example.com" target="_blank" rel="noopener noreferrer">http://example.com</a>"#;
+        assert_eq!(html_to_text(html), "hello <b>x</b> http://example.com");
+        assert_eq!(split_message("one two three", 8), ["one two", "three"]);
+    }
 
     #[test]
     fn entities_and_tags_become_plain_text() {

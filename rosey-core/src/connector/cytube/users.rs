@@ -1,15 +1,5 @@
 //! The channel's user table, kept from CyTube's user events, so other parts can ask who is here and
 //! with which rank (the admin plugin checks ranks).
-//!
-//! ```
-//! use rosey_core::connector::cytube::users::UserTable;
-//! use serde_json::json;
-//!
-//! let mut users = UserTable::default();
-//! users.apply("userlist", Some(&json!([{"name": "alice", "rank": 2, "meta": {"afk": false}}])));
-//! users.apply("setUserRank", Some(&json!({"name": "alice", "rank": 3})));
-//! assert_eq!(users.rank("Alice"), Some(3.0));
-//! ```
 
 use std::collections::BTreeMap;
 
@@ -118,6 +108,20 @@ impl UserTable {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_module_example_holds() {
+        use super::UserTable;
+        use serde_json::json;
+
+        let mut users = UserTable::default();
+        users.apply(
+            "userlist",
+            Some(&json!([{"name": "alice", "rank": 2, "meta": {"afk": false}}])),
+        );
+        users.apply("setUserRank", Some(&json!({"name": "alice", "rank": 3})));
+        assert_eq!(users.rank("Alice"), Some(3.0));
+    }
 
     #[test]
     fn the_table_follows_joins_leaves_ranks_and_afk() {
