@@ -145,7 +145,7 @@ impl PluginManager {
         for manifest in manifests {
             let path = manifest.dir.join(manifest::MANIFEST_FILE);
             if let Err(err) = self.add(manifest).await {
-                errors.push(ManifestError { path, message: err.to_string() });
+                errors.push(ManifestError::NotAdded { path, source: Box::new(err) });
             }
         }
         errors
@@ -297,7 +297,8 @@ impl PluginManager {
             }
             Err(err) => {
                 let version = self.status(name).map(|s| s.version).unwrap_or_default();
-                return Ok(self.refused_report(name, &version, format!("manifest: {err}"), began));
+                let reason = format!("manifest: {}", crate::error::Chain(&err));
+                return Ok(self.refused_report(name, &version, reason, began));
             }
         };
         let commands: Vec<(String, bool)> =
