@@ -14,7 +14,7 @@
 //!   `cytube` feature, the CyTube connector;
 //! - [`metrics`]: the [`MetricsSink`](metrics::MetricsSink) trait the runtime reports to;
 //! - [`error`]: [`Chain`](error::Chain) prints an error with its causes (`a: b: c`) for people, and
-//!   [`is_caused_by`](error::is_caused_by) finds a cause for code; every error here keeps its cause.
+//!   [`is_caused_by`](error::is_caused_by) finds a cause for code.
 //!
 //! The plugin host runs on Linux: process plugins die with the host through the Linux parent-death
 //! signal, and their CPU and memory are read from `/proc`. On other Unix systems the crate builds, but

@@ -101,7 +101,7 @@ async fn a_failed_health_check_leaves_the_old_version_serving_and_names_the_step
     )
     .unwrap();
     let report = bed.manager.reload("keeper").await.unwrap();
-    assert!(report.reason.unwrap().starts_with("exec failed: no-such-program not found"));
+    assert!(report.reason.unwrap().starts_with("no-such-program not found in "));
     assert_eq!(pid_of(&bed, "keeper").await, pid);
     bed.manager.shutdown().await;
 }

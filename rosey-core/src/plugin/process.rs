@@ -129,7 +129,7 @@ impl ProcessRuntime {
 /// What is at a program path.
 enum Found {
     Executable,
-    /// Something is there (a file without execute permission, a directory) but cannot be run.
+    /// A file without execute permission.
     NotExecutable,
     Nothing,
 }

@@ -35,8 +35,8 @@ pub enum RuntimeError {
         /// The plugin's folder.
         dir: PathBuf,
     },
-    /// The program exists but is not an executable file.
-    #[error("{} is not executable (is it a directory, or missing `chmod +x`?)", path.display())]
+    /// The program is a file without execute permission.
+    #[error("{} is not executable (missing `chmod +x`?)", path.display())]
     NotExecutable {
         /// The file found.
         path: PathBuf,
