@@ -18,6 +18,13 @@
 //!   [`ServiceHandle`](service::ServiceHandle) stops it and says how it ended);
 //! - [`health`]: the [`HealthRegistry`](health::HealthRegistry) components report into, with the
 //!   node's start time.
+//! - [`error`]: [`Chain`](error::Chain) prints an error with its causes (`a: b: c`) for people, and
+//!   [`is_caused_by`](error::is_caused_by) finds a cause for code.
+//!
+//! The plugin host runs on Linux: process plugins die with the host through the Linux parent-death
+//! signal, and their CPU and memory are read from `/proc`. On other Unix systems the crate builds, but
+//! a plugin may outlive a host that is killed, and resource limits are not enforced (a warning says so
+//! once); it does not build on non-Unix systems.
 //!
 //! `rosey-core` knows nothing of HTTP servers, metrics storage or chat commands beyond routing: the other
 //! crates of the workspace meet it through its traits.
@@ -28,6 +35,7 @@ pub mod bus;
 pub mod config;
 pub mod connector;
 pub mod control;
+pub mod error;
 pub mod event;
 pub mod health;
 mod lines;

@@ -107,7 +107,7 @@ async fn a_failed_health_check_leaves_the_old_version_serving_and_names_the_step
     .unwrap();
     let failure = rolled_back(bed.manager.reload("keeper").await);
     assert_eq!(failure.step, StartStep::Spawn);
-    assert!(failure.reason.contains("no-such-program"), "{}", failure.reason);
+    assert!(failure.reason.starts_with("no-such-program not found in "), "{}", failure.reason);
     assert_eq!(pid_of(&bed, "keeper").await, pid);
     bed.manager.shutdown().await;
 }

@@ -6,6 +6,7 @@ mod config;
 mod console;
 mod cytube;
 mod cytube_fixtures;
+mod errors;
 mod plugins;
 mod reload;
 mod router;

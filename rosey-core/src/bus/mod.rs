@@ -36,6 +36,7 @@ use bytes::Bytes;
 use futures_core::Stream;
 use serde::Serialize;
 
+use crate::error::BoxError;
 use crate::event::{self, PayloadError};
 use crate::subject::SubjectError;
 
@@ -69,9 +70,36 @@ pub enum BusError {
     /// The bus was shut down, or its connection is gone for good.
     #[error("bus closed")]
     Closed,
-    /// The transport failed (e.g. the NATS connection). The message never names credentials.
-    #[error("bus transport error: {0}")]
-    Transport(String),
+    /// The bus server could not be reached. `url` has any user, password or token removed; the cause
+    /// (e.g. connection refused, timed out, authorization violation) is the error's
+    /// [`source`](std::error::Error::source).
+    #[error("cannot connect to {server} at {url}")]
+    Connect {
+        /// The kind of server, e.g. `NATS`.
+        server: &'static str,
+        /// The server address, without credentials.
+        url: String,
+        /// Why the connection failed.
+        #[source]
+        source: BoxError,
+    },
+    /// The server did not confirm a new subscription in time, so it may not be active yet.
+    #[error("the bus server did not confirm the subscription to {pattern:?} within {timeout:?}")]
+    Unconfirmed {
+        /// The subscription's pattern.
+        pattern: String,
+        /// How long was waited.
+        timeout: Duration,
+    },
+    /// The transport failed during `operation` (e.g. the NATS connection broke while publishing).
+    #[error("bus transport failed to {operation}")]
+    Transport {
+        /// What was being done: `publish`, `subscribe`, `request` or `flush`.
+        operation: &'static str,
+        /// The transport's error.
+        #[source]
+        source: BoxError,
+    },
 }
 
 /// One message on the bus: the envelope of every event.

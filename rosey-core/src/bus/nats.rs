@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::{BusError, EventBus, Message, Subscription};
+use crate::error::BoxError;
 use crate::subject;
 
 /// How a [`NatsBus`] connects.
@@ -76,10 +77,11 @@ impl NatsBus {
                     other => tracing::warn!(message = "NATS event", event = %other),
                 }
             });
-        let client = connect
-            .connect(url)
-            .await
-            .map_err(|e| BusError::Transport(format!("cannot connect to NATS: {}", e.kind())))?;
+        let client = connect.connect(url).await.map_err(|err| BusError::Connect {
+            server: "NATS",
+            url: without_credentials(url),
+            source: connect_cause(err),
+        })?;
         let info = client.server_info();
         tracing::info!(
             message = "connected to NATS",
@@ -97,23 +99,66 @@ impl NatsBus {
 
     /// Round trip to the server: once our own message comes back, every command this connection sent
     /// before it (such as a SUB) has been processed by the server.
-    async fn sync_with_server(&self) -> Result<(), BusError> {
+    async fn sync_with_server(&self, pattern: &str) -> Result<(), BusError> {
         let inbox = self.client.new_inbox();
-        let mut echo = self.client.subscribe(inbox.clone()).await.map_err(transport)?;
-        self.client.publish(inbox, Bytes::new()).await.map_err(transport)?;
+        let mut echo =
+            self.client.subscribe(inbox.clone()).await.map_err(transport("subscribe"))?;
+        self.client.publish(inbox, Bytes::new()).await.map_err(transport("subscribe"))?;
         match tokio::time::timeout(self.subscribe_timeout, echo.next()).await {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err(BusError::Closed),
-            Err(_) => Err(BusError::Transport(format!(
-                "NATS server did not confirm the subscription within {:?}",
-                self.subscribe_timeout
-            ))),
+            Err(_) => Err(BusError::Unconfirmed {
+                pattern: pattern.to_owned(),
+                timeout: self.subscribe_timeout,
+            }),
         }
     }
 }
 
-fn transport(err: impl std::fmt::Display) -> BusError {
-    BusError::Transport(err.to_string())
+/// Wraps a client error as the cause of a failed `operation`.
+fn transport<E>(operation: &'static str) -> impl FnOnce(E) -> BusError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    move |err| BusError::Transport { operation, source: Box::new(err) }
+}
+
+/// The cause of a failed connect. An I/O failure is reported as the operating system's error itself
+/// (`Connection refused (os error 111)`) rather than under the client's `IO error:` wrapper, so the
+/// message a person reads is `cannot connect to NATS at …: Connection refused (os error 111)`.
+fn connect_cause(err: async_nats::ConnectError) -> BoxError {
+    use std::error::Error as _;
+    let os_error = match err.kind() {
+        async_nats::ConnectErrorKind::Io => err
+            .source()
+            .and_then(|cause| cause.downcast_ref::<std::io::Error>())
+            .and_then(std::io::Error::raw_os_error),
+        _ => None,
+    };
+    match os_error {
+        Some(code) => Box::new(std::io::Error::from_raw_os_error(code)),
+        None => Box::new(err),
+    }
+}
+
+/// `url` (one server or a comma-separated list) with any `user:password@` or `token@` removed from
+/// each address, so it can be shown and logged.
+fn without_credentials(url: &str) -> String {
+    url.split(',')
+        .map(|server| {
+            let server = server.trim();
+            let (scheme, rest) = match server.find("://") {
+                Some(i) => server.split_at(i + 3),
+                None => ("", server),
+            };
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}{}", &rest[at + 1..]),
+                None => server.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn convert(message: async_nats::Message) -> Message {
@@ -126,13 +171,14 @@ fn convert(message: async_nats::Message) -> Message {
 impl EventBus for NatsBus {
     async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
         subject::validate_publish(subject)?;
-        self.client.publish(subject.to_owned(), payload).await.map_err(transport)
+        self.client.publish(subject.to_owned(), payload).await.map_err(transport("publish"))
     }
 
     async fn subscribe(&self, pattern: &str) -> Result<Subscription, BusError> {
         subject::validate_pattern(pattern)?;
-        let sub = self.client.subscribe(pattern.to_owned()).await.map_err(transport)?;
-        self.sync_with_server().await?;
+        let sub =
+            self.client.subscribe(pattern.to_owned()).await.map_err(transport("subscribe"))?;
+        self.sync_with_server(pattern).await?;
         Ok(Subscription::new(sub.map(convert)))
     }
 
@@ -143,8 +189,8 @@ impl EventBus for NatsBus {
             .client
             .queue_subscribe(pattern.to_owned(), group.to_owned())
             .await
-            .map_err(transport)?;
-        self.sync_with_server().await?;
+            .map_err(transport("subscribe"))?;
+        self.sync_with_server(pattern).await?;
         Ok(Subscription::new(sub.map(convert)))
     }
 
@@ -165,12 +211,31 @@ impl EventBus for NatsBus {
                 RequestErrorKind::TimedOut => {
                     BusError::Timeout { subject: subject.to_owned(), timeout }
                 }
-                _ => transport(err),
+                _ => transport("request")(err),
             }),
         }
     }
 
     async fn flush(&self) -> Result<(), BusError> {
-        self.client.flush().await.map_err(transport)
+        self.client.flush().await.map_err(transport("flush"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_credentials;
+
+    #[test]
+    fn credentials_are_removed_from_shown_urls() {
+        for (url, shown) in [
+            ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
+            ("nats://alice:s3cret@nats.example:4222", "nats://nats.example:4222"),
+            ("tls://t0ken@nats.example", "tls://nats.example"),
+            ("bob:p@ss@localhost:4222", "localhost:4222"),
+            ("nats://a:b@one:4222, nats://two:4222", "nats://one:4222,nats://two:4222"),
+            ("nats://host:4222/path@x", "nats://host:4222/path@x"),
+        ] {
+            assert_eq!(without_credentials(url), shown, "{url}");
+        }
     }
 }

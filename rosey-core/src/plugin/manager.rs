@@ -175,7 +175,7 @@ impl PluginManager {
         for manifest in manifests {
             let path = manifest.dir.join(manifest::MANIFEST_FILE);
             if let Err(err) = self.add(manifest).await {
-                errors.push(ManifestError { path, message: err.to_string() });
+                errors.push(ManifestError::NotAdded { path, source: Box::new(err) });
             }
         }
         errors
@@ -324,7 +324,12 @@ impl PluginManager {
             }
             Err(err) => {
                 let version = self.status(name).map(|s| s.version).unwrap_or_default();
-                return Err(self.refused(name, &version, err.to_string(), began));
+                return Err(self.refused(
+                    name,
+                    &version,
+                    crate::error::Chain(&err).to_string(),
+                    began,
+                ));
             }
         };
         let commands: Vec<(String, bool)> =

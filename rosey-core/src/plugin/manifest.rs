@@ -18,22 +18,120 @@
 //! Optional tables: `[timeouts]` (`event_secs` 10, `ready_secs` 5, `shutdown_grace_secs` 5,
 //! `drain_secs` 30, `health_secs` 5), `[restart]` (`max_attempts` 5, `stable_secs` 60), `[queue]`
 //! (`capacity` 1000, `max_in_flight` 64) and `[config]` (any table, handed to the plugin in `init`).
+//! These defaults are [`Timeouts::default`], [`RestartPolicy::default`] and the ones
+//! [`Manifest::in_process`] uses.
+//!
+//! A manifest with mistakes reports all of them at once, each naming its key:
+//!
+//! ```
+//! use std::path::Path;
+//! use rosey_core::plugin::Manifest;
+//!
+//! let err = Manifest::parse("name = \"my plugin\"\nexec = []\nexe = 1\n", Path::new("plugins/x"))
+//!     .unwrap_err();
+//! let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+//! assert_eq!(keys, ["name", "version", "exec", "exe"]);
+//! assert!(err.to_string().starts_with("plugins/x/plugin.toml: name: \"my plugin\" must be one word"));
+//! ```
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
+use crate::error::BoxError;
 use crate::subject;
 
-/// A manifest that could not be read or is invalid. Names the file and, where it can, the key.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}: {message}", path.display())]
-pub struct ManifestError {
-    /// The manifest file (or plugin folder) concerned.
-    pub path: PathBuf,
-    /// What is wrong, naming the key.
+mod parse;
+
+/// The file name of a manifest inside a plugin folder.
+pub const MANIFEST_FILE: &str = "plugin.toml";
+
+/// Events that may wait for a plugin unless its manifest says otherwise.
+const DEFAULT_QUEUE_CAPACITY: usize = 1000;
+/// Events handed to one instance at a time unless its manifest says otherwise.
+const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+
+/// A plugin that could not be loaded: which file, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The manifest (or the plugin directory) could not be read; the cause says why.
+    #[error("cannot read {}", path.display())]
+    Unreadable {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not valid TOML. Nothing else is checked until it is.
+    #[error("{}: invalid TOML at line {line}, column {column}: {message}", path.display())]
+    Syntax {
+        /// The manifest file.
+        path: PathBuf,
+        /// Where the mistake is, counting from 1.
+        line: usize,
+        /// Where on the line, in characters, counting from 1.
+        column: usize,
+        /// What the TOML parser expected.
+        message: String,
+    },
+    /// The manifest is valid TOML but wrong; lists every problem found, each naming its key.
+    #[error("{}: {}", path.display(), join(problems))]
+    Invalid {
+        /// The manifest file.
+        path: PathBuf,
+        /// Every problem, in file order as far as possible. Never empty.
+        problems: Vec<ManifestProblem>,
+    },
+    /// The manifest is valid but the plugin could not be added (e.g. its name or a command is
+    /// taken); the cause says why.
+    #[error("{}: plugin not added", path.display())]
+    NotAdded {
+        /// The manifest file.
+        path: PathBuf,
+        /// Why the plugin was refused.
+        #[source]
+        source: BoxError,
+    },
+}
+
+fn join(problems: &[ManifestProblem]) -> String {
+    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+impl ManifestError {
+    /// The manifest file (or plugin directory) concerned.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Unreadable { path, .. }
+            | Self::Syntax { path, .. }
+            | Self::Invalid { path, .. }
+            | Self::NotAdded { path, .. } => path,
+        }
+    }
+
+    /// The problems of an [`Invalid`](Self::Invalid) manifest; empty for the other kinds.
+    pub fn problems(&self) -> &[ManifestProblem] {
+        match self {
+            Self::Invalid { problems, .. } => problems,
+            _ => &[],
+        }
+    }
+}
+
+/// One mistake in a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestProblem {
+    /// The key concerned, dotted for nested ones: `name`, `timeouts.event_secs`, `commands[1]`.
+    pub key: String,
+    /// What is wrong with it and, where it helps, what would be right.
     pub message: String,
+}
+
+impl std::fmt::Display for ManifestProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
 }
 
 /// One command a plugin owns.
@@ -45,9 +143,23 @@ pub struct CommandSpec {
     pub subcommands: bool,
 }
 
+impl From<&str> for CommandSpec {
+    /// A command without sub-commands.
+    fn from(name: &str) -> Self {
+        Self { name: name.to_owned(), subcommands: false }
+    }
+}
+
+impl From<String> for CommandSpec {
+    /// A command without sub-commands.
+    fn from(name: String) -> Self {
+        Self { name, subcommands: false }
+    }
+}
+
 /// Resource limits; a plugin over one of them on two samples in a row is killed as a crash.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The default is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Limits {
     /// Resident memory limit in MB (MiB).
     pub memory_mb: Option<f64>,
@@ -55,7 +167,7 @@ pub struct Limits {
     pub cpu_percent: Option<f64>,
 }
 
-/// Timeouts of one plugin.
+/// Timeouts of one plugin. The default is the documented one, field by field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// How long one event may take before it fails (default 10 s).
@@ -70,13 +182,31 @@ pub struct Timeouts {
     pub health: Duration,
 }
 
-/// The supervisor's restart policy for one plugin.
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            event: Duration::from_secs(10),
+            ready: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(5),
+            drain: Duration::from_secs(30),
+            health: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The supervisor's restart policy for one plugin. The default is the documented one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestartPolicy {
     /// Restarts allowed without a stable run before the plugin is FAILED (default 5).
     pub max_attempts: u32,
     /// How long an instance must run to count as stable and reset the attempts (default 60 s).
     pub stable_after: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self { max_attempts: 5, stable_after: Duration::from_secs(60) }
+    }
 }
 
 /// A validated plugin manifest.
@@ -112,211 +242,85 @@ pub struct Manifest {
     pub config: serde_json::Value,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawManifest {
-    name: String,
-    version: String,
-    #[serde(default)]
-    description: String,
-    exec: Vec<String>,
-    #[serde(default)]
-    commands: Vec<RawCommand>,
-    #[serde(default)]
-    subscribe: Vec<String>,
-    #[serde(default)]
-    health: RawHealth,
-    #[serde(default)]
-    limits: Limits,
-    #[serde(default)]
-    timeouts: RawTimeouts,
-    #[serde(default)]
-    restart: RawRestart,
-    #[serde(default)]
-    queue: RawQueue,
-    #[serde(default)]
-    config: Option<toml::Table>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawCommand {
-    Name(String),
-    Table {
-        name: String,
-        #[serde(default)]
-        subcommands: bool,
-    },
-}
-
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHealth {
-    probe: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawTimeouts {
-    event_secs: f64,
-    ready_secs: f64,
-    shutdown_grace_secs: f64,
-    drain_secs: f64,
-    health_secs: f64,
-}
-
-impl Default for RawTimeouts {
-    fn default() -> Self {
-        Self {
-            event_secs: 10.0,
-            ready_secs: 5.0,
-            shutdown_grace_secs: 5.0,
-            drain_secs: 30.0,
-            health_secs: 5.0,
+impl Manifest {
+    /// A manifest built in code, for a plugin of the
+    /// [`InProcessRuntime`](super::InProcessRuntime): no folder, no `exec`, no limits, an empty
+    /// `config`, and the documented defaults for timeouts, restart policy and queue. Change fields
+    /// afterwards as needed. `name` and each command must be one word without dots, spaces or
+    /// wildcards, as in a `plugin.toml`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use rosey_core::plugin::Manifest;
+    ///
+    /// let manifest = Manifest::in_process("greeter", "1.0.0", ["hello", "bye"]);
+    /// assert_eq!(manifest.subjects(), ["rosey.command.hello", "rosey.command.bye"]);
+    /// assert_eq!(manifest.timeouts.event, Duration::from_secs(10));
+    /// ```
+    pub fn in_process<C: Into<CommandSpec>>(
+        name: impl Into<String>,
+        version: impl Into<String>,
+        commands: impl IntoIterator<Item = C>,
+    ) -> Manifest {
+        Manifest {
+            name: name.into(),
+            version: version.into(),
+            description: String::new(),
+            dir: PathBuf::new(),
+            exec: Vec::new(),
+            commands: commands.into_iter().map(Into::into).collect(),
+            subscribe: Vec::new(),
+            probe: None,
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            restart: RestartPolicy::default(),
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            config: serde_json::Value::Object(serde_json::Map::new()),
         }
     }
-}
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawRestart {
-    max_attempts: u32,
-    stable_secs: f64,
-}
-
-impl Default for RawRestart {
-    fn default() -> Self {
-        Self { max_attempts: 5, stable_secs: 60.0 }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawQueue {
-    capacity: usize,
-    max_in_flight: usize,
-}
-
-impl Default for RawQueue {
-    fn default() -> Self {
-        Self { capacity: 1000, max_in_flight: 64 }
-    }
-}
-
-/// The file name of a manifest inside a plugin folder.
-pub const MANIFEST_FILE: &str = "plugin.toml";
-
-impl Manifest {
-    /// Reads and validates `<dir>/plugin.toml`.
+    /// Reads and validates `<dir>/plugin.toml`. Blocks on file I/O: async code uses
+    /// [`load_async`](Self::load_async).
     pub fn load(dir: &Path) -> Result<Manifest, ManifestError> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| ManifestError {
-            path: path.clone(),
-            message: format!("cannot read: {e}"),
-        })?;
-        Self::parse(&text, dir).map_err(|message| ManifestError { path, message })
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| ManifestError::Unreadable { path, source })?;
+        Self::parse(&text, dir)
     }
 
-    /// Parses and validates manifest text for a plugin living in `dir`.
-    pub fn parse(text: &str, dir: &Path) -> Result<Manifest, String> {
-        let raw: RawManifest = toml::from_str(text).map_err(|e| e.to_string().trim().to_owned())?;
-        let mut problems = Vec::new();
-        let token = |key: &str, value: &str, problems: &mut Vec<String>| {
-            if subject::validate_publish(value).is_err() || value.contains('.') {
-                problems.push(format!(
-                    "{key}: {value:?} must be one word without dots, spaces or wildcards"
-                ));
-            }
-        };
-        token("name", &raw.name, &mut problems);
-        if raw.version.trim().is_empty() {
-            problems.push("version: must not be empty".to_owned());
-        }
-        if raw.exec.first().is_none_or(|p| p.trim().is_empty()) {
-            problems.push("exec: must name a program, e.g. exec = [\"my-plugin\"]".to_owned());
-        }
-        let commands: Vec<CommandSpec> = raw
-            .commands
-            .into_iter()
-            .map(|c| match c {
-                RawCommand::Name(name) => CommandSpec { name, subcommands: false },
-                RawCommand::Table { name, subcommands } => CommandSpec { name, subcommands },
+    /// [`load`](Self::load) on the blocking thread pool, so no async worker thread waits for the disk.
+    pub async fn load_async(dir: &Path) -> Result<Manifest, ManifestError> {
+        let owned = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || Self::load(&owned)).await.unwrap_or_else(|join| {
+            Err(ManifestError::Unreadable {
+                path: dir.join(MANIFEST_FILE),
+                source: io::Error::other(join),
             })
-            .collect();
-        for (i, command) in commands.iter().enumerate() {
-            token(&format!("commands[{i}]"), &command.name, &mut problems);
-        }
-        for (i, pattern) in raw.subscribe.iter().enumerate() {
-            if let Err(e) = subject::validate_pattern(pattern) {
-                problems.push(format!("subscribe[{i}]: {e}"));
-            }
-        }
-        for (key, value) in [
-            ("limits.memory_mb", raw.limits.memory_mb),
-            ("limits.cpu_percent", raw.limits.cpu_percent),
-        ] {
-            if value.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
-                problems.push(format!("{key}: must be a positive number"));
-            }
-        }
-        let t = &raw.timeouts;
-        let mut secs = |key: &str, value: f64| -> Duration {
-            match Duration::try_from_secs_f64(value) {
-                Ok(d) if !d.is_zero() => d,
-                _ => {
-                    problems.push(format!("timeouts.{key}: must be a positive number of seconds"));
-                    Duration::from_secs(1)
-                }
-            }
-        };
-        let timeouts = Timeouts {
-            event: secs("event_secs", t.event_secs),
-            ready: secs("ready_secs", t.ready_secs),
-            shutdown_grace: secs("shutdown_grace_secs", t.shutdown_grace_secs),
-            drain: secs("drain_secs", t.drain_secs),
-            health: secs("health_secs", t.health_secs),
-        };
-        let stable_after = match Duration::try_from_secs_f64(raw.restart.stable_secs) {
-            Ok(d) => d,
-            Err(_) => {
-                problems.push("restart.stable_secs: must be a non-negative number".to_owned());
-                Duration::from_secs(60)
-            }
-        };
-        if raw.queue.capacity == 0 {
-            problems.push("queue.capacity: must be at least 1".to_owned());
-        }
-        if raw.queue.max_in_flight == 0 {
-            problems.push("queue.max_in_flight: must be at least 1".to_owned());
-        }
-        if let Some(probe) = &raw.health.probe
-            && probe.trim().is_empty()
-        {
-            problems.push("health.probe: must not be empty (leave it out instead)".to_owned());
-        }
-        if !problems.is_empty() {
-            return Err(problems.join("; "));
-        }
-        let config = match raw.config {
-            Some(table) => serde_json::to_value(table).map_err(|e| format!("config: {e}"))?,
-            None => serde_json::Value::Object(serde_json::Map::new()),
-        };
-        Ok(Manifest {
-            name: raw.name,
-            version: raw.version,
-            description: raw.description,
-            dir: dir.to_path_buf(),
-            exec: raw.exec,
-            commands,
-            subscribe: raw.subscribe,
-            probe: raw.health.probe,
-            limits: raw.limits,
-            timeouts,
-            restart: RestartPolicy { max_attempts: raw.restart.max_attempts, stable_after },
-            queue_capacity: raw.queue.capacity,
-            max_in_flight: raw.queue.max_in_flight,
-            config,
         })
+    }
+
+    /// Parses and validates manifest text for a plugin living in `dir`. Reports every problem in
+    /// the text ([`ManifestError::Invalid`]), or the first TOML syntax error
+    /// ([`ManifestError::Syntax`]).
+    pub fn parse(text: &str, dir: &Path) -> Result<Manifest, ManifestError> {
+        let path = dir.join(MANIFEST_FILE);
+        let table: toml::Table = text.parse().map_err(|err: toml::de::Error| {
+            let (line, column) =
+                parse::line_and_column(text, err.span().map_or(0, |span| span.start));
+            ManifestError::Syntax {
+                path: path.clone(),
+                line,
+                column,
+                message: err.message().trim().to_owned(),
+            }
+        })?;
+        let mut problems = Vec::new();
+        let parsed = parse::parse_table(table, dir, &mut problems);
+        match parsed {
+            Some(manifest) if problems.is_empty() => Ok(manifest),
+            _ => Err(ManifestError::Invalid { path, problems }),
+        }
     }
 
     /// The bus subjects the plugin's slot subscribes to: one per command (plus `<command>.>` for a
@@ -335,17 +339,15 @@ impl Manifest {
 }
 
 /// Finds every `<dir>/*/plugin.toml`, in name order. A bad manifest is reported and skipped; the
-/// others still load. Two manifests with one name: the first (by folder name) wins.
+/// others still load. Two manifests with one name: the first (by folder name) wins. Blocks on file
+/// I/O: async code uses [`discover_async`].
 pub fn discover(dir: &Path) -> (Vec<Manifest>, Vec<ManifestError>) {
     let mut manifests: Vec<Manifest> = Vec::new();
     let mut errors = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) => {
-            errors.push(ManifestError {
-                path: dir.to_path_buf(),
-                message: format!("cannot read plugin directory: {e}"),
-            });
+        Err(source) => {
+            errors.push(ManifestError::Unreadable { path: dir.to_path_buf(), source });
             return (manifests, errors);
         }
     };
@@ -359,12 +361,15 @@ pub fn discover(dir: &Path) -> (Vec<Manifest>, Vec<ManifestError>) {
         match Manifest::load(&folder) {
             Ok(manifest) => {
                 if manifests.iter().any(|m| m.name == manifest.name) {
-                    errors.push(ManifestError {
+                    errors.push(ManifestError::Invalid {
                         path: folder.join(MANIFEST_FILE),
-                        message: format!(
-                            "name: {:?} is already used by another plugin",
-                            manifest.name
-                        ),
+                        problems: vec![ManifestProblem {
+                            key: "name".to_owned(),
+                            message: format!(
+                                "{:?} is already used by another plugin",
+                                manifest.name
+                            ),
+                        }],
                     });
                 } else {
                     manifests.push(manifest);
@@ -374,6 +379,16 @@ pub fn discover(dir: &Path) -> (Vec<Manifest>, Vec<ManifestError>) {
         }
     }
     (manifests, errors)
+}
+
+/// [`discover`] on the blocking thread pool, so no async worker thread waits for the disk.
+pub async fn discover_async(dir: &Path) -> (Vec<Manifest>, Vec<ManifestError>) {
+    let owned = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || discover(&owned)).await.unwrap_or_else(|join| {
+        let error =
+            ManifestError::Unreadable { path: dir.to_path_buf(), source: io::Error::other(join) };
+        (Vec::new(), vec![error])
+    })
 }
 
 #[cfg(test)]
@@ -410,8 +425,8 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let cases = [
-            ("name = \"bad name\"\nversion = \"1\"\nexec = [\"x\"]", "name:"),
-            ("name = \"a\"\nversion = \"1\"\nexec = []", "exec:"),
+            ("name = \"bad name\"\nversion = \"1\"\nexec = [\"x\"]", "name"),
+            ("name = \"a\"\nversion = \"1\"\nexec = []", "exec"),
             (
                 "name = \"a\"\nversion = \"1\"\nexec = [\"x\"]\ncommands = [\"r.oll\"]",
                 "commands[0]",
@@ -433,8 +448,64 @@ mod tests {
         ];
         for (text, key) in cases {
             let err = Manifest::parse(text, Path::new(".")).unwrap_err();
-            assert!(err.contains(key), "{text:?}: {err}");
+            assert!(err.problems().iter().any(|p| p.key == key), "{text:?}: {err}");
+            assert!(err.to_string().contains(&format!("{key}: ")), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn every_problem_in_a_manifest_is_reported_with_its_key() {
+        let text = "name = \"bad.name\"\nexec = \"x\"\ncommands = [\"ok\", 3, { name = \"a b\", sub = 1 }]\n\
+                    [timeouts]\nevent_secs = -1\nready_sec = 2\n[queue]\ncapacity = 0\n[restart]\nmax_attempts = \"5\"\n";
+        let err = Manifest::parse(text, Path::new("plugins/x")).unwrap_err();
+        let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "name",
+                "version",
+                "exec",
+                "commands[1]",
+                "commands[2].sub",
+                "commands[2]",
+                "timeouts.event_secs",
+                "timeouts.ready_sec",
+                "restart.max_attempts",
+                "queue.capacity",
+            ],
+            "{err}"
+        );
+        let shown = err.to_string();
+        assert!(shown.starts_with("plugins/x/plugin.toml: name: "), "{shown}");
+        assert!(
+            shown.contains("timeouts.ready_sec: unknown key; did you mean \"ready_secs\"?"),
+            "{shown}"
+        );
+        assert!(shown.contains("version: missing"), "{shown}");
+        assert!(err.problems().iter().all(|p| shown.contains(&p.to_string())), "{shown}");
+    }
+
+    #[test]
+    fn a_toml_syntax_error_says_where() {
+        let err = Manifest::parse("name = \"a\"\nversion = 1.0.0\n", Path::new("p")).unwrap_err();
+        match &err {
+            ManifestError::Syntax { line, column, .. } => {
+                assert_eq!((*line, *column), (2, 14), "{err}")
+            }
+            other => panic!("not a syntax error: {other}"),
+        }
+        assert!(
+            err.to_string().starts_with("p/plugin.toml: invalid TOML at line 2, column 14: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn in_process_manifests_take_the_same_defaults_as_a_minimal_file() {
+        let parsed = Manifest::parse(MINIMAL, Path::new("")).unwrap();
+        let built = Manifest::in_process("dice-roller", "1.0", Vec::<CommandSpec>::new());
+        assert_eq!(built.exec, Vec::<String>::new());
+        assert_eq!(Manifest { exec: parsed.exec.clone(), ..built }, parsed);
     }
 
     #[test]

@@ -23,7 +23,8 @@ pub use control::{Action, ControlError, PluginControl};
 pub use inprocess::{InProcessPlugin, InProcessRuntime, PluginContext, PluginReply, RequestError};
 pub use manager::{ManagerOptions, PluginManager, PluginManagerBuilder};
 pub use manifest::{
-    CommandSpec, Limits, MANIFEST_FILE, Manifest, ManifestError, RestartPolicy, Timeouts, discover,
+    CommandSpec, Limits, MANIFEST_FILE, Manifest, ManifestError, ManifestProblem, RestartPolicy,
+    Timeouts, discover, discover_async,
 };
 pub use process::ProcessRuntime;
 pub use runtime::{ExitReason, Instance, InstanceOutput, PluginRuntime, RuntimeError};

@@ -1,14 +1,22 @@
 //! [`ProcessRuntime`]: each plugin instance is a child process speaking protocol v1 over stdio.
 //!
-//! Isolation and cleanup: the child runs in its own process group with the plugin's folder as working
-//! directory and without the host's `ROSEY_*` environment variables (they carry secrets). It gets
-//! SIGKILL when the host thread that spawned it dies (Linux parent-death signal), and its stdin closes
-//! when the host goes away, so it cannot outlive a host that is SIGKILLed or panics. Stopping an
-//! instance kills its whole process group.
+//! This runtime is for Linux. Isolation and cleanup: the child runs in its own process group with the
+//! plugin's folder as working directory and without the host's `ROSEY_*` environment variables (they
+//! carry secrets). It gets SIGKILL when the host thread that spawned it dies (Linux parent-death
+//! signal), and its stdin closes when the host goes away, so it cannot outlive a host that is
+//! SIGKILLed or panics. Stopping an instance kills its whole process group. On other Unix systems
+//! there is no parent-death signal, so a plugin that ignores its closed stdin may outlive a killed
+//! host; on non-Unix systems the crate does not build.
 //!
 //! Bounded memory: stdout lines over [`MAX_LINE_BYTES`] are discarded (reported as malformed), stdout
 //! is read only as fast as the slot consumes it (a flooding plugin blocks on its own pipe), and stderr is
 //! logged line by line with a rate limit.
+
+#[cfg(not(unix))]
+compile_error!(
+    "rosey-core runs plugins as Unix processes (process groups, signals); it supports Linux, \
+     builds on other Unix systems, and does not build on this one"
+);
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -71,44 +79,82 @@ impl ProcessRuntime {
     }
 
     /// Where `manifest.exec[0]` resolves to: a path with a `/` is taken relative to the plugin's
-    /// folder; a bare name is searched in the folder, the search directories, then `PATH`.
+    /// folder; a bare name is searched in the folder, the search directories, then `PATH`, and the
+    /// first executable file wins. Reads file metadata, so it blocks briefly.
+    ///
+    /// Errors: [`RuntimeError::NoProgram`] for an empty `exec`, [`RuntimeError::NotExecutable`] when
+    /// the only file found lacks execute permission, [`RuntimeError::NotFound`] otherwise.
     pub fn resolve_program(&self, manifest: &Manifest) -> Result<PathBuf, RuntimeError> {
-        let program = manifest.exec.first().map(String::as_str).unwrap_or_default();
+        let program = match manifest.exec.first() {
+            Some(program) if !program.trim().is_empty() => program.as_str(),
+            _ => return Err(RuntimeError::NoProgram { plugin: manifest.name.clone() }),
+        };
         if program.contains('/') {
             let path = manifest.dir.join(program);
-            return if path.is_file() {
-                Ok(path)
-            } else {
-                Err(RuntimeError::Exec(format!("{} not found", path.display())))
+            return match probe(&path) {
+                Found::Executable => Ok(path),
+                Found::NotExecutable => Err(RuntimeError::NotExecutable { path }),
+                Found::Nothing => {
+                    Err(RuntimeError::NotFound { program: path, dir: manifest.dir.clone() })
+                }
             };
         }
         let path_dirs = std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
             .unwrap_or_default();
-        std::iter::once(manifest.dir.clone())
+        let mut not_executable = None;
+        for dir in std::iter::once(manifest.dir.clone())
             .chain(self.search_dirs.iter().cloned())
             .chain(path_dirs)
-            .map(|dir| dir.join(program))
-            .find(|candidate| is_executable(candidate))
-            .ok_or_else(|| {
-                RuntimeError::Exec(format!(
-                    "{program} not found in {}, next to the rosey executable, or on PATH \
-                     (bundled plugins are built by `cargo build --release`)",
-                    manifest.dir.display()
-                ))
-            })
+        {
+            let candidate = dir.join(program);
+            match probe(&candidate) {
+                Found::Executable => return Ok(candidate),
+                Found::NotExecutable => {
+                    not_executable.get_or_insert(candidate);
+                }
+                Found::Nothing => {}
+            }
+        }
+        Err(match not_executable {
+            Some(path) => RuntimeError::NotExecutable { path },
+            None => RuntimeError::NotFound {
+                program: PathBuf::from(program),
+                dir: manifest.dir.clone(),
+            },
+        })
     }
 }
 
-fn is_executable(path: &Path) -> bool {
+/// What is at a program path.
+enum Found {
+    Executable,
+    /// A file without execute permission.
+    NotExecutable,
+    Nothing,
+}
+
+fn probe(path: &Path) -> Found {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    match path.metadata() {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Found::Executable,
+        Ok(m) if m.is_file() => Found::NotExecutable,
+        _ => Found::Nothing,
+    }
 }
 
 #[async_trait]
 impl PluginRuntime for ProcessRuntime {
     async fn start(&self, manifest: &Manifest) -> Result<Instance, RuntimeError> {
-        let program = self.resolve_program(manifest)?;
+        // Resolving reads file metadata along PATH: keep it off the async worker threads.
+        let resolver = self.clone();
+        let to_resolve = manifest.clone();
+        let program = tokio::task::spawn_blocking(move || resolver.resolve_program(&to_resolve))
+            .await
+            .map_err(|join| RuntimeError::Spawn {
+                program: PathBuf::from(manifest.exec.first().cloned().unwrap_or_default()),
+                source: std::io::Error::other(join),
+            })??;
         let mut command = Command::new(&program);
         command
             .args(manifest.exec.iter().skip(1))
@@ -127,12 +173,18 @@ impl PluginRuntime for ProcessRuntime {
         sys::die_with_parent(&mut command);
         let mut child = command
             .spawn()
-            .map_err(|e| RuntimeError::Exec(format!("{}: {e}", program.display())))?;
+            .map_err(|source| RuntimeError::Spawn { program: program.clone(), source })?;
         let pid = child.id();
         let (stdin, stdout, stderr) =
             match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
                 (Some(stdin), Some(stdout), Some(stderr)) => (stdin, stdout, stderr),
-                _ => return Err(RuntimeError::Exec("child has no stdio pipes".to_owned())),
+                // All three are piped above, so this cannot happen; the child dies with `child`.
+                _ => {
+                    return Err(RuntimeError::Spawn {
+                        program,
+                        source: std::io::Error::other("child has no stdio pipes"),
+                    });
+                }
             };
         let name = manifest.name.clone();
         let (input_tx, input_rx) = mpsc::unbounded_channel();
@@ -267,24 +319,36 @@ async fn watch_exit(
 mod sys {
     use tokio::process::Command;
 
-    /// Arranges for the child to get SIGKILL when the spawning thread (the host) dies.
+    /// Arranges for the child to get SIGKILL when the spawning thread (the host) dies (Linux
+    /// parent-death signal).
+    #[cfg(target_os = "linux")]
     pub(super) fn die_with_parent(command: &mut Command) {
+        // Everything the child needs is computed here, before the fork.
         let parent = std::process::id();
         // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-        // calls (prctl, getppid); it allocates nothing.
+        // calls (prctl, getppid). It allocates nothing, on the error paths too: `last_os_error` and
+        // `from_raw_os_error` build an io::Error from an errno without a heap allocation, which
+        // another thread of the parent may have held the allocator's lock for at fork time.
         unsafe {
             command.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                // The parent may have died between fork and prctl.
+                // The parent may have died between fork and prctl: then the signal will never come,
+                // so do not run at all (ESRCH: the parent process is gone).
                 if libc::getppid() as u32 != parent {
-                    return Err(std::io::Error::other("host exited during plugin start"));
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
                 }
                 Ok(())
             });
         }
     }
+
+    /// Outside Linux there is no parent-death signal: a plugin still sees its stdin close when the
+    /// host exits (and the protocol tells it to exit then), but one that ignores its stdin may outlive
+    /// a host that is SIGKILLed.
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn die_with_parent(_command: &mut Command) {}
 
     /// SIGKILL to the process group led by `pid` (the plugin and anything it spawned).
     pub(super) fn kill_group(pid: u32) {

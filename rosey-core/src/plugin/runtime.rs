@@ -7,6 +7,8 @@
 //! supervision) lives once, in the plugin slot, whatever the runtime.
 
 use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use rosey_plugin::protocol::{HostMessage, PluginMessage};
@@ -17,12 +19,53 @@ use super::manifest::Manifest;
 /// Why an instance could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    /// The program could not be found or executed.
-    #[error("exec failed: {0}")]
-    Exec(String),
+    /// The manifest names no program (`exec` is empty, as in [`Manifest::in_process`]).
+    #[error("plugin {plugin:?} has no program to run (its manifest's exec is empty)")]
+    NoProgram {
+        /// The plugin.
+        plugin: String,
+    },
+    /// The program is not there. `program` is the path that names no file, for an `exec` with a `/`
+    /// (taken relative to the plugin's folder), or else the bare name that was found in none of the
+    /// places searched: the plugin's folder `dir`, the runtime's search directories and `PATH`.
+    #[error("{}", not_found(program, dir))]
+    NotFound {
+        /// The program as resolved (a path) or as written (a bare name).
+        program: PathBuf,
+        /// The plugin's folder.
+        dir: PathBuf,
+    },
+    /// The program is a file without execute permission.
+    #[error("{} is not executable (missing `chmod +x`?)", path.display())]
+    NotExecutable {
+        /// The file found.
+        path: PathBuf,
+    },
+    /// The operating system refused to start the program; the cause says why.
+    #[error("cannot start {}", program.display())]
+    Spawn {
+        /// The program.
+        program: PathBuf,
+        /// The error of the spawn.
+        #[source]
+        source: io::Error,
+    },
     /// The runtime knows no plugin of that name (in-process runtime).
     #[error("no in-process plugin named {0:?}")]
     UnknownPlugin(String),
+}
+
+fn not_found(program: &Path, dir: &Path) -> String {
+    if program.components().count() > 1 {
+        format!("{} not found", program.display())
+    } else {
+        format!(
+            "{} not found in {}, next to the rosey executable, or on PATH \
+             (bundled plugins are built by `cargo build --release`)",
+            program.display(),
+            dir.display()
+        )
+    }
 }
 
 /// How an instance ended.
