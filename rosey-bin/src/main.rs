@@ -167,3 +167,37 @@ fn report_config(config: &Config, overrides: &EnvOverrides) {
         tracing::warn!(message = unused_section_message(section), section);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::cause_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("event bus")]
+    struct Bus(#[source] Connect);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot connect to NATS at nats://127.0.0.1:4333")]
+    struct Connect(#[source] std::io::Error);
+
+    /// An error that prints its source in its own message as well.
+    #[derive(Debug, thiserror::Error)]
+    #[error("connector: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    #[test]
+    fn the_whole_cause_chain_is_printed_on_one_line() {
+        let refused =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        assert_eq!(
+            cause_chain(&Bus(Connect(refused))),
+            "event bus: cannot connect to NATS at nats://127.0.0.1:4333: connection refused"
+        );
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let banned = std::io::Error::other("banned from the channel");
+        assert_eq!(cause_chain(&Repeats(banned)), "connector: banned from the channel");
+    }
+}
