@@ -70,7 +70,9 @@ fn check_config_accepts_the_example_configs() {
         let out =
             rosey(&scratch_dir(), &["check-config", path.to_str().unwrap()]).output().unwrap();
         assert!(out.status.success(), "{name}: {}", stderr(&out));
-        assert!(String::from_utf8_lossy(&out.stdout).starts_with("OK"));
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(report.starts_with("OK"), "{report}");
+        assert_eq!(report.lines().count(), 1, "no notes: {report}");
     }
 }
 

@@ -359,30 +359,22 @@ fn dev_example_loads_and_validates() {
     let config = Config::load(&example("config-dev.json")).unwrap();
     assert!(config.cytube.is_none(), "console connector");
     assert!(config.nats_url.is_none(), "in-process bus");
-    assert!(config.database.url.expose().starts_with("sqlite:"));
-    assert_eq!((config.dashboard.host.as_str(), config.dashboard.port), ("127.0.0.1", 8080));
-    assert!(config.owner.is_some() && !config.admins.is_empty());
     assert_eq!(config.plugin_dir, PathBuf::from("plugins"));
+    assert!(config.unused_sections().is_empty(), "the examples hold only keys that work today");
 }
 
 #[test]
 fn prod_example_loads_and_validates_and_keeps_secrets_out_of_the_file() {
     let mut config = Config::load(&example("config-prod.json")).unwrap();
     assert_eq!(config.nats_url.as_ref().map(SecretUrl::expose), Some("nats://127.0.0.1:4222"));
-    assert_eq!(
-        config.database.url.expose(),
-        "postgres://rosey@127.0.0.1:5432/rosey",
-        "user only; the password comes from ROSEY_DATABASE_URL"
-    );
     let cytube = config.cytube.as_ref().unwrap();
     assert_eq!(cytube.server, "https://cytu.be");
     assert!(cytube.password.is_none(), "password comes from ROSEY_CYTUBE_PASSWORD");
+    assert!(config.unused_sections().is_empty(), "the examples hold only keys that work today");
 
-    config.apply_env(|name| match name {
-        "ROSEY_CYTUBE_PASSWORD" => Some(CYTUBE_PASSWORD.to_owned()),
-        "ROSEY_DATABASE_URL" => Some(format!("postgres://rosey:{DB_PASSWORD}@db:5432/rosey")),
-        _ => None,
-    });
+    let report = config
+        .apply_env(|name| (name == "ROSEY_CYTUBE_PASSWORD").then(|| CYTUBE_PASSWORD.to_owned()));
+    assert_eq!(report.applied.len(), 1);
     assert_eq!(config.validate(), Ok(()));
 }
 
@@ -572,7 +564,6 @@ fn unused_sections_are_named_when_the_file_gives_them() {
     )
     .unwrap();
     assert_eq!(config.unused_sections(), ["owner", "admins", "database", "metrics", "dashboard"]);
-    assert_eq!(Config::load(&example("config-dev.json")).unwrap().unused_sections().len(), 5);
 }
 
 #[test]
