@@ -1,10 +1,14 @@
-//! tracing to stdout and, when configured, to a log file.
+//! tracing to stderr (stdout carries only the console's chat) and, when configured, to a log file.
+//!
+//! Both go through `tracing-appender`'s non-blocking writers: a log line is handed to a writer
+//! thread, so no async thread ever waits on a slow terminal, a full pipe or a slow disk. If a
+//! writer falls 128 000 lines behind, further lines are dropped rather than stall the bot.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::IsTerminal;
-use std::sync::Arc;
 
 use rosey_core::config::LoggingConfig;
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -13,15 +17,20 @@ use tracing_subscriber::{EnvFilter, fmt};
 /// Why logging could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LoggingError {
-    #[error("cannot open log file {path}: {source}")]
-    File { path: String, source: std::io::Error },
-    #[error("cannot install the log subscriber: {0}")]
-    Install(String),
+    #[error("cannot open log file {path}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot install the log subscriber")]
+    Install(#[source] tracing_subscriber::util::TryInitError),
 }
 
-/// Keeps the log file open for the life of the process.
+/// Keeps the writer threads running; dropping it flushes the lines still queued, so hold it for
+/// the life of the process.
 pub(crate) struct LogGuard {
-    _file: Option<Arc<File>>,
+    _writers: Vec<WorkerGuard>,
 }
 
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `logging.level`.
@@ -29,9 +38,10 @@ pub(crate) fn init(config: &LoggingConfig) -> Result<LogGuard, LoggingError> {
     let filter = || {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(config.level.as_str()))
     };
-    let file = match &config.file {
+    let mut guards = Vec::new();
+    let file_layer = match &config.file {
         Some(path) => {
-            let open = || -> std::io::Result<File> {
+            let open = || -> std::io::Result<std::fs::File> {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)?;
                 }
@@ -41,21 +51,24 @@ pub(crate) fn init(config: &LoggingConfig) -> Result<LogGuard, LoggingError> {
                 path: path.display().to_string(),
                 source,
             })?;
-            Some(Arc::new(file))
+            let (writer, guard) =
+                NonBlockingBuilder::default().thread_name("rosey-log-file").finish(file);
+            guards.push(guard);
+            Some(fmt::layer().with_ansi(false).with_writer(writer).with_filter(filter()))
         }
         None => None,
     };
-    let stdout_layer = fmt::layer()
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_writer(std::io::stdout)
+    let (stderr, guard) =
+        NonBlockingBuilder::default().thread_name("rosey-log-stderr").finish(std::io::stderr());
+    guards.push(guard);
+    let stderr_layer = fmt::layer()
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(stderr)
         .with_filter(filter());
-    let file_layer = file
-        .clone()
-        .map(|file| fmt::layer().with_ansi(false).with_writer(file).with_filter(filter()));
     tracing_subscriber::registry()
-        .with(stdout_layer)
+        .with(stderr_layer)
         .with(file_layer)
         .try_init()
-        .map_err(|e| LoggingError::Install(e.to_string()))?;
-    Ok(LogGuard { _file: file })
+        .map_err(LoggingError::Install)?;
+    Ok(LogGuard { _writers: guards })
 }

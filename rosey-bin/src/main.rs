@@ -5,11 +5,13 @@ mod cli;
 mod logging;
 mod node;
 
+use std::error::Error;
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
-use rosey_core::config::Config;
+use rosey_core::config::{Config, ConfigErrors, EnvOverrides};
 
 use cli::{Cli, Command};
 
@@ -21,26 +23,70 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints `OK` or every error of the config file; exit 0 or 1.
-fn check_config(file: &std::path::Path) -> ExitCode {
-    let result = Config::load(file).and_then(|mut config| {
-        config.apply_env(|key| std::env::var(key).ok());
-        config.validate().map(|()| config)
-    });
-    match result {
-        Ok(_) => {
-            print_ignoring_broken_pipe(&mut std::io::stdout(), &format!("OK: {}", file.display()));
+/// A configuration ready to run, with what the environment did to it.
+struct Loaded {
+    config: Config,
+    overrides: EnvOverrides,
+}
+
+/// Loads the file (or the embedded defaults), applies the environment and runs every check, the
+/// files included: `run` and `check-config` accept exactly the same configurations.
+fn load(path: Option<&Path>) -> Result<Loaded, ConfigErrors> {
+    let mut config = match path {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let overrides = config.apply_env(|name| std::env::var(name).ok());
+    let mut errors = Vec::new();
+    for result in [config.validate(), config.check_files()] {
+        if let Err(found) = result {
+            errors.extend(found.0);
+        }
+    }
+    if errors.is_empty() { Ok(Loaded { config, overrides }) } else { Err(ConfigErrors(errors)) }
+}
+
+/// Prints `OK` with notes, or every error of the config file; exit 0 or 1.
+fn check_config(file: &Path) -> ExitCode {
+    match load(Some(file)) {
+        Ok(Loaded { config, overrides }) => {
+            let mut report = format!("OK: {}", file.display());
+            for section in config.unused_sections() {
+                report.push_str(&format!("\n  note: {}", unused_section_message(section)));
+            }
+            for applied in &overrides.applied {
+                report.push_str(&format!(
+                    "\n  note: {} sets {} (from the environment)",
+                    applied.variable, applied.key
+                ));
+            }
+            for ignored in &overrides.ignored {
+                report.push_str(&format!(
+                    "\n  note: {} is ignored: {}",
+                    ignored.target.variable, ignored.reason
+                ));
+            }
+            print_ignoring_broken_pipe(&mut std::io::stdout(), &report);
             ExitCode::SUCCESS
         }
         Err(errors) => {
-            let mut report = format!("{}: invalid config", file.display());
-            for error in errors.iter() {
-                report.push_str(&format!("\n  {error}"));
-            }
-            print_ignoring_broken_pipe(&mut std::io::stderr(), &report);
+            print_config_errors(&format!("{}: invalid config", file.display()), &errors);
             ExitCode::FAILURE
         }
     }
+}
+
+/// The one warning for a config section that is accepted but not used yet.
+fn unused_section_message(section: &str) -> String {
+    format!("config section \"{section}\" is accepted but not used yet")
+}
+
+fn print_config_errors(title: &str, errors: &ConfigErrors) {
+    let mut report = title.to_owned();
+    for error in errors {
+        report.push_str(&format!("\n  {error}"));
+    }
+    print_ignoring_broken_pipe(&mut std::io::stderr(), &report);
 }
 
 fn print_ignoring_broken_pipe(out: &mut dyn Write, text: &str) {
@@ -48,45 +94,110 @@ fn print_ignoring_broken_pipe(out: &mut dyn Write, text: &str) {
     let _ = writeln!(out, "{text}");
 }
 
-fn run(config_path: Option<&std::path::Path>) -> ExitCode {
-    let config = match config_path {
-        Some(path) => Config::load(path),
-        None => Ok(Config::default()),
+/// `error` and its causes as one line, `a: b: c`. A cause whose text the line already ends with
+/// is skipped, for errors that print their source in their own message too.
+fn cause_chain(error: &dyn Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
     }
-    .and_then(|mut config| {
-        config.apply_env(|key| std::env::var(key).ok());
-        config.validate().map(|()| config)
-    });
-    let config = match config {
-        Ok(config) => config,
+    line
+}
+
+fn run(config_path: Option<&Path>) -> ExitCode {
+    let Loaded { config, overrides } = match load(config_path) {
+        Ok(loaded) => loaded,
         Err(errors) => {
-            let mut report = String::from("rosey: invalid config");
-            for error in errors.iter() {
-                report.push_str(&format!("\n  {error}"));
-            }
-            print_ignoring_broken_pipe(&mut std::io::stderr(), &report);
+            print_config_errors("rosey: invalid config", &errors);
             return ExitCode::FAILURE;
         }
     };
+    // Held until main returns, so the writer threads flush every queued line at exit.
     let _log_guard = match logging::init(&config.logging) {
         Ok(guard) => guard,
         Err(err) => {
-            print_ignoring_broken_pipe(&mut std::io::stderr(), &format!("rosey: {err}"));
+            let text = format!("rosey: {}", cause_chain(&err));
+            print_ignoring_broken_pipe(&mut std::io::stderr(), &text);
             return ExitCode::FAILURE;
         }
     };
+    report_config(&config, &overrides);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
-            tracing::error!(message = "cannot start the async runtime", %err);
+            let error = cause_chain(&err);
+            tracing::error!(message = "cannot start the async runtime", %error);
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(node::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(message = "rosey stopped with an error", %err);
+            let error = cause_chain(&err);
+            tracing::error!(message = "rosey stopped with an error", %error);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs, once logging is up, what the environment changed and which sections have no effect yet.
+/// Names only: a variable's value may be a secret.
+fn report_config(config: &Config, overrides: &EnvOverrides) {
+    for applied in &overrides.applied {
+        tracing::info!(
+            message = "configuration value taken from the environment",
+            variable = applied.variable,
+            key = applied.key
+        );
+    }
+    for ignored in &overrides.ignored {
+        tracing::warn!(
+            message = "environment variable ignored",
+            variable = ignored.target.variable,
+            reason = ignored.reason
+        );
+    }
+    for section in config.unused_sections() {
+        tracing::warn!(message = unused_section_message(section), section);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cause_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("event bus")]
+    struct Bus(#[source] Connect);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot connect to NATS at nats://127.0.0.1:4333")]
+    struct Connect(#[source] std::io::Error);
+
+    /// An error that prints its source in its own message as well.
+    #[derive(Debug, thiserror::Error)]
+    #[error("connector: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    #[test]
+    fn the_whole_cause_chain_is_printed_on_one_line() {
+        let refused =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        assert_eq!(
+            cause_chain(&Bus(Connect(refused))),
+            "event bus: cannot connect to NATS at nats://127.0.0.1:4333: connection refused"
+        );
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let banned = std::io::Error::other("banned from the channel");
+        assert_eq!(cause_chain(&Repeats(banned)), "connector: banned from the channel");
     }
 }

@@ -22,7 +22,8 @@ fn scratch_dir() -> PathBuf {
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    // The default plugin_dir must exist; an empty one runs the bot with no plugins.
+    std::fs::create_dir_all(dir.join("plugins")).unwrap();
     dir
 }
 
@@ -69,7 +70,9 @@ fn check_config_accepts_the_example_configs() {
         let out =
             rosey(&scratch_dir(), &["check-config", path.to_str().unwrap()]).output().unwrap();
         assert!(out.status.success(), "{name}: {}", stderr(&out));
-        assert!(String::from_utf8_lossy(&out.stdout).starts_with("OK"));
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(report.starts_with("OK"), "{report}");
+        assert_eq!(report.lines().count(), 1, "no notes: {report}");
     }
 }
 
@@ -126,42 +129,59 @@ fn check_config_on_a_missing_file_fails_clearly() {
     assert!(stderr(&out).contains("nope.json"), "{}", stderr(&out));
 }
 
-/// A running `rosey run`, whose stdout lines arrive on a channel.
+/// A running `rosey run`: its log lines (stderr) and its chat lines (stdout) arrive on channels.
 struct Running {
     child: Child,
-    lines: mpsc::Receiver<String>,
+    logs: mpsc::Receiver<String>,
+    chat: mpsc::Receiver<String>,
+}
+
+/// Sends each line of `stream` on a new channel, from a thread.
+fn lines_of(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+/// Waits for a line of `lines` containing `needle`; returns everything read up to it.
+fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str) -> String {
+    let mut seen = String::new();
+    loop {
+        match lines.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => {
+                seen.push_str(&line);
+                seen.push('\n');
+                if line.contains(needle) {
+                    return seen;
+                }
+            }
+            Err(_) => panic!("no line containing {needle:?}; output so far:\n{seen}"),
+        }
+    }
 }
 
 impl Running {
     fn start(mut cmd: Command) -> Self {
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, lines }
+        let chat = lines_of(child.stdout.take().unwrap());
+        let logs = lines_of(child.stderr.take().unwrap());
+        Self { child, logs, chat }
     }
 
-    /// Waits for a stdout line containing `needle`; returns everything read up to it.
+    /// Waits for a log line (stderr) containing `needle`; returns every log line read up to it.
     fn wait_for(&self, needle: &str) -> String {
-        let mut seen = String::new();
-        loop {
-            match self.lines.recv_timeout(Duration::from_secs(20)) {
-                Ok(line) => {
-                    seen.push_str(&line);
-                    seen.push('\n');
-                    if line.contains(needle) {
-                        return seen;
-                    }
-                }
-                Err(_) => panic!("no line containing {needle:?}; output so far:\n{seen}"),
-            }
-        }
+        wait_for_line(&self.logs, needle)
+    }
+
+    /// Waits for a chat line (stdout) containing `needle`; returns every chat line read up to it.
+    fn wait_for_chat(&self, needle: &str) -> String {
+        wait_for_line(&self.chat, needle)
     }
 
     fn signal(&self, sig: &str) {
@@ -170,9 +190,10 @@ impl Running {
         assert!(status.unwrap().success());
     }
 
+    /// Waits for the exit; returns the status and the log lines not read yet.
     fn wait_exit(mut self) -> (std::process::ExitStatus, String) {
         let status = self.child.wait().unwrap();
-        let rest: Vec<String> = self.lines.iter().collect();
+        let rest: Vec<String> = self.logs.iter().collect();
         (status, rest.join("\n"))
     }
 }
@@ -335,7 +356,7 @@ fn run_with_nats_url_uses_nats_and_never_logs_credentials() {
     assert!(status.success(), "exit {status:?}");
     let log = std::fs::read_to_string(dir.join("logs/rosey.log")).unwrap();
     for secret in ["s3cr3t-nats", "s3cr3t-db", "s3cr3t-cytube"] {
-        assert!(!startup.contains(secret) && !rest.contains(secret), "{secret} on stdout");
+        assert!(!startup.contains(secret) && !rest.contains(secret), "{secret} on stderr");
         assert!(!log.contains(secret), "{secret} in the log file");
     }
 }
@@ -356,8 +377,13 @@ fn run_fails_with_a_clear_error_when_nats_is_unreachable() {
     let config = write_config(&dir, r#"{"nats_url": "nats://127.0.0.1:1"}"#);
     let out = rosey(&dir, &["run", "--config", config.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("NATS"), "{stdout}");
+    let err = stderr(&out);
+    assert!(err.contains("NATS"), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "logs stay off stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 /// A config whose plugin_dir is `dir`, without a log file.
@@ -383,12 +409,12 @@ fn console_chat_reaches_the_bundled_plugins_and_their_replies_are_printed() {
     let mut stdin = running.child.stdin.take().unwrap();
     use std::io::Write as _;
     writeln!(stdin, "!roll 2d6").unwrap();
-    let roll = running.wait_for("rosey: 🎲");
+    let roll = running.wait_for_chat("rosey: 🎲");
     let line = roll.lines().last().unwrap();
     let total: u32 = line.rsplit("= ").next().unwrap().trim().parse().unwrap();
     assert!((2..=12).contains(&total), "{line}");
     writeln!(stdin, "bob: !8ball will it work?").unwrap();
-    let answer = running.wait_for("rosey: 🎱");
+    let answer = running.wait_for_chat("rosey: 🎱");
     assert!(answer.contains("\"will it work?\""), "{answer}");
     drop(stdin);
     running.signal("TERM");
@@ -593,4 +619,250 @@ fn piped_console_input_is_answered_then_rosey_exits_0() {
     assert_eq!(rolls.len(), 1, "one answer to one line:\n{}", stdout.join("\n"));
     let total: u32 = rolls[0].rsplit("= ").next().unwrap().trim().parse().unwrap();
     assert!((2..=12).contains(&total), "{}", rolls[0]);
+}
+
+// ---- Honest CLI and config: help text, unused sections, environment overrides, stderr logs ----
+
+/// `rosey` in `dir` with the given `ROSEY_*` variables (and no others).
+fn rosey_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = rosey(dir, args);
+    cmd.envs(env.iter().copied());
+    cmd
+}
+
+#[test]
+fn help_describes_the_bot_and_what_each_command_does() {
+    let out = Command::new(ROSEY).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.starts_with("Rosey is a chat bot for CyTube"), "{help}");
+    assert!(help.contains("plugins"), "{help}");
+    assert!(!help.contains("wiring"), "no internal crate description: {help}");
+    for command in ["run", "check-config"] {
+        assert!(help.contains(command), "{help}");
+    }
+
+    let out = Command::new(ROSEY).args(["run", "--help"]).output().unwrap();
+    let run_help = String::from_utf8_lossy(&out.stdout);
+    for promised in ["console", "in-process bus", "CyTube", "NATS", "standard error"] {
+        assert!(run_help.contains(promised), "run --help should mention {promised}: {run_help}");
+    }
+    for not_yet in ["SQLite", "sqlite", "dashboard", "8080"] {
+        assert!(!run_help.contains(not_yet), "run --help promises {not_yet}: {run_help}");
+    }
+
+    let out = Command::new(ROSEY).args(["check-config", "--help"]).output().unwrap();
+    let check_help = String::from_utf8_lossy(&out.stdout);
+    assert!(check_help.contains("without running the bot"), "{check_help}");
+}
+
+#[test]
+fn run_warns_once_per_section_that_is_accepted_but_not_used_yet() {
+    let dir = scratch_dir();
+    let config = write_config(
+        &dir,
+        r#"{"owner": "alice", "dashboard": {"port": 9000}, "database": {"pool_size": 2},
+            "logging": {"file": null}}"#,
+    );
+    let running = Running::start(rosey(&dir, &["run", "--config", config.to_str().unwrap()]));
+    let startup = running.wait_for("rosey ready");
+    for section in ["owner", "database", "dashboard"] {
+        let warning = format!("config section \"{section}\" is accepted but not used yet");
+        let count = startup.lines().filter(|line| line.contains(&warning)).count();
+        assert_eq!(count, 1, "one warning for {section}:\n{startup}");
+        assert!(
+            startup.lines().any(|line| line.contains(&warning) && line.contains("WARN")),
+            "{startup}"
+        );
+    }
+    for quiet in ["admins", "metrics"] {
+        assert!(!startup.contains(&format!("\"{quiet}\"")), "{quiet} not given:\n{startup}");
+    }
+    running.signal("TERM");
+    let (status, _) = running.wait_exit();
+    assert!(status.success());
+}
+
+#[test]
+fn check_config_notes_unused_sections_and_still_says_ok() {
+    let out = check_config(r#"{"metrics": {"poll_interval": 10}, "admins": [], "owner": "a"}"#);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.starts_with("OK: "), "{report}");
+    for section in ["owner", "admins", "metrics"] {
+        assert!(
+            report.contains(&format!("config section \"{section}\" is accepted but not used yet")),
+            "{report}"
+        );
+    }
+    let plain = check_config(r#"{"logging": {"level": "debug"}}"#);
+    assert_eq!(String::from_utf8_lossy(&plain.stdout).lines().count(), 1, "no notes for used keys");
+}
+
+#[test]
+fn run_reports_environment_overrides_by_name_after_logging_starts() {
+    let dir = scratch_dir();
+    let nats =
+        std::env::var("ROSEY_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let cmd = rosey_with_env(
+        &dir,
+        &["run"],
+        &[
+            ("ROSEY_NATS_URL", &nats),
+            ("ROSEY_CYTUBE_PASSWORD", "s3cr3t-env-pw"),
+            ("ROSEY_DATABASE_URL", "postgres://rosey:s3cr3t-env-db@db/rosey"),
+        ],
+    );
+    let running = Running::start(cmd);
+    let startup = running.wait_for("rosey ready");
+    let line_with = |needle: &str| {
+        startup.lines().find(|line| line.contains(needle)).map(str::to_owned).unwrap_or_else(|| {
+            panic!("no log line with {needle}:\n{startup}");
+        })
+    };
+    let ignored = line_with("ROSEY_CYTUBE_PASSWORD");
+    assert!(
+        ignored.contains("WARN") && ignored.contains("environment variable ignored"),
+        "{ignored}"
+    );
+    assert!(ignored.contains("no cytube section"), "{ignored}");
+    let applied = line_with("ROSEY_NATS_URL");
+    assert!(applied.contains("taken from the environment") && applied.contains("nats_url"));
+    assert!(line_with("rosey ready").contains("nats"), "the override took effect:\n{startup}");
+    assert!(line_with("ROSEY_DATABASE_URL").contains("database.url"));
+    assert!(startup.contains("config section \"database\" is accepted but not used yet"));
+    running.signal("TERM");
+    let (status, rest) = running.wait_exit();
+    assert!(status.success(), "{rest}");
+    let log = std::fs::read_to_string(dir.join("logs/rosey.log")).unwrap();
+    for output in [&startup, &rest, &log] {
+        assert!(!output.contains("s3cr3t-env"), "a secret value was logged:\n{output}");
+    }
+}
+
+#[test]
+fn check_config_blames_the_environment_variable_for_a_bad_value_it_gave() {
+    let dir = scratch_dir();
+    let path = write_config(&dir, r#"{"nats_url": "nats://127.0.0.1:4222"}"#);
+    let out = rosey_with_env(
+        &dir,
+        &["check-config", path.to_str().unwrap()],
+        &[("ROSEY_NATS_URL", "nats://")],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("ROSEY_NATS_URL: needs a host"), "{err}");
+    assert!(!err.contains("  nats_url:"), "the file is not to blame: {err}");
+
+    let out = rosey_with_env(
+        &dir,
+        &["run", "--config", path.to_str().unwrap()],
+        &[("ROSEY_DATABASE_URL", "sqlite:")],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("ROSEY_DATABASE_URL: needs a file path"), "{}", stderr(&out));
+
+    let ok = rosey_with_env(
+        &dir,
+        &["check-config", path.to_str().unwrap()],
+        &[("ROSEY_CYTUBE_PASSWORD", "pw")],
+    )
+    .output()
+    .unwrap();
+    assert!(ok.status.success());
+    let report = String::from_utf8_lossy(&ok.stdout);
+    assert!(report.contains("ROSEY_CYTUBE_PASSWORD is ignored"), "{report}");
+}
+
+#[test]
+fn check_config_rejects_what_cytube_nats_or_the_machine_would_refuse() {
+    let cases = [
+        (r#"{"nats_url": "nats://"}"#, "nats_url: needs a host"),
+        (r#"{"database": {"url": "sqlite:"}}"#, "database.url: needs a file path"),
+        (
+            r#"{"cytube": {"server": "http://exa mple.com", "channel": "c", "username": "u"}}"#,
+            "cytube.server: ",
+        ),
+        (
+            r#"{"cytube": {"channel": "c", "username": "u", "password": ""}}"#,
+            "cytube.password: must not be empty",
+        ),
+        (
+            r#"{"cytube": {"channel": "c", "username": "abcdefghijabcdefghijabcdefghij"}}"#,
+            "cytube.username: \"abcdefghijabcdefghijabcdefghij\" is not a CyTube user name",
+        ),
+        (r#"{"logging": {"file": "plugins"}}"#, "logging.file: cannot open "),
+        (r#"{"plugin_dir": "no-plugins-here"}"#, "plugin_dir: "),
+    ];
+    for (json, error) in cases {
+        let out = check_config(json);
+        assert_eq!(out.status.code(), Some(1), "{json} should be rejected");
+        assert!(stderr(&out).contains(error), "{json}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn a_missing_plugin_dir_stops_run_naming_the_key_and_the_absolute_path() {
+    let dir = scratch_dir();
+    let config = write_config(&dir, r#"{"plugin_dir": "plugns", "logging": {"file": null}}"#);
+    let out = rosey(&dir, &["run", "--config", config.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let expected = format!("plugin_dir: {} does not exist", dir.join("plugns").display());
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+
+    std::fs::remove_dir(dir.join("plugins")).unwrap();
+    let out = rosey(&dir, &["check-config", config.to_str().unwrap()]).output().unwrap();
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+    let out = rosey(&dir, &["run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "embedded defaults need ./plugins too");
+    let expected = format!("plugin_dir: {} does not exist", dir.join("plugins").display());
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+}
+
+#[test]
+fn check_config_leaves_no_empty_log_file_behind() {
+    let dir = scratch_dir();
+    let path = write_config(&dir, r#"{"logging": {"file": "var/log/rosey.log"}}"#);
+    let out = rosey(&dir, &["check-config", path.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.join("var/log").is_dir());
+    assert!(!dir.join("var/log/rosey.log").exists());
+}
+
+#[test]
+fn logs_go_to_stderr_and_the_log_file_and_stdout_carries_only_the_chat() {
+    let dir = scratch_dir();
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let config = write_config(
+        &dir,
+        &format!(
+            r#"{{"plugin_dir": {:?}, "logging": {{"level": "debug"}}}}"#,
+            plugins.display().to_string()
+        ),
+    );
+    let mut cmd = rosey(&dir, &["run", "--config", config.to_str().unwrap()]);
+    cmd.stdin(Stdio::piped());
+    let mut running = Running::start(cmd);
+    let startup = running.wait_for("rosey ready");
+    assert!(startup.contains("starting rosey"), "{startup}");
+    let mut stdin = running.child.stdin.take().unwrap();
+    use std::io::Write as _;
+    writeln!(stdin, "alice: !roll 1d6").unwrap();
+    running.wait_for_chat("rosey: 🎲");
+    drop(stdin);
+    running.signal("TERM");
+    let chat: Vec<String> = {
+        let status = running.child.wait().unwrap();
+        assert!(status.success());
+        running.chat.iter().collect()
+    };
+    for line in &chat {
+        assert!(line.starts_with("rosey: "), "only chat on stdout, got {line:?}");
+    }
+    // Written by a background thread and flushed at exit: the last line is in the file.
+    let log = std::fs::read_to_string(dir.join("logs/rosey.log")).unwrap();
+    assert!(log.contains("rosey ready") && log.contains("rosey stopped"), "{log}");
 }

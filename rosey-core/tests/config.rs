@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use rosey_core::config::{Config, ConfigError, ConfigErrors, CytubeConfig, SecretUrl};
+use rosey_core::config::{
+    Config, ConfigError, ConfigErrors, CytubeConfig, EnvOverride, EnvOverrides, IgnoredOverride,
+    SecretUrl,
+};
 
 const DB_PASSWORD: &str = "db-hunter2";
 const CYTUBE_PASSWORD: &str = "cytube-hunter2";
@@ -96,7 +99,7 @@ fn each_semantic_error_names_its_key() {
         (
             r#"{"cytube": {"server": "cytu.be", "channel": "c", "username": "u"}}"#,
             "cytube.server",
-            "must be an http:// or https:// URL",
+            "\"cytu.be\" is not a valid URL",
         ),
         (
             r#"{"logging": {"level": "verbose"}}"#,
@@ -303,14 +306,6 @@ fn env_password_is_ignored_without_a_cytube_section_and_empty_values_are_ignored
 }
 
 #[test]
-fn env_values_are_validated_like_file_values() {
-    let mut config = Config::default();
-    config.apply_env(|name| (name == "ROSEY_NATS_URL").then(|| "redis://x".to_owned()));
-    let errors = config.validate().unwrap_err();
-    assert_eq!(keys(&errors.0), ["nats_url"]);
-}
-
-#[test]
 fn secrets_never_appear_in_debug_or_error_output() {
     let json = format!(
         r#"{{
@@ -364,29 +359,290 @@ fn dev_example_loads_and_validates() {
     let config = Config::load(&example("config-dev.json")).unwrap();
     assert!(config.cytube.is_none(), "console connector");
     assert!(config.nats_url.is_none(), "in-process bus");
-    assert!(config.database.url.expose().starts_with("sqlite:"));
-    assert_eq!((config.dashboard.host.as_str(), config.dashboard.port), ("127.0.0.1", 8080));
-    assert!(config.owner.is_some() && !config.admins.is_empty());
     assert_eq!(config.plugin_dir, PathBuf::from("plugins"));
+    assert!(config.unused_sections().is_empty(), "the examples hold only keys that work today");
 }
 
 #[test]
 fn prod_example_loads_and_validates_and_keeps_secrets_out_of_the_file() {
     let mut config = Config::load(&example("config-prod.json")).unwrap();
     assert_eq!(config.nats_url.as_ref().map(SecretUrl::expose), Some("nats://127.0.0.1:4222"));
-    assert_eq!(
-        config.database.url.expose(),
-        "postgres://rosey@127.0.0.1:5432/rosey",
-        "user only; the password comes from ROSEY_DATABASE_URL"
-    );
     let cytube = config.cytube.as_ref().unwrap();
     assert_eq!(cytube.server, "https://cytu.be");
     assert!(cytube.password.is_none(), "password comes from ROSEY_CYTUBE_PASSWORD");
+    assert!(config.unused_sections().is_empty(), "the examples hold only keys that work today");
 
-    config.apply_env(|name| match name {
+    let report = config
+        .apply_env(|name| (name == "ROSEY_CYTUBE_PASSWORD").then(|| CYTUBE_PASSWORD.to_owned()));
+    assert_eq!(report.applied.len(), 1);
+    assert_eq!(config.validate(), Ok(()));
+}
+
+// ---- URL rules, CyTube names and passwords, environment blame, unused sections, files ----
+
+/// The single error of `json`, as `(key, message)`.
+fn key_and_message(json: &str) -> (String, String) {
+    let errors = errors_of(json);
+    assert_eq!(errors.len(), 1, "{json}: expected one error, got {errors:?}");
+    (errors[0].key.clone(), errors[0].message.clone())
+}
+
+#[test]
+fn urls_are_parsed_and_their_scheme_checked_per_key() {
+    let rejected = [
+        (r#"{"nats_url": "nats://"}"#, "nats_url", "needs a host"),
+        (r#"{"nats_url": "tls://"}"#, "nats_url", "needs a host"),
+        (r#"{"nats_url": "redis://x:6379"}"#, "nats_url", "must start with nats:// or tls://"),
+        (r#"{"nats_url": "nats://a:4222,nats://"}"#, "nats_url", "needs a host"),
+        (r#"{"nats_url": "nats://a:99999"}"#, "nats_url", "is not a valid URL: invalid port"),
+        (r#"{"database": {"url": "sqlite:"}}"#, "database.url", "needs a file path"),
+        (r#"{"database": {"url": "sqlite://"}}"#, "database.url", "needs a file path"),
+        (r#"{"database": {"url": "sqlite://?mode=rwc"}}"#, "database.url", "needs a file path"),
+        (r#"{"database": {"url": "rosey.db"}}"#, "database.url", "is not a valid URL"),
+        (r#"{"database": {"url": "mysql://db/rosey"}}"#, "database.url", "must start with sqlite:"),
+        (
+            r#"{"cytube": {"server": "http://exa mple.com", "channel": "c", "username": "u"}}"#,
+            "cytube.server",
+            "is not a valid URL",
+        ),
+        (
+            r#"{"cytube": {"server": "https://", "channel": "c", "username": "u"}}"#,
+            "cytube.server",
+            "is not a valid URL: empty host",
+        ),
+        (
+            r#"{"cytube": {"server": "ws://cytu.be", "channel": "c", "username": "u"}}"#,
+            "cytube.server",
+            "must start with http:// or https://",
+        ),
+    ];
+    for (json, key, message) in rejected {
+        let (found_key, found_message) = key_and_message(json);
+        assert_eq!(found_key, key, "{json}");
+        assert!(found_message.contains(message), "{json}: {found_message}");
+    }
+    let accepted = [
+        r#"{"nats_url": "nats://127.0.0.1:4222"}"#,
+        r#"{"nats_url": "NATS://nats.example"}"#,
+        r#"{"nats_url": "nats://a:4222,nats://b:4222"}"#,
+        r#"{"database": {"url": "sqlite:rosey.db"}}"#,
+        r#"{"database": {"url": "sqlite:///var/lib/rosey/rosey.db?mode=rwc"}}"#,
+        r#"{"database": {"url": "sqlite::memory:"}}"#,
+        r#"{"database": {"url": "postgres://rosey@db:5432/rosey"}}"#,
+        r#"{"database": {"url": "postgresql://db/rosey?sslmode=require"}}"#,
+        r#"{"cytube": {"server": "https://cytu.be", "channel": "c", "username": "u"}}"#,
+        r#"{"cytube": {"server": "http://127.0.0.1:8080/", "channel": "c", "username": "u"}}"#,
+    ];
+    for json in accepted {
+        assert!(Config::from_json_str(json).is_ok(), "{json}: {:?}", Config::from_json_str(json));
+    }
+}
+
+#[test]
+fn url_errors_never_quote_credentials() {
+    let errors = errors_of(&format!(
+        r#"{{"nats_url": "redis://u:{DB_PASSWORD}@x", "database": {{"url": "mysql://u:{DB_PASSWORD}@db"}}}}"#
+    ));
+    let text = ConfigErrors(errors).to_string();
+    assert!(text.contains("redis://u:***@x") && text.contains("mysql://u:***@db"), "{text}");
+    assert!(!text.contains(DB_PASSWORD), "{text}");
+}
+
+#[test]
+fn cytube_user_name_follows_cytubes_rule_of_1_to_20_word_characters() {
+    let config = |name: &str, password: &str| {
+        format!(r#"{{"cytube": {{"channel": "c", "username": "{name}"{password}}}}}"#)
+    };
+    for name in ["a", "RoseyBot", "rosey_bot-2", "abcdefghij0123456789"] {
+        assert!(Config::from_json_str(&config(name, "")).is_ok(), "{name} is a valid name");
+    }
+    for name in ["abcdefghij0123456789x", "rosey bot", "rosey.bot", "rosé"] {
+        for password in ["", r#", "password": "pw""#] {
+            let (key, message) = key_and_message(&config(name, password));
+            assert_eq!(key, "cytube.username", "{name}");
+            assert!(message.contains("is not a CyTube user name (1-20 of"), "{message}");
+        }
+    }
+}
+
+#[test]
+fn a_given_password_must_not_be_empty() {
+    let (key, message) =
+        key_and_message(r#"{"cytube": {"channel": "c", "username": "u", "password": ""}}"#);
+    assert_eq!(key, "cytube.password");
+    assert!(message.contains("leave the key out to join as a guest"), "{message}");
+    let (key, _) =
+        key_and_message(r#"{"cytube": {"channel": "c", "username": "u", "channel_password": ""}}"#);
+    assert_eq!(key, "cytube.channel_password");
+}
+
+#[test]
+fn apply_env_reports_what_it_applied_and_what_it_ignored() {
+    let mut config = Config::default();
+    let report = config.apply_env(|name| match name {
         "ROSEY_CYTUBE_PASSWORD" => Some(CYTUBE_PASSWORD.to_owned()),
-        "ROSEY_DATABASE_URL" => Some(format!("postgres://rosey:{DB_PASSWORD}@db:5432/rosey")),
+        "ROSEY_CYTUBE_CHANNEL_PASSWORD" => Some(String::new()),
+        "ROSEY_NATS_URL" => Some("nats://127.0.0.1:4222".to_owned()),
         _ => None,
     });
+    assert_eq!(
+        report,
+        EnvOverrides {
+            applied: vec![EnvOverride { variable: "ROSEY_NATS_URL", key: "nats_url" }],
+            ignored: vec![
+                IgnoredOverride {
+                    target: EnvOverride {
+                        variable: "ROSEY_CYTUBE_PASSWORD",
+                        key: "cytube.password"
+                    },
+                    reason: "the configuration has no cytube section",
+                },
+                IgnoredOverride {
+                    target: EnvOverride {
+                        variable: "ROSEY_CYTUBE_CHANNEL_PASSWORD",
+                        key: "cytube.channel_password"
+                    },
+                    reason: "the value is empty",
+                },
+            ],
+        }
+    );
+    assert!(!format!("{report:?}").contains(CYTUBE_PASSWORD), "the report holds names only");
+    assert!(config.nats_url.is_some());
+}
+
+#[test]
+fn a_bad_value_from_the_environment_names_the_variable_not_the_key() {
+    let cases = [
+        ("ROSEY_NATS_URL", "nats://", "needs a host"),
+        ("ROSEY_DATABASE_URL", "sqlite:", "needs a file path"),
+        ("ROSEY_DATABASE_URL", "mysql://db", "must start with sqlite:"),
+    ];
+    for (variable, value, message) in cases {
+        let mut config = Config::default();
+        config.apply_env(|name| (name == variable).then(|| value.to_owned()));
+        let errors = config.validate().unwrap_err();
+        assert_eq!(keys(&errors.0), [variable], "{errors}");
+        assert!(errors.0[0].message.contains(message), "{errors}");
+        assert!(errors.to_string().starts_with(&format!("{variable}: ")), "{errors}");
+    }
+}
+
+#[test]
+fn a_bad_value_from_the_file_still_names_the_key_when_other_variables_are_set() {
+    let mut config =
+        Config::from_json_str(r#"{"cytube": {"channel": "c", "username": "u"}}"#).unwrap();
+    config.database.url = SecretUrl::new("sqlite:".to_owned());
+    config.apply_env(|name| match name {
+        "ROSEY_CYTUBE_PASSWORD" => Some(CYTUBE_PASSWORD.to_owned()),
+        "ROSEY_NATS_URL" => Some("nats://127.0.0.1:4222".to_owned()),
+        _ => None,
+    });
+    let errors = config.validate().unwrap_err();
+    assert_eq!(keys(&errors.0), ["database.url"]);
+}
+
+#[test]
+fn a_good_value_from_the_environment_replaces_a_file_value_without_blame() {
+    let mut config = Config::from_json_str(r#"{"nats_url": "nats://old:4222"}"#).unwrap();
+    config.apply_env(|name| (name == "ROSEY_NATS_URL").then(|| "tls://new:4222".to_owned()));
     assert_eq!(config.validate(), Ok(()));
+    assert_eq!(config.nats_url.as_ref().map(SecretUrl::expose), Some("tls://new:4222"));
+}
+
+#[test]
+fn unused_sections_are_named_when_the_file_gives_them() {
+    assert!(Config::from_json_str("{}").unwrap().unused_sections().is_empty());
+    assert!(Config::default().unused_sections().is_empty());
+    let used_only = r#"{"plugin_dir": "p", "logging": {"file": null}, "nats_url": "nats://h",
+                        "cytube": {"channel": "c", "username": "u"}}"#;
+    assert!(Config::from_json_str(used_only).unwrap().unused_sections().is_empty());
+    // Present with default values still counts: the operator wrote it expecting an effect.
+    let config = Config::from_json_str(
+        r#"{"dashboard": {"port": 8080}, "metrics": {}, "owner": "alice", "admins": ["bob"],
+            "database": {"pool_size": 5}}"#,
+    )
+    .unwrap();
+    assert_eq!(config.unused_sections(), ["owner", "admins", "database", "metrics", "dashboard"]);
+}
+
+#[test]
+fn unused_sections_include_those_set_by_the_environment_or_in_code() {
+    let mut config = Config::default();
+    config.apply_env(|name| (name == "ROSEY_DATABASE_URL").then(|| "sqlite:x.db".to_owned()));
+    assert_eq!(config.unused_sections(), ["database"]);
+    let mut config = Config::default();
+    config.dashboard.port = 9000;
+    assert_eq!(config.unused_sections(), ["dashboard"]);
+}
+
+/// A fresh, empty folder for one test.
+fn scratch_dir() -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "rosey-config-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn with_paths(plugin_dir: &Path, log_file: Option<&Path>) -> Config {
+    let log =
+        log_file.map_or("null".to_owned(), |file| format!("{:?}", file.display().to_string()));
+    Config::from_json_str(&format!(
+        r#"{{"plugin_dir": {:?}, "logging": {{"file": {log}}}}}"#,
+        plugin_dir.display().to_string()
+    ))
+    .unwrap()
+}
+
+#[test]
+fn check_files_accepts_an_existing_plugin_dir_and_leaves_no_new_log_file_behind() {
+    let dir = scratch_dir();
+    let log = dir.join("logs/deep/rosey.log");
+    assert_eq!(with_paths(&dir, Some(&log)).check_files(), Ok(()));
+    assert!(dir.join("logs/deep").is_dir(), "the log folder is created, as running would");
+    assert!(!log.exists(), "checking left an empty log file behind");
+    std::fs::write(&log, "earlier lines\n").unwrap();
+    assert_eq!(with_paths(&dir, Some(&log)).check_files(), Ok(()));
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "earlier lines\n", "existing log kept");
+}
+
+#[test]
+fn check_files_names_plugin_dir_and_its_absolute_path_when_missing_or_not_a_folder() {
+    let dir = scratch_dir();
+    let missing = dir.join("no-such-plugins");
+    let errors = with_paths(&missing, None).check_files().unwrap_err();
+    assert_eq!(errors.to_string(), format!("plugin_dir: {} does not exist", missing.display()));
+    let file = dir.join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let errors = with_paths(&file, None).check_files().unwrap_err();
+    assert_eq!(errors.to_string(), format!("plugin_dir: {} is not a directory", file.display()));
+
+    // A relative path is shown made absolute against the working directory.
+    let errors = with_paths(Path::new("surely-not-here"), None).check_files().unwrap_err();
+    let shown = std::env::current_dir().unwrap().join("surely-not-here");
+    assert_eq!(errors.to_string(), format!("plugin_dir: {} does not exist", shown.display()));
+}
+
+#[test]
+fn check_files_names_logging_file_when_it_cannot_be_opened_for_append() {
+    let dir = scratch_dir();
+    // A folder where the file should be, and a file where a folder should be: both fail even as root.
+    let folder = dir.join("is-a-folder");
+    std::fs::create_dir(&folder).unwrap();
+    let blocker = dir.join("blocker");
+    std::fs::write(&blocker, "").unwrap();
+    for log in [folder.clone(), blocker.join("rosey.log")] {
+        let errors = with_paths(&dir, Some(&log)).check_files().unwrap_err();
+        assert_eq!(keys(&errors.0), ["logging.file"], "{errors}");
+        assert!(
+            errors.0[0].message.starts_with(&format!("cannot open {} for append: ", log.display())),
+            "{errors}"
+        );
+    }
 }

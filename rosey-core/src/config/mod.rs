@@ -6,17 +6,24 @@
 //! semantic checks. Passwords and URL credentials are wrapped in [`Secret`] and [`SecretUrl`], which
 //! never print their value.
 //!
+//! Checking a configuration happens in three steps: [`Config::from_json_str`] (or [`Config::load`])
+//! parses and checks the values, [`Config::apply_env`] applies the `ROSEY_*` overrides and reports
+//! them, [`Config::validate`] checks the values again (blaming a variable for a bad value it gave)
+//! and [`Config::check_files`] checks what the configuration needs from this machine.
+//!
 //! ```
 //! use rosey_core::config::Config;
 //!
 //! let mut config = Config::from_json_str(r#"{ "owner": "alice", "dashboard": { "port": 9090 } }"#)?;
-//! config.apply_env(|name| match name {
+//! let overrides = config.apply_env(|name| match name {
 //!     "ROSEY_DATABASE_URL" => Some("postgres://rosey:hunter2@db/rosey".to_owned()),
 //!     _ => None,
 //! });
+//! assert_eq!(overrides.applied[0].variable, "ROSEY_DATABASE_URL");
 //! config.validate()?;
 //! assert_eq!(config.dashboard.port, 9090);
 //! assert_eq!(config.database.url.to_string(), "postgres://rosey:***@db/rosey");
+//! assert_eq!(config.unused_sections(), ["owner", "database", "dashboard"]);
 //!
 //! let errors = Config::from_json_str(r#"{ "dashboard": { "prot": 9090 }, "metrics": { "poll_interval": 0 } }"#)
 //!     .unwrap_err();
@@ -24,10 +31,16 @@
 //!     errors.to_string(),
 //!     "dashboard.prot: unknown key; did you mean \"port\"?\nmetrics.poll_interval: must be at least 1 second"
 //! );
+//!
+//! let mut config = Config::default();
+//! config.apply_env(|name| (name == "ROSEY_NATS_URL").then(|| "nats://".to_owned()));
+//! assert!(config.validate().unwrap_err().to_string().starts_with("ROSEY_NATS_URL: "));
 //! # Ok::<(), rosey_core::config::ConfigErrors>(())
 //! ```
 
+mod env;
 mod error;
+mod files;
 mod parse;
 mod secret;
 mod sections;
@@ -37,18 +50,14 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use env::{EnvOverride, EnvOverrides, IgnoredOverride};
 pub use error::{ConfigError, ConfigErrors};
 pub use secret::{Secret, SecretUrl};
 pub use sections::{CytubeConfig, DashboardConfig, DatabaseConfig, LoggingConfig, MetricsConfig};
 
-/// Environment variable that sets `cytube.password` (only when the file has a `cytube` section).
-const ENV_CYTUBE_PASSWORD: &str = "ROSEY_CYTUBE_PASSWORD";
-/// Environment variable that sets `cytube.channel_password` (only when the file has a `cytube` section).
-const ENV_CYTUBE_CHANNEL_PASSWORD: &str = "ROSEY_CYTUBE_CHANNEL_PASSWORD";
-/// Environment variable that sets `database.url`.
-const ENV_DATABASE_URL: &str = "ROSEY_DATABASE_URL";
-/// Environment variable that sets `nats_url`.
-const ENV_NATS_URL: &str = "ROSEY_NATS_URL";
+/// Sections and keys that are accepted (so that a file written for the full product loads) but not
+/// used by anything yet; each leaves this list when its feature lands.
+const UNUSED_SECTIONS: [&str; 5] = ["owner", "admins", "database", "metrics", "dashboard"];
 
 /// The whole configuration of a Rosey node. `Debug` is safe to log: secrets print as `***`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -72,7 +81,28 @@ pub struct Config {
     pub dashboard: DashboardConfig,
     /// The logging section (an addition to the spec's keys).
     pub logging: LoggingConfig,
+    /// Where values came from; not a key.
+    #[serde(skip)]
+    provenance: Provenance,
 }
+
+/// Where the values of a [`Config`] came from, for messages that point at the right place.
+#[derive(Debug, Clone, Default)]
+struct Provenance {
+    /// Top-level keys present in the parsed text.
+    given: Vec<String>,
+    /// Keys last set by an environment variable.
+    from_env: Vec<EnvOverride>,
+}
+
+/// Two configurations with the same values are equal, wherever the values came from.
+impl PartialEq for Provenance {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Provenance {}
 
 impl Default for Config {
     fn default() -> Self {
@@ -86,6 +116,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             dashboard: DashboardConfig::default(),
             logging: LoggingConfig::default(),
+            provenance: Provenance::default(),
         }
     }
 }
@@ -108,44 +139,65 @@ impl Config {
 
     /// Applies the environment overrides `ROSEY_CYTUBE_PASSWORD` and `ROSEY_CYTUBE_CHANNEL_PASSWORD`
     /// (only when a `cytube` section exists), `ROSEY_DATABASE_URL` and `ROSEY_NATS_URL`, looking
-    /// each name up with `lookup` (e.g. `|name| std::env::var(name).ok()`); empty values are
-    /// ignored. Call [`Config::validate`] afterwards.
-    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) {
-        let get = |name: &str| {
-            let value = lookup(name).filter(|value| !value.is_empty())?;
-            tracing::debug!(variable = name, "configuration value taken from the environment");
-            Some(value)
-        };
-        type SecretField = fn(&mut CytubeConfig) -> &mut Option<Secret>;
-        let cytube_secrets: [(&str, SecretField); 2] = [
-            (ENV_CYTUBE_PASSWORD, |cytube| &mut cytube.password),
-            (ENV_CYTUBE_CHANNEL_PASSWORD, |cytube| &mut cytube.channel_password),
-        ];
-        for (variable, field) in cytube_secrets {
-            if let Some(secret) = get(variable) {
-                match &mut self.cytube {
-                    Some(cytube) => *field(cytube) = Some(Secret::new(secret)),
-                    None => {
-                        tracing::warn!(
-                            variable,
-                            "ignored: the configuration has no cytube section"
-                        );
-                    }
-                }
-            }
-        }
-        if let Some(url) = get(ENV_DATABASE_URL) {
-            self.database.url = SecretUrl::new(url);
-        }
-        if let Some(url) = get(ENV_NATS_URL) {
-            self.nats_url = Some(SecretUrl::new(url));
-        }
+    /// each name up with `lookup` (e.g. `|name| std::env::var(name).ok()`). Empty values and
+    /// passwords without a `cytube` section are ignored. Nothing is logged: the returned report
+    /// (names only, no values) is for the caller to log once its logging is set up. Call
+    /// [`Config::validate`] afterwards; it names the variable for a bad value that came from one.
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> EnvOverrides {
+        env::apply(self, lookup)
     }
 
     /// Checks the values against each other and against what the runtime accepts, returning every
-    /// problem found, each naming its key.
+    /// problem found, each naming its key, or the environment variable the value came from.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
-        let errors = validate::check(self);
+        let mut errors = validate::check(self);
+        for error in &mut errors {
+            if let Some(source) =
+                self.provenance.from_env.iter().find(|source| source.key == error.key)
+            {
+                error.key = source.variable.to_owned();
+            }
+        }
         if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
+    }
+
+    /// Checks what the configuration needs from this machine, relative to the working directory:
+    /// `plugin_dir` is an existing directory, and `logging.file` can be opened for append (its
+    /// folder is created if missing, as running the bot would; a file that did not exist is removed
+    /// again). Errors name the key and the absolute path. This touches the file system, so it is
+    /// separate from [`Config::validate`]; it blocks, so call it before starting async work or on a
+    /// blocking thread.
+    pub fn check_files(&self) -> Result<(), ConfigErrors> {
+        let errors = files::check(self);
+        if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
+    }
+
+    /// Sections and keys that are accepted but not used yet (`owner`, `admins`, `database`,
+    /// `metrics`, `dashboard`), when the file or the environment gave them or they differ from
+    /// their defaults, in that order. **Temporary:** each leaves this list when the feature that
+    /// uses it lands (admin commands, storage, metrics, dashboard), and the method goes with the
+    /// last one.
+    pub fn unused_sections(&self) -> Vec<&'static str> {
+        let defaults = Config::default();
+        let differs = |name: &str| match name {
+            "owner" => self.owner != defaults.owner,
+            "admins" => self.admins != defaults.admins,
+            "database" => self.database != defaults.database,
+            "metrics" => self.metrics != defaults.metrics,
+            "dashboard" => self.dashboard != defaults.dashboard,
+            _ => false,
+        };
+        UNUSED_SECTIONS
+            .into_iter()
+            .filter(|&name| {
+                self.provenance.given.iter().any(|given| given == name)
+                    || self
+                        .provenance
+                        .from_env
+                        .iter()
+                        .any(|source| source.key.split('.').next() == Some(name))
+                    || differs(name)
+            })
+            .collect()
     }
 }

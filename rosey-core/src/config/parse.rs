@@ -54,6 +54,12 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigErrors> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut value: Value =
         serde_json::from_str(text).map_err(|error| ConfigError::new("", error.to_string()))?;
+    let given: Vec<String> = match &value {
+        Value::Object(map) => {
+            map.iter().filter(|(_, value)| !value.is_null()).map(|(key, _)| key.clone()).collect()
+        }
+        _ => Vec::new(),
+    };
     let mut structure = Structure { text, found: Vec::new(), rejected: Vec::new() };
 
     // serde's derived structs also accept an array, filled field by field; a section never should.
@@ -93,7 +99,10 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigErrors> {
 
     let errors = structure.into_errors(config.as_ref());
     match config {
-        Some(config) if errors.is_empty() => Ok(config),
+        Some(mut config) if errors.is_empty() => {
+            config.provenance.given = given;
+            Ok(config)
+        }
         _ => Err(ConfigErrors(errors)),
     }
 }

@@ -1,6 +1,8 @@
 //! Semantic checks: values that parse but that the runtime cannot use.
 
 use super::sections::port_out_of_range;
+use url::Url;
+
 use super::{Config, ConfigError, SecretUrl};
 
 /// Log levels accepted in `logging.level` (compared without regard to case).
@@ -24,37 +26,24 @@ pub(super) fn check(config: &Config) -> Vec<ConfigError> {
         }
     }
     if let Some(url) = &config.nats_url
-        && !has_scheme(url, &["nats://", "tls://"])
+        && let Err(message) = check_nats_url(url)
     {
-        fail("nats_url", format!("must start with nats:// or tls:// (got \"{url}\")"));
+        fail("nats_url", message);
     }
 
     let database = &config.database;
-    if !has_scheme(&database.url, &["sqlite:", "postgres://", "postgresql://"]) {
-        fail(
-            "database.url",
-            format!(
-                "must start with sqlite:, postgres:// or postgresql:// (got \"{}\")",
-                database.url
-            ),
-        );
+    if let Err(message) = check_database_url(&database.url) {
+        fail("database.url", message);
     }
     if database.pool_size == 0 {
         fail("database.pool_size", "must be at least 1".to_owned());
     }
 
     if let Some(cytube) = &config.cytube {
-        let server = cytube.server.trim();
-        let host = server.strip_prefix("https://").or_else(|| server.strip_prefix("http://"));
-        if host.is_none_or(str::is_empty) {
-            fail(
-                "cytube.server",
-                // A server URL is not meant to hold credentials, but if it does, keep them out.
-                format!(
-                    "must be an http:// or https:// URL (got \"{}\")",
-                    SecretUrl::new(cytube.server.clone())
-                ),
-            );
+        // A server URL is not meant to hold credentials, but if it does, keep them out.
+        let server = SecretUrl::new(cytube.server.clone());
+        if let Err(message) = parse_url(&server, &["http", "https"], "http:// or https://") {
+            fail("cytube.server", message);
         }
         if cytube.channel.trim().is_empty() {
             fail("cytube.channel", "must be set to the channel to join".to_owned());
@@ -69,6 +58,26 @@ pub(super) fn check(config: &Config) -> Vec<ConfigError> {
         }
         if cytube.username.trim().is_empty() {
             fail("cytube.username", "must be set to the bot's account name".to_owned());
+        } else if !is_cytube_user_name(&cytube.username) {
+            fail(
+                "cytube.username",
+                format!(
+                    "\"{}\" is not a CyTube user name (1-20 of a-z, A-Z, 0-9, - and _)",
+                    cytube.username
+                ),
+            );
+        }
+        if cytube.password.as_ref().is_some_and(|password| password.expose().is_empty()) {
+            fail(
+                "cytube.password",
+                "must not be empty; leave the key out to join as a guest".to_owned(),
+            );
+        }
+        if cytube.channel_password.as_ref().is_some_and(|password| password.expose().is_empty()) {
+            fail(
+                "cytube.channel_password",
+                "must not be empty; leave the key out for a channel without a password".to_owned(),
+            );
         }
     }
 
@@ -101,11 +110,54 @@ pub(super) fn check(config: &Config) -> Vec<ConfigError> {
     errors
 }
 
-fn has_scheme(url: &SecretUrl, schemes: &[&str]) -> bool {
-    let url = url.expose();
-    schemes.iter().any(|scheme| {
-        url.get(..scheme.len()).is_some_and(|prefix| prefix.eq_ignore_ascii_case(scheme))
-    })
+/// Parses `url` with the `url` crate and checks that its scheme is one of `schemes` (`expected`
+/// spells them for the message). Messages quote the URL redacted.
+fn parse_url(url: &SecretUrl, schemes: &[&str], expected: &str) -> Result<Url, String> {
+    let parsed = Url::parse(url.expose())
+        .map_err(|error| format!("\"{url}\" is not a valid URL: {error}"))?;
+    if !schemes.contains(&parsed.scheme()) {
+        return Err(format!("must start with {expected} (got \"{url}\")"));
+    }
+    Ok(parsed)
+}
+
+/// `nats://` or `tls://` with a host; a comma-separated list of such URLs (several servers of one
+/// cluster) is accepted, as the NATS client accepts it.
+fn check_nats_url(url: &SecretUrl) -> Result<(), String> {
+    for server in url.expose().split(',') {
+        let server = SecretUrl::new(server.trim().to_owned());
+        let parsed = parse_url(&server, &["nats", "tls"], "nats:// or tls://")?;
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(format!("needs a host, as in nats://127.0.0.1:4222 (got \"{server}\")"));
+        }
+    }
+    Ok(())
+}
+
+/// `sqlite:` with a file path (or `:memory:`), or a `postgres://` / `postgresql://` URL.
+fn check_database_url(url: &SecretUrl) -> Result<(), String> {
+    let parsed = parse_url(
+        url,
+        &["sqlite", "postgres", "postgresql"],
+        "sqlite:, postgres:// or postgresql://",
+    )?;
+    if parsed.scheme() == "sqlite" {
+        // sqlx takes everything after `sqlite:` (and an optional `//`) up to `?` as the file name.
+        let after_scheme = url.expose().split_once(':').map_or("", |(_, rest)| rest);
+        let path = after_scheme.strip_prefix("//").unwrap_or(after_scheme);
+        if path.split('?').next().is_none_or(str::is_empty) {
+            return Err(format!("needs a file path, as in sqlite://rosey.db (got \"{url}\")"));
+        }
+    }
+    Ok(())
+}
+
+/// CyTube's rule for user names, guests and accounts alike (`/^[\w-]{1,20}$/`, `isValidUserName`
+/// in its `src/utilities.js`, checked at guest login and at account login); the server refuses any
+/// other name.
+fn is_cytube_user_name(name: &str) -> bool {
+    (1..=20).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// CyTube's rule for channel names (`/^[\w-]{1,30}$/`); the server refuses any other name.
