@@ -5,13 +5,13 @@ mod cli;
 mod logging;
 mod node;
 
-use std::error::Error;
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
 use rosey_core::config::{Config, ConfigErrors, EnvOverrides};
+use rosey_core::error::Chain;
 
 use cli::{Cli, Command};
 
@@ -94,22 +94,6 @@ fn print_ignoring_broken_pipe(out: &mut dyn Write, text: &str) {
     let _ = writeln!(out, "{text}");
 }
 
-/// `error` and its causes as one line, `a: b: c`. A cause whose text the line already ends with
-/// is skipped, for errors that print their source in their own message too.
-fn cause_chain(error: &dyn Error) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !line.ends_with(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = cause.source();
-    }
-    line
-}
-
 fn run(config_path: Option<&Path>) -> ExitCode {
     let Loaded { config, overrides } = match load(config_path) {
         Ok(loaded) => loaded,
@@ -122,7 +106,7 @@ fn run(config_path: Option<&Path>) -> ExitCode {
     let _log_guard = match logging::init(&config.logging) {
         Ok(guard) => guard,
         Err(err) => {
-            let text = format!("rosey: {}", cause_chain(&err));
+            let text = format!("rosey: {}", Chain(&err));
             print_ignoring_broken_pipe(&mut std::io::stderr(), &text);
             return ExitCode::FAILURE;
         }
@@ -131,7 +115,7 @@ fn run(config_path: Option<&Path>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
-            let error = cause_chain(&err);
+            let error = Chain(&err).to_string();
             tracing::error!(message = "cannot start the async runtime", %error);
             return ExitCode::FAILURE;
         }
@@ -139,7 +123,7 @@ fn run(config_path: Option<&Path>) -> ExitCode {
     match runtime.block_on(node::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let error = cause_chain(&err);
+            let error = Chain(&err).to_string();
             tracing::error!(message = "rosey stopped with an error", %error);
             ExitCode::FAILURE
         }
@@ -165,39 +149,5 @@ fn report_config(config: &Config, overrides: &EnvOverrides) {
     }
     for section in config.unused_sections() {
         tracing::warn!(message = unused_section_message(section), section);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::cause_chain;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("event bus")]
-    struct Bus(#[source] Connect);
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("cannot connect to NATS at nats://127.0.0.1:4333")]
-    struct Connect(#[source] std::io::Error);
-
-    /// An error that prints its source in its own message as well.
-    #[derive(Debug, thiserror::Error)]
-    #[error("connector: {0}")]
-    struct Repeats(#[source] std::io::Error);
-
-    #[test]
-    fn the_whole_cause_chain_is_printed_on_one_line() {
-        let refused =
-            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
-        assert_eq!(
-            cause_chain(&Bus(Connect(refused))),
-            "event bus: cannot connect to NATS at nats://127.0.0.1:4333: connection refused"
-        );
-    }
-
-    #[test]
-    fn a_cause_already_in_the_message_is_not_repeated() {
-        let banned = std::io::Error::other("banned from the channel");
-        assert_eq!(cause_chain(&Repeats(banned)), "connector: banned from the channel");
     }
 }

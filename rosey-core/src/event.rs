@@ -170,11 +170,12 @@ pub struct CommandEvent {
 
 /// A plugin lifecycle event on `rosey.plugin.<name>.<kind>` (see
 /// [`subject::plugin_lifecycle`](crate::subject::plugin_lifecycle)).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LifecycleEvent {
     /// Plugin name.
     pub name: String,
-    /// Version now running (for a reload: the new one when it succeeded, the old one when it failed).
+    /// Version concerned: the one now running; for `reloaded` the new one, for `reload_failed` the one
+    /// the reload attempted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// Version before a reload.
@@ -186,9 +187,9 @@ pub struct LifecycleEvent {
     /// Why it happened (crash cause, reload failure step).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// How long the operation took, in milliseconds.
+    /// How long the operation took, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub duration_ms: Option<u64>,
+    pub duration_seconds: Option<f64>,
     /// When it happened.
     pub time: EpochMillis,
 }

@@ -334,7 +334,7 @@ async fn reloads_are_announced_on_the_bus_and_heard_by_the_metrics_sink() {
         (reloaded.from_version.as_deref(), reloaded.version.as_deref()),
         (Some("1.0.0"), Some("1.1.0"))
     );
-    assert!(reloaded.duration_ms.is_some() && reloaded.pid.is_some());
+    assert!(reloaded.duration_seconds.is_some_and(|s| s > 0.0) && reloaded.pid.is_some());
     deploy(&manifest, "1.2.0", &["--no-pong"], "[timeouts]\nhealth_secs = 0.3");
     bed.manager.reload("herald").await.unwrap_err();
     let failed = bed.lifecycle("herald", "reload_failed").await;

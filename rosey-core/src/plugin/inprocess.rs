@@ -195,8 +195,12 @@ impl PluginRuntime for InProcessRuntime {
         };
         let commands = manifest.commands.iter().map(|c| c.name.clone()).collect();
         tokio::spawn(async move {
+            // A panic outside a handler (in `init`, say) ends the instance like a crash, reported.
+            let serving =
+                std::panic::AssertUnwindSafe(serve(plugin, ctx, version, commands, input_rx))
+                    .catch_unwind();
             let reason = tokio::select! {
-                reason = serve(plugin, ctx, version, commands, input_rx) => reason,
+                reason = serving => reason.unwrap_or_else(|_| ExitReason::Stopped("panicked".to_owned())),
                 _ = kill_rx => ExitReason::Stopped("killed".to_owned()),
             };
             let _ = output_tx.send(InstanceOutput::Exited(reason)).await;
@@ -301,4 +305,98 @@ async fn handle(
         }
     }
     plugin.event(ctx, subject, data).await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with its location
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+    use serde_json::json;
+
+    use super::*;
+    use crate::bus::{EventBus, EventBusExt, MemoryBus};
+    use crate::event::ChatSend;
+    use crate::plugin::{Manifest, PluginManager};
+
+    /// `!remember x` stores x through the key-value store, announces it, and answers with what the
+    /// store said; `!boom` panics.
+    struct Memo;
+
+    #[async_trait]
+    impl InProcessPlugin for Memo {
+        async fn command(&mut self, ctx: &PluginContext, command: &CommandEvent) -> PluginReply {
+            if command.command == "boom" {
+                panic!("boom");
+            }
+            let stored = ctx
+                .request(
+                    "rosey.db.kv.set",
+                    json!({"key": "memo", "value": command.args}),
+                    Duration::from_secs(1),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            ctx.publish("memo.stored", json!({"by": command.user}))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(vec![format!("{} remembered ({})", command.user, stored["ok"])])
+        }
+    }
+
+    fn command(name: &str, args: &str) -> CommandEvent {
+        CommandEvent {
+            channel: "lobby".to_owned(),
+            user: "alice".to_owned(),
+            rank: None,
+            command: name.to_owned(),
+            args: args.to_owned(),
+            message: format!("!{name} {args}"),
+            time: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_in_process_plugin_gets_typed_commands_and_can_request_and_publish() {
+        let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
+        let runtime = InProcessRuntime::new();
+        runtime.register("memo", "1.0.0", || Box::new(Memo));
+        let manager = PluginManager::new(bus.clone(), Arc::new(runtime));
+        let mut store = bus.subscribe("rosey.db.kv.set").await.unwrap();
+        let mut announced = bus.subscribe("memo.stored").await.unwrap();
+        let mut said = bus.subscribe("cytube.chat.send").await.unwrap();
+        manager.add(Manifest::in_process("memo", "1.0.0", ["remember", "boom"])).await.unwrap();
+        manager.wait_running("memo", Duration::from_secs(5)).await.unwrap();
+
+        bus.publish_json("rosey.command.remember", &command("remember", "tea")).await.unwrap();
+        let request = store.next().await.unwrap();
+        let asked: serde_json::Value = request.decode().unwrap();
+        assert_eq!(
+            asked,
+            json!({"key": "memo", "value": "tea", "plugin": "memo"}),
+            "stamped by the host"
+        );
+        bus.respond(&request, json!({"ok": true}).to_string().into()).await.unwrap();
+        let text: ChatSend = said.next().await.unwrap().decode().unwrap();
+        assert_eq!(text.message, "alice remembered (true)");
+        let event: serde_json::Value = announced.next().await.unwrap().decode().unwrap();
+        assert_eq!(event, json!({"by": "alice"}));
+
+        // A panicking handler fails its event; the plugin keeps serving.
+        let reply = bus
+            .request(
+                "rosey.command.boom",
+                serde_json::to_vec(&command("boom", "")).unwrap().into(),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        let reply: serde_json::Value = reply.decode().unwrap();
+        assert_eq!(reply["error"], "handler panicked");
+        assert_eq!(manager.status("memo").unwrap().crash_count, 0);
+        manager.shutdown().await;
+    }
 }

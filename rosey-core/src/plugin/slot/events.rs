@@ -272,6 +272,8 @@ impl Slot {
             map.insert("plugin".to_owned(), Value::String(plugin));
         }
         let bus = self.bus.clone();
+        // Reap the requests already answered, so the set holds only those in progress.
+        while self.requests.try_join_next().is_some() {}
         self.requests.spawn(async move {
             let response = match bus.request(&subject, Bytes::from(data.to_string()), timeout).await
             {

@@ -34,8 +34,8 @@ use futures_util::stream::{SelectAll, StreamExt};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tokio_util::task::TaskTracker;
 use tokio_util::time::{DelayQueue, delay_queue};
 
 use super::control::{Action, ControlError};
@@ -305,8 +305,8 @@ pub(crate) struct Slot {
     consecutive_timeouts: u32,
     sample_interval: Duration,
     malformed_logged: u64,
-    /// Requests plugins made of the bus, answered in their own tasks; ended with the slot.
-    requests: TaskTracker,
+    /// Requests plugins made of the bus, answered in their own tasks; aborted when the slot ends.
+    requests: JoinSet<()>,
     /// Set once the slot should end (after a shutdown).
     exit: bool,
 }
@@ -342,7 +342,7 @@ impl Slot {
             consecutive_timeouts: 0,
             sample_interval,
             malformed_logged: 0,
-            requests: TaskTracker::new(),
+            requests: JoinSet::new(),
             exit: false,
         }
     }
@@ -435,8 +435,8 @@ impl Slot {
                 _ = sampling.tick() => self.sample_resources().await,
             }
         }
-        self.requests.close();
-        // Old instances still draining are killed when dropped with the slot.
+        // Requests still running are aborted and old instances still draining are killed, as the slot
+        // is dropped.
     }
 
     async fn on_timer(&mut self, timer: Timer) {

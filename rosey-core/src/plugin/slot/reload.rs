@@ -29,7 +29,7 @@ impl Slot {
             from_version: Some(from_version.clone()),
             pid,
             reason: None,
-            duration_ms: Some(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)),
+            duration_seconds: Some(duration.as_secs_f64()),
             time: now_millis(),
         };
         self.publish_lifecycle(LifecycleKind::Reloaded, &event).await;
@@ -75,7 +75,7 @@ impl Slot {
             from_version: Some(from_version.clone()),
             pid,
             reason: Some(format!("{step}: {reason}")),
-            duration_ms: Some(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)),
+            duration_seconds: Some(duration.as_secs_f64()),
             time: now_millis(),
         };
         self.publish_lifecycle(LifecycleKind::ReloadFailed, &event).await;

@@ -323,7 +323,7 @@ impl Slot {
             from_version: None,
             pid,
             reason,
-            duration_ms: None,
+            duration_seconds: None,
             time: now_millis(),
         };
         self.publish_lifecycle(kind, &event).await;
