@@ -11,12 +11,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rosey_plugin::protocol::{HostMessage, PluginMessage};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use crate::bus::{EventBus, EventBusExt, MemoryBus};
 use crate::event::{ChatSend, CommandEvent};
 use crate::plugin::{
     Action, ControlError, ExitReason, Instance, InstanceOutput, Manifest, PluginManager,
-    PluginRuntime, PluginState, RuntimeError, StartStep,
+    PluginRuntime, PluginState, PluginStatus, ReloadReport, RuntimeError, StartStep,
 };
 
 /// One instance of the puppet runtime, played by the test.
@@ -41,6 +42,11 @@ impl Puppet {
     /// Plays a healthy start: `init` → `ready`, `ping` → `pong`.
     async fn start_healthy(&mut self, version: &str) {
         assert!(matches!(self.next().await, HostMessage::Init { .. }));
+        self.finish_start(version).await;
+    }
+
+    /// Plays the rest of a healthy start once `init` was read: `ready`, then `ping` → `pong`.
+    async fn finish_start(&mut self, version: &str) {
         self.say(ready(version)).await;
         let HostMessage::Ping { id } = self.next().await else { panic!("expected a ping") };
         self.say(PluginMessage::Pong { id }).await;
@@ -134,6 +140,24 @@ impl Bed {
         }
     }
 
+    /// A reload running in the background.
+    fn reload(&self) -> JoinHandle<Result<ReloadReport, ControlError>> {
+        let manager = self.manager.clone();
+        tokio::spawn(async move { manager.reload("puppet").await })
+    }
+
+    /// A restart running in the background.
+    fn restart(&self) -> JoinHandle<Result<PluginStatus, ControlError>> {
+        let manager = self.manager.clone();
+        tokio::spawn(async move { manager.restart("puppet").await })
+    }
+
+    /// A stop running in the background.
+    fn stop(&self) -> JoinHandle<Result<(), ControlError>> {
+        let manager = self.manager.clone();
+        tokio::spawn(async move { manager.stop("puppet").await })
+    }
+
     async fn command(&self, args: &str) {
         let event = CommandEvent {
             channel: "lobby".to_owned(),
@@ -210,10 +234,7 @@ async fn a_probe_without_a_reply_fails_the_start_at_the_probe_step() {
     let mut puppet = bed.instance().await;
     puppet.start_healthy("1.0").await;
     let HostMessage::Event { id, .. } = puppet.next().await else { panic!("expected the probe") };
-    let restart = {
-        let manager = bed.manager.clone();
-        tokio::spawn(async move { manager.restart("puppet").await })
-    };
+    let restart = bed.restart();
     // The restart replaces this start; play the restarted one and fail its probe.
     let _ = id;
     let mut second = bed.instance().await;
@@ -232,10 +253,7 @@ async fn a_probe_without_a_reply_fails_the_start_at_the_probe_step() {
 #[tokio::test(start_paused = true)]
 async fn a_shutdown_during_a_restart_wins_and_the_restart_caller_is_told() {
     let (bed, mut puppet) = Bed::serving("").await;
-    let restart = {
-        let manager = bed.manager.clone();
-        tokio::spawn(async move { manager.restart("puppet").await })
-    };
+    let restart = bed.restart();
     assert!(matches!(puppet.next().await, HostMessage::Shutdown {}));
     let shutdown = {
         let manager = bed.manager.clone();
@@ -253,12 +271,7 @@ async fn a_shutdown_during_a_restart_wins_and_the_restart_caller_is_told() {
 #[tokio::test(start_paused = true)]
 async fn concurrent_restarts_all_get_the_one_result() {
     let (mut bed, mut puppet) = Bed::serving("").await;
-    let restarts: Vec<_> = (0..3)
-        .map(|_| {
-            let manager = bed.manager.clone();
-            tokio::spawn(async move { manager.restart("puppet").await })
-        })
-        .collect();
+    let restarts: Vec<_> = (0..3).map(|_| bed.restart()).collect();
     assert!(matches!(puppet.next().await, HostMessage::Shutdown {}));
     puppet.exit(0).await;
     let mut second = bed.instance().await;
@@ -276,19 +289,14 @@ async fn a_restart_during_a_reload_is_refused_as_busy() {
     // here the manifest is read on the blocking pool, in real time, so their order is not ours.)
     let (mut bed, _serving) = Bed::serving("").await;
     manifest(&bed.dir, "1.1", "");
-    let reload = {
-        let manager = bed.manager.clone();
-        tokio::spawn(async move { manager.reload("puppet").await })
-    };
+    let reload = bed.reload();
     let mut candidate = bed.instance().await;
     assert!(matches!(candidate.next().await, HostMessage::Init { .. }));
     match bed.manager.restart("puppet").await {
         Err(ControlError::Busy { action: Action::Reload, .. }) => {}
         other => panic!("expected busy, got {other:?}"),
     }
-    candidate.say(ready("1.1")).await;
-    let HostMessage::Ping { id } = candidate.next().await else { panic!("expected a ping") };
-    candidate.say(PluginMessage::Pong { id }).await;
+    candidate.finish_start("1.1").await;
     let report = reload.await.unwrap().unwrap();
     assert_eq!((report.from_version.as_str(), report.to_version.as_str()), ("1.0", "1.1"));
     assert!(bed.starts.try_recv().is_err(), "the refused restart started nothing");
@@ -314,10 +322,7 @@ async fn event_deadlines_fire_in_their_own_order_after_a_reload_to_a_shorter_tim
     let HostMessage::Event { .. } = old.next().await else { panic!("expected the event") };
     // Reload to a 2 s event timeout while the old instance still holds its 10 s event.
     manifest(&bed.dir, "1.1", "[timeouts]\nevent_secs = 2\n");
-    let reload = {
-        let manager = bed.manager.clone();
-        tokio::spawn(async move { manager.reload("puppet").await })
-    };
+    let reload = bed.reload();
     let mut new = bed.instance().await;
     new.start_healthy("1.1").await;
     reload.await.unwrap().unwrap();
@@ -335,10 +340,7 @@ async fn stopping_shows_draining_until_the_last_event_is_done() {
     let (bed, mut puppet) = Bed::serving("").await;
     bed.command("1").await;
     let HostMessage::Event { id, .. } = puppet.next().await else { panic!("expected the event") };
-    let stop = {
-        let manager = bed.manager.clone();
-        tokio::spawn(async move { manager.stop("puppet").await })
-    };
+    let stop = bed.stop();
     assert!(matches!(puppet.next().await, HostMessage::Shutdown {}));
     assert_eq!(bed.state(), PluginState::Draining);
     puppet.say(PluginMessage::Done { id, error: None }).await;
@@ -352,10 +354,7 @@ async fn stopping_shows_draining_until_the_last_event_is_done() {
 async fn an_instance_that_ignores_shutdown_is_killed_after_the_grace_period() {
     let (bed, mut puppet) = Bed::serving("[timeouts]\nshutdown_grace_secs = 3\n").await;
     let began = tokio::time::Instant::now();
-    let stop = {
-        let manager = bed.manager.clone();
-        tokio::spawn(async move { manager.stop("puppet").await })
-    };
+    let stop = bed.stop();
     assert!(matches!(puppet.next().await, HostMessage::Shutdown {}));
     stop.await.unwrap().unwrap();
     assert_eq!(began.elapsed().as_secs(), 3);
@@ -413,17 +412,12 @@ async fn events_that_arrive_during_a_restart_wait_and_reach_the_new_instance() {
 async fn a_crash_of_the_serving_instance_during_a_reload_lets_the_candidate_take_over() {
     let (mut bed, old) = Bed::serving("").await;
     manifest(&bed.dir, "1.1", "");
-    let reload = {
-        let manager = bed.manager.clone();
-        tokio::spawn(async move { manager.reload("puppet").await })
-    };
+    let reload = bed.reload();
     let mut candidate = bed.instance().await;
     assert!(matches!(candidate.next().await, HostMessage::Init { .. }));
     old.exit(1).await;
     bed.wait_state(PluginState::Starting).await;
-    candidate.say(ready("1.1")).await;
-    let HostMessage::Ping { id } = candidate.next().await else { panic!("expected a ping") };
-    candidate.say(PluginMessage::Pong { id }).await;
+    candidate.finish_start("1.1").await;
     assert_eq!(reload.await.unwrap().unwrap().to_version, "1.1");
     let status = bed.manager.status("puppet").unwrap();
     assert_eq!((status.state, status.version.as_str()), (PluginState::Running, "1.1"));
@@ -435,16 +429,10 @@ async fn a_crash_of_the_serving_instance_during_a_reload_lets_the_candidate_take
 async fn a_stop_during_a_reload_supersedes_it_and_stops_both_instances() {
     let (mut bed, mut old) = Bed::serving("").await;
     manifest(&bed.dir, "1.1", "");
-    let reload = {
-        let manager = bed.manager.clone();
-        tokio::spawn(async move { manager.reload("puppet").await })
-    };
+    let reload = bed.reload();
     let mut candidate = bed.instance().await;
     assert!(matches!(candidate.next().await, HostMessage::Init { .. }));
-    let stop = {
-        let manager = bed.manager.clone();
-        tokio::spawn(async move { manager.stop("puppet").await })
-    };
+    let stop = bed.stop();
     match reload.await.unwrap() {
         Err(ControlError::Superseded { action: Action::Reload, by: Action::Stop, .. }) => {}
         other => panic!("expected the reload to be superseded, got {other:?}"),
@@ -460,18 +448,12 @@ async fn a_stop_during_a_reload_supersedes_it_and_stops_both_instances() {
 #[tokio::test(start_paused = true)]
 async fn a_failed_reload_of_a_stopped_plugin_leaves_it_failed_with_the_reason() {
     let (mut bed, mut puppet) = Bed::serving("").await;
-    let stop = {
-        let manager = bed.manager.clone();
-        tokio::spawn(async move { manager.stop("puppet").await })
-    };
+    let stop = bed.stop();
     assert!(matches!(puppet.next().await, HostMessage::Shutdown {}));
     puppet.exit(0).await;
     stop.await.unwrap().unwrap();
     manifest(&bed.dir, "1.1", "[timeouts]\nready_secs = 1\n");
-    let reload = {
-        let manager = bed.manager.clone();
-        tokio::spawn(async move { manager.reload("puppet").await })
-    };
+    let reload = bed.reload();
     let mut candidate = bed.instance().await;
     assert!(matches!(candidate.next().await, HostMessage::Init { .. }));
     match reload.await.unwrap() {
