@@ -9,7 +9,6 @@
 //! from `plugin.toml` folders) for `InProcessRuntime`, `CytubeConnector` (feature `cytube`) for the
 //! console. `rosey-bin/src/node.rs` wires the full set in the documented startup order.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,14 +37,6 @@ impl InProcessPlugin for Greeter {
     }
 }
 
-/// Its manifest: which commands it owns. For an in-process plugin `exec` is not run.
-const MANIFEST: &str = r#"
-name = "greeter"
-version = "1.0.0"
-exec = ["in-process"]
-commands = ["hello"]
-"#;
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
@@ -53,7 +44,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runtime = InProcessRuntime::new();
     runtime.register("greeter", "1.0.0", || Box::new(Greeter::default()));
     let manager = PluginManager::new(bus.clone(), Arc::new(runtime));
-    manager.add(Manifest::parse(MANIFEST, Path::new("."))?).await?;
+    // Its manifest, built in code: which commands it owns (defaults for timeouts and restarts).
+    manager.add(Manifest::in_process("greeter", "1.0.0", ["hello"])).await?;
     manager.wait_running("greeter", Duration::from_secs(5)).await?;
 
     // Each service's `start` consumes it and returns a handle that stops it and says how it ended.
