@@ -75,6 +75,10 @@ struct EventsJson {
     in_flight: u64,
     queued: u64,
     malformed_lines: u64,
+    redelivered: u64,
+    dropped_replies: u64,
+    refused_publishes: u64,
+    refused_requests: u64,
 }
 
 impl From<&EventCounts> for EventsJson {
@@ -89,6 +93,10 @@ impl From<&EventCounts> for EventsJson {
             in_flight: c.in_flight,
             queued: c.queued,
             malformed_lines: c.malformed_lines,
+            redelivered: c.redelivered,
+            dropped_replies: c.dropped_replies,
+            refused_publishes: c.refused_publishes,
+            refused_requests: c.refused_requests,
         }
     }
 }
@@ -147,6 +155,7 @@ fn error_json(error: &ControlError) -> Value {
     let code = match error {
         ControlError::NotFound(_) => "not_found",
         ControlError::AlreadyLoaded(_) => "already_loaded",
+        ControlError::CommandOwned(_) => "command_owned",
         ControlError::Busy { .. } => "busy",
         ControlError::Superseded { .. } => "superseded",
         ControlError::ShuttingDown(_) => "shutting_down",

@@ -41,6 +41,7 @@ pub mod health;
 mod lines;
 pub mod metrics;
 pub mod plugin;
+mod quiet;
 pub mod router;
 pub mod service;
 pub mod subject;

@@ -23,8 +23,8 @@ struct Routed {
 impl Routed {
     async fn start(bus: Arc<dyn EventBus>, group: &str) -> Self {
         let table = CommandTable::new();
-        table.set_plugin_commands("dice-roller", [("roll".into(), false)]);
-        table.set_plugin_commands("admin", [("admin".into(), true)]);
+        table.claim("dice-roller", [("roll".into(), false)]).unwrap();
+        table.claim("admin", [("admin".into(), true)]).unwrap();
         let commands = bus.subscribe("rosey.command.>").await.unwrap();
         let options = RouterOptions {
             bot_name: Some("RoseyBot".into()),

@@ -4,6 +4,7 @@
 mod bus_conformance;
 mod config;
 mod console;
+mod containment;
 mod cytube;
 mod cytube_fixtures;
 mod errors;

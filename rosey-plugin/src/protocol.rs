@@ -73,6 +73,12 @@ pub enum HostMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// The host refused something the plugin sent (a `publish` on a subject it may not use, a reply
+    /// over the per-event limit…); informational, nothing to answer.
+    Error {
+        /// What was refused and why.
+        message: String,
+    },
 }
 
 /// What a plugin sends to the host.

@@ -205,6 +205,10 @@ impl Plugin {
                 output.write_all(&PluginMessage::Done { id, error }.to_line())
             }
             HostMessage::Shutdown {} | HostMessage::Response { .. } => Ok(()),
+            HostMessage::Error { message } => {
+                eprintln!("host refused: {message}");
+                Ok(())
+            }
         }
     }
 

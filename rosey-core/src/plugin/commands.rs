@@ -30,6 +30,18 @@ pub struct RoutedCommand {
     pub args: String,
 }
 
+/// A command claimed by a plugin while another one owns it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("command {command:?} is already owned by plugin {owner:?}, so {claimant:?} cannot have it")]
+pub struct CommandClash {
+    /// The command.
+    pub command: String,
+    /// The plugin that owns it.
+    pub owner: String,
+    /// The plugin that asked for it.
+    pub claimant: String,
+}
+
 /// Command word → route. Cheap to clone; clones share one table, so the router sees plugins added,
 /// removed or reloaded with new commands at once.
 #[derive(Debug, Clone, Default)]
@@ -43,25 +55,44 @@ impl CommandTable {
         Self::default()
     }
 
-    /// Sets the commands of `plugin`, replacing whatever it owned before. A command already owned by
-    /// another plugin is left with that plugin and returned, so the caller can report the clash.
-    pub fn set_plugin_commands(
+    /// Gives `plugin` exactly `commands`, replacing whatever it owned before, all or nothing: when a
+    /// command already belongs to another plugin, nothing changes and the clash is returned. A command
+    /// has exactly one owner.
+    pub fn claim(
         &self,
         plugin: &str,
         commands: impl IntoIterator<Item = (String, bool)>,
-    ) -> Vec<String> {
+    ) -> Result<(), CommandClash> {
+        let commands: Vec<(String, bool)> = commands.into_iter().collect();
         let mut routes = self.routes.write();
-        routes.retain(|_, route| route.plugin != plugin);
-        let mut clashes = Vec::new();
-        for (command, subcommands) in commands {
-            match routes.get(&command) {
-                Some(existing) if existing.plugin != plugin => clashes.push(command),
-                _ => {
-                    routes.insert(command, CommandRoute { plugin: plugin.to_owned(), subcommands });
-                }
+        for (command, _) in &commands {
+            if let Some(existing) = routes.get(command).filter(|r| r.plugin != plugin) {
+                return Err(CommandClash {
+                    command: command.clone(),
+                    owner: existing.plugin.clone(),
+                    claimant: plugin.to_owned(),
+                });
             }
         }
-        clashes
+        routes.retain(|_, route| route.plugin != plugin);
+        for (command, subcommands) in commands {
+            routes.insert(command, CommandRoute { plugin: plugin.to_owned(), subcommands });
+        }
+        Ok(())
+    }
+
+    /// The plugin that owns `command` if it is not `plugin`: what a [`claim`](Self::claim) by
+    /// `plugin` would clash with, without claiming anything.
+    pub fn clash(
+        &self,
+        plugin: &str,
+        commands: impl IntoIterator<Item = String>,
+    ) -> Option<CommandClash> {
+        let routes = self.routes.read();
+        commands.into_iter().find_map(|command| {
+            let owner = routes.get(&command).filter(|r| r.plugin != plugin)?.plugin.clone();
+            Some(CommandClash { command, owner, claimant: plugin.to_owned() })
+        })
     }
 
     /// Removes every command of `plugin`.
@@ -109,8 +140,8 @@ mod tests {
 
     fn table() -> CommandTable {
         let table = CommandTable::new();
-        table.set_plugin_commands("dice-roller", [("roll".into(), false), ("flip".into(), false)]);
-        table.set_plugin_commands("admin", [("admin".into(), true)]);
+        table.claim("dice-roller", [("roll".into(), false), ("flip".into(), false)]).unwrap();
+        table.claim("admin", [("admin".into(), true)]).unwrap();
         table
     }
 
@@ -150,9 +181,11 @@ mod tests {
     #[test]
     fn a_command_keeps_its_first_owner() {
         let t = table();
-        let clashes = t.set_plugin_commands("copycat", [("roll".into(), false)]);
-        assert_eq!(clashes, ["roll"]);
+        let clash =
+            t.claim("copycat", [("dance".into(), false), ("roll".into(), false)]).unwrap_err();
+        assert_eq!((clash.command.as_str(), clash.owner.as_str()), ("roll", "dice-roller"));
         assert_eq!(t.lookup("roll").unwrap().plugin, "dice-roller");
+        assert!(t.lookup("dance").is_none(), "all or nothing");
         t.remove_plugin("dice-roller");
         assert!(t.lookup("roll").is_none());
     }

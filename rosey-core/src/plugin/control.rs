@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::commands::CommandClash;
 use super::status::{PluginState, PluginStatus, ReloadFailure, ReloadReport, StartFailure};
 
 /// An operator action on one plugin, for naming what is in progress or what superseded a request.
@@ -43,6 +44,9 @@ pub enum ControlError {
     /// A plugin with that name is already loaded.
     #[error("a plugin named {0:?} is already loaded")]
     AlreadyLoaded(String),
+    /// The plugin claims a command another plugin owns; it is not loaded.
+    #[error(transparent)]
+    CommandOwned(#[from] CommandClash),
     /// A stronger action on the same plugin is in progress (shutdown > stop > reload > restart); try
     /// again when it is done.
     #[error("a {action} of {name} is already in progress")]

@@ -283,6 +283,10 @@ async fn serve(
             HostMessage::Ping { id } => send(PluginMessage::Pong { id }).await,
             HostMessage::Shutdown {} => return ExitReason::Code(0),
             HostMessage::Response { .. } => true,
+            HostMessage::Error { message } => {
+                tracing::warn!(message = "the host refused what the plugin sent", plugin = %ctx.name(), refusal = %message);
+                true
+            }
         };
         if !alive {
             break;

@@ -181,7 +181,10 @@ impl PluginManager {
         errors
     }
 
-    /// Adds a plugin and starts it (without waiting for it to be ready).
+    /// Adds a plugin and starts it (without waiting for it to be ready). Refused, with nothing
+    /// subscribed, when the name is taken or one of its commands belongs to another plugin
+    /// ([`ControlError::CommandOwned`]): a command has exactly one owner, the plugin added first
+    /// ([`load_dir`](Self::load_dir) adds in folder-name order, so the owner does not depend on timing).
     pub async fn add(&self, manifest: Manifest) -> Result<(), ControlError> {
         let name = manifest.name.clone();
         let shared: SharedCell = Arc::new(Mutex::new(Shared::new(&manifest)));
@@ -191,6 +194,9 @@ impl PluginManager {
             if slots.contains_key(&name) {
                 return Err(ControlError::AlreadyLoaded(name));
             }
+            // Under the slots' lock, so two adds cannot both take a command.
+            self.commands
+                .claim(&name, manifest.commands.iter().map(|c| (c.name.clone(), c.subcommands)))?;
             slots.insert(
                 name.clone(),
                 Arc::new(Entry {
@@ -200,13 +206,6 @@ impl PluginManager {
                     task: Mutex::new(None),
                 }),
             );
-        }
-        let clashes = self.commands.set_plugin_commands(
-            &name,
-            manifest.commands.iter().map(|c| (c.name.clone(), c.subcommands)),
-        );
-        for command in clashes {
-            tracing::warn!(message = "command already owned by another plugin; not routed here", plugin = %name, command = %command);
         }
         let slot = Slot::new(
             manifest,
@@ -334,10 +333,15 @@ impl PluginManager {
         };
         let commands: Vec<(String, bool)> =
             manifest.commands.iter().map(|c| (c.name.clone(), c.subcommands)).collect();
+        // A reload cannot take a command another plugin owns.
+        if let Some(clash) = self.commands.clash(name, commands.iter().map(|(c, _)| c.clone())) {
+            return Err(self.refused(name, &manifest.version, clash.to_string(), began));
+        }
         let manifest = Box::new(manifest);
         let report = self.ask(name, |done| Control::Reload { manifest, done }).await?;
-        for command in self.commands.set_plugin_commands(name, commands) {
-            tracing::warn!(message = "command already owned by another plugin; not routed here", plugin = %name, command = %command);
+        if let Err(clash) = self.commands.claim(name, commands) {
+            // Another plugin took the command while this one reloaded: it keeps it.
+            tracing::error!(message = "command taken during the reload; not routed to the new version", plugin = %name, %clash);
         }
         Ok(report)
     }

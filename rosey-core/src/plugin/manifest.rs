@@ -84,8 +84,8 @@ pub enum ManifestError {
         problems: Vec<ManifestProblem>,
     },
     /// The manifest is valid but the plugin could not be added (e.g. its name or a command is
-    /// taken); the cause says why.
-    #[error("{}: plugin not added", path.display())]
+    /// taken); the message and the cause say why.
+    #[error("{}: plugin not added: {source}", path.display())]
     NotAdded {
         /// The manifest file.
         path: PathBuf,
@@ -157,14 +157,35 @@ impl From<String> for CommandSpec {
     }
 }
 
-/// Resource limits; a plugin over one of them on two samples in a row is killed as a crash.
-/// The default is no limit.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+/// Resource limits. A plugin over its memory or CPU limit on two samples in a row is killed as a
+/// crash (by default there is none); what one event may say is always bounded.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
     /// Resident memory limit in MB (MiB).
     pub memory_mb: Option<f64>,
     /// CPU limit in percent of one core.
     pub cpu_percent: Option<f64>,
+    /// Reply messages one event may send to the chat (default 10); the rest are dropped and counted.
+    pub replies_per_event: usize,
+    /// Bytes of reply text one event may send to the chat (default 65 536); the rest is dropped and
+    /// counted.
+    pub reply_bytes_per_event: usize,
+}
+
+/// Reply messages one event may send by default.
+const DEFAULT_REPLIES_PER_EVENT: usize = 10;
+/// Bytes of reply text one event may send by default.
+const DEFAULT_REPLY_BYTES_PER_EVENT: usize = 64 * 1024;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_mb: None,
+            cpu_percent: None,
+            replies_per_event: DEFAULT_REPLIES_PER_EVENT,
+            reply_bytes_per_event: DEFAULT_REPLY_BYTES_PER_EVENT,
+        }
+    }
 }
 
 /// Timeouts of one plugin. The default is the documented one, field by field.
@@ -226,6 +247,12 @@ pub struct Manifest {
     pub commands: Vec<CommandSpec>,
     /// Extra bus subjects (patterns) whose events it receives.
     pub subscribe: Vec<String>,
+    /// Extra subjects (patterns) it may publish on, besides `cytube.chat.send`, `cytube.pm.send` and
+    /// `rosey.plugin.<its name>.>`; never a reserved one (see [`PublishRules`](super::PublishRules)).
+    pub publish: Vec<String>,
+    /// Whether an event the plugin died on before replying is delivered once more to the restarted
+    /// instance (default true; turn off for plugins whose events have side effects).
+    pub redeliver_on_crash: bool,
     /// Optional chat line used as a health probe; the plugin must reply to it.
     pub probe: Option<String>,
     /// Resource limits.
@@ -270,6 +297,8 @@ impl Manifest {
             exec: Vec::new(),
             commands: commands.into_iter().map(Into::into).collect(),
             subscribe: Vec::new(),
+            publish: Vec::new(),
+            redeliver_on_crash: true,
             probe: None,
             limits: Limits::default(),
             timeouts: Timeouts::default(),

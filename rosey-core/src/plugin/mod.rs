@@ -13,12 +13,13 @@ mod inprocess;
 mod manager;
 mod manifest;
 mod process;
+mod publish;
 pub mod resources;
 mod runtime;
 mod slot;
 mod status;
 
-pub use commands::{CommandRoute, CommandTable, RoutedCommand};
+pub use commands::{CommandClash, CommandRoute, CommandTable, RoutedCommand};
 pub use control::{Action, ControlError, PluginControl};
 pub use inprocess::{InProcessPlugin, InProcessRuntime, PluginContext, PluginReply, RequestError};
 pub use manager::{ManagerOptions, PluginManager, PluginManagerBuilder};
@@ -27,6 +28,7 @@ pub use manifest::{
     Timeouts, discover, discover_async,
 };
 pub use process::ProcessRuntime;
+pub use publish::{PublishRefused, PublishRules};
 pub use runtime::{ExitReason, Instance, InstanceOutput, PluginRuntime, RuntimeError};
 pub use slot::PROBE_USER;
 pub use status::{

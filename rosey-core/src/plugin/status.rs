@@ -67,6 +67,14 @@ pub struct EventCounts {
     pub queued: u64,
     /// Lines from the plugin that were not valid protocol messages.
     pub malformed_lines: u64,
+    /// Events delivered once more to a restarted instance because the plugin died before answering.
+    pub redelivered: u64,
+    /// Replies dropped for being over the per-event limits.
+    pub dropped_replies: u64,
+    /// Publishes refused by the publishing rules (reserved or undeclared subjects).
+    pub refused_publishes: u64,
+    /// Requests refused because the plugin already had the maximum outstanding.
+    pub refused_requests: u64,
 }
 
 /// Response time (delivery to `done`) of completed and failed events.

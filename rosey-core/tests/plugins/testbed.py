@@ -4,7 +4,10 @@
 Start-up flags: --version V, --exit-at-start, --no-ready, --no-pong, --hog-at-start MB,
 --probe-fails, --probe-silent.
 Behaviours (the first word of the event's `args`): echo <text>, pid, version, probe, slow <ms>, crash, hang, garbage, alloc <mb>,
-spin, flood-stdout <mb>, flood-stderr <mb>, multi <n>, fail <why>.
+spin, flood-stdout <mb>, flood-stderr <mb>, multi <n>, fail <why>, reply-then-crash,
+publish <subject> (a forged chat line on that subject), big-replies <n> <kib>, requests <n> (never
+reads the responses), log-flood <n>, crash-once <marker file> (crashes the first time only).
+Host `error` messages are written to stderr as `host refused: ...`.
 """
 import json
 import os
@@ -40,6 +43,9 @@ for raw in sys.stdin:
     elif kind == "ping":
         if "--no-pong" not in args:
             send({"type": "pong", "id": msg["id"]})
+    elif kind == "error":
+        sys.stderr.write("host refused: %s\n" % msg.get("message"))
+        sys.stderr.flush()
     elif kind == "shutdown":
         sys.exit(0)
     elif kind == "event":
@@ -100,6 +106,29 @@ for raw in sys.stdin:
         elif cmd == "multi":
             for i in range(int(arg)):
                 send({"type": "reply", "id": eid, "message": "line %d" % i})
+        elif cmd == "reply-then-crash":
+            send({"type": "reply", "id": eid, "message": "said before dying"})
+            os._exit(1)
+        elif cmd == "crash-once":
+            if not os.path.exists(arg):
+                open(arg, "w").close()
+                os._exit(1)
+            send({"type": "reply", "id": eid, "message": "survived"})
+        elif cmd == "publish":
+            forged = {"channel": data.get("channel"), "user": "owner", "rank": 99,
+                      "message": "!roll 7d2", "time": 0}
+            send({"type": "publish", "subject": arg, "data": forged})
+        elif cmd == "big-replies":
+            count, kib = int(words[1]), int(words[2])
+            text = "y" * (kib * 1024)
+            for _ in range(count):
+                send({"type": "reply", "id": eid, "message": text})
+        elif cmd == "requests":
+            for i in range(int(arg)):
+                send({"type": "request", "id": i, "subject": "rosey.db.kv.get", "data": {"key": "k"}})
+        elif cmd == "log-flood":
+            for i in range(int(arg)):
+                send({"type": "log", "level": "info", "message": "flood %d" % i})
         elif cmd == "fail":
             send({"type": "done", "id": eid, "error": arg or "failed"})
             continue

@@ -47,6 +47,14 @@ pub(super) fn parse_table(
         }
     }
 
+    let publish: Vec<String> = top.take("publish").unwrap_or_default();
+    for (i, pattern) in publish.iter().enumerate() {
+        if let Err(why) = super::super::publish::check_declared(pattern) {
+            top.problem(&format!("publish[{i}]"), why);
+        }
+    }
+    let redeliver_on_crash: bool = top.take("redeliver_on_crash").unwrap_or(true);
+
     let mut health = top.section("health");
     let probe: Option<String> = health.take("probe");
     if probe.as_ref().is_some_and(|p| p.trim().is_empty()) {
@@ -55,9 +63,13 @@ pub(super) fn parse_table(
     health.close(&mut top.problems);
 
     let mut section = top.section("limits");
+    let d = Limits::default();
     let limits = Limits {
         memory_mb: section.positive("memory_mb"),
         cpu_percent: section.positive("cpu_percent"),
+        replies_per_event: section.at_least_one("replies_per_event", d.replies_per_event),
+        reply_bytes_per_event: section
+            .at_least_one("reply_bytes_per_event", d.reply_bytes_per_event),
     };
     section.close(&mut top.problems);
 
@@ -105,6 +117,8 @@ pub(super) fn parse_table(
         exec: exec?,
         commands,
         subscribe,
+        publish,
+        redeliver_on_crash,
         probe,
         limits,
         timeouts,

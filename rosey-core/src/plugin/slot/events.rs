@@ -24,7 +24,7 @@ impl Slot {
         let kind = event_kind(message.subject());
         self.sink.event_received(&self.manifest.name, kind);
         if self.can_dispatch() && self.queue.is_empty() {
-            self.dispatch(message).await;
+            self.dispatch(Queued { message, attempt: 0 }).await;
             return;
         }
         let waiting_is_useful = matches!(
@@ -39,7 +39,7 @@ impl Slot {
             let text = format!("❌ {} is busy, try again in a moment", self.manifest.name);
             self.refuse(&message, &text, "queue full").await;
         } else {
-            self.queue.push_back(message);
+            self.queue.push_back(Queued { message, attempt: 0 });
             let queued = self.queue.len() as u64;
             self.counts(|c| c.queued = queued);
         }
@@ -48,14 +48,25 @@ impl Slot {
     /// Hands queued events to the serving instance while it has room.
     pub(super) async fn pump(&mut self) {
         while self.can_dispatch() {
-            let Some(message) = self.queue.pop_front() else { break };
-            self.dispatch(message).await;
+            let Some(queued) = self.queue.pop_front() else { break };
+            self.dispatch(queued).await;
         }
         let queued = self.queue.len() as u64;
         self.counts(|c| c.queued = queued);
     }
 
-    async fn dispatch(&mut self, message: Message) {
+    /// Answers every event waiting in the queue with `❌ <name> is not running` (the plugin stopped or
+    /// failed): each gets exactly one answer.
+    pub(super) async fn refuse_queue(&mut self, error: &str) {
+        let text = format!("❌ {} is not running", self.manifest.name);
+        while let Some(queued) = self.queue.pop_front() {
+            self.refuse(&queued.message, &text, error).await;
+        }
+        self.counts(|c| c.queued = 0);
+    }
+
+    async fn dispatch(&mut self, queued: Queued) {
+        let Queued { message, attempt } = queued;
         let data: Value = match serde_json::from_slice(message.payload()) {
             Ok(data) => data,
             Err(err) => {
@@ -79,11 +90,14 @@ impl Slot {
         serving.in_flight.insert(
             id,
             InFlight {
-                subject: message.subject().to_owned(),
+                message,
+                attempt,
                 channel,
-                reply_to: message.reply().map(str::to_owned),
                 started: Instant::now(),
                 replies: Vec::new(),
+                replies_said: 0,
+                reply_bytes: 0,
+                dropped_replies: 0,
                 timer,
             },
         );
@@ -132,20 +146,96 @@ impl Slot {
         }
         self.sink.event_processed(&self.manifest.name, latency, ok);
         if let Some(error) = &error {
-            tracing::warn!(message = "plugin event failed", plugin = %self.manifest.name, subject = %event.subject, error = %error);
+            tracing::warn!(message = "plugin event failed", plugin = %self.manifest.name, subject = %event.subject(), error = %error);
         }
-        if let Some(reply) = &event.reply_to {
+        if let Some(reply) = event.reply_to() {
             let body = serde_json::json!({ "replies": event.replies, "error": error });
             let _ = self.bus.publish(reply, Bytes::from(body.to_string())).await;
         }
     }
 
-    /// Fails an in-flight event the plugin will never finish, telling the channel.
+    /// Fails an in-flight event the plugin will never finish, telling the channel — unless the plugin
+    /// already replied to it: then it was answered, and one answer is all a command gets.
     pub(super) async fn abandon(&mut self, event: InFlight, error: &str, text: &str) {
-        if let Some(channel) = &event.channel {
+        if let Some(channel) = &event.channel
+            && event.replies_said == 0
+        {
             self.say(channel, text).await;
         }
         self.finish(event, Some(error.to_owned())).await;
+    }
+
+    /// Says a reply of an in-flight event in its channel, within the per-event limits (count and
+    /// bytes); what is over them is dropped and counted, and the plugin is told once.
+    pub(super) async fn reply(&mut self, generation: u64, id: u64, message: String) {
+        let limits = self.manifest.limits;
+        let name = self.manifest.name.clone();
+        let event = match self.serving_mut().filter(|s| s.live.generation == generation) {
+            Some(serving) => serving.in_flight.get_mut(&id),
+            None => self
+                .old
+                .iter_mut()
+                .find(|o| o.serving.live.generation == generation)
+                .and_then(|o| o.serving.in_flight.get_mut(&id)),
+        };
+        let Some(event) = event else {
+            tracing::debug!(message = "reply for an event not in flight", plugin = %name, id);
+            return;
+        };
+        if event.replies_said >= limits.replies_per_event
+            || event.reply_bytes.saturating_add(message.len()) > limits.reply_bytes_per_event
+        {
+            event.dropped_replies += 1;
+            let first = event.dropped_replies == 1;
+            self.counts(|c| c.dropped_replies += 1);
+            if first {
+                let why = format!(
+                    "replies to event {id} over the limit ({} messages, {} bytes); the rest are dropped",
+                    limits.replies_per_event, limits.reply_bytes_per_event
+                );
+                self.refused(generation, &why);
+            }
+            return;
+        }
+        event.replies_said += 1;
+        event.reply_bytes += message.len();
+        if event.message.reply().is_some() {
+            event.replies.push(message.clone());
+        }
+        if let Some(channel) = event.channel.clone() {
+            self.say(&channel, &message).await;
+        }
+    }
+
+    /// Tells the plugin (instance `generation`) what the host refused, and logs it, rate-limited.
+    fn refused(&mut self, generation: u64, why: &str) {
+        let input = match self.serving_mut().filter(|s| s.live.generation == generation) {
+            Some(serving) => Some(serving.live.input.clone()),
+            None => self
+                .old
+                .iter()
+                .find(|o| o.serving.live.generation == generation)
+                .map(|o| o.serving.live.input.clone()),
+        };
+        if let Some(input) = input {
+            input.send(HostMessage::Error { message: why.to_owned() });
+        }
+        if let Some(suppressed) = self.refusal_logs.due_summary() {
+            tracing::warn!(message = "refusals not logged", plugin = %self.manifest.name, suppressed);
+        }
+        if self.refusal_logs.allow() {
+            tracing::warn!(message = "refused what the plugin sent", plugin = %self.manifest.name, reason = %why);
+        }
+    }
+
+    /// Logs how many plugin log lines and refusals were suppressed, once their window is over.
+    pub(super) fn sum_up_suppressed_logs(&mut self) {
+        if let Some(suppressed) = self.plugin_logs.due_summary() {
+            tracing::warn!(message = "plugin log lines suppressed (over the rate limit)", plugin = %self.manifest.name, suppressed);
+        }
+        if let Some(suppressed) = self.refusal_logs.due_summary() {
+            tracing::warn!(message = "refusals not logged", plugin = %self.manifest.name, suppressed);
+        }
     }
 
     /// Event `id` of the serving instance `generation` ran out of time.
@@ -202,18 +292,9 @@ impl Slot {
 
     async fn on_plugin_message(&mut self, message: PluginMessage) {
         let name = self.manifest.name.clone();
+        let Some(generation) = self.serving_mut().map(|s| s.live.generation) else { return };
         match message {
-            PluginMessage::Reply { id, message } => {
-                let Some(serving) = self.serving_mut() else { return };
-                let Some(event) = serving.in_flight.get_mut(&id) else {
-                    tracing::debug!(message = "reply for an event not in flight", plugin = %name, id);
-                    return;
-                };
-                event.replies.push(message.clone());
-                if let Some(channel) = event.channel.clone() {
-                    self.say(&channel, &message).await;
-                }
-            }
+            PluginMessage::Reply { id, message } => self.reply(generation, id, message).await,
             PluginMessage::Done { id, error } => {
                 let Some(serving) = self.serving_mut() else { return };
                 let Some(event) = serving.in_flight.remove(&id) else {
@@ -230,8 +311,9 @@ impl Slot {
             }
             PluginMessage::Pong { .. } | PluginMessage::Ready { .. } => {}
             PluginMessage::Publish { subject, data } => {
-                if subject.starts_with("rosey.") || subject.starts_with(subject::INBOX_PREFIX) {
-                    tracing::warn!(message = "plugin may not publish on rosey.* subjects", plugin = %name, subject = %subject);
+                if let Err(refused) = self.publish_rules.check(&subject) {
+                    self.counts(|c| c.refused_publishes += 1);
+                    self.refused(generation, &format!("publish refused: {refused}"));
                     return;
                 }
                 if let Err(err) = self.bus.publish(&subject, Bytes::from(data.to_string())).await {
@@ -274,6 +356,17 @@ impl Slot {
         let bus = self.bus.clone();
         // Reap the requests already answered, so the set holds only those in progress.
         while self.requests.try_join_next().is_some() {}
+        if self.requests.len() >= MAX_OUTSTANDING_REQUESTS {
+            input.send(HostMessage::Response {
+                id,
+                data: None,
+                error: Some(format!(
+                    "too many requests outstanding (at most {MAX_OUTSTANDING_REQUESTS}); wait for the answers"
+                )),
+            });
+            self.counts(|c| c.refused_requests += 1);
+            return;
+        }
         self.requests.spawn(async move {
             let response = match bus.request(&subject, Bytes::from(data.to_string()), timeout).await
             {
@@ -287,7 +380,13 @@ impl Slot {
         });
     }
 
-    pub(super) fn log_from_plugin(&self, level: &str, message: &str) {
+    pub(super) fn log_from_plugin(&mut self, level: &str, message: &str) {
+        if let Some(suppressed) = self.plugin_logs.due_summary() {
+            tracing::warn!(message = "plugin log lines suppressed (over the rate limit)", plugin = %self.manifest.name, suppressed);
+        }
+        if !self.plugin_logs.allow() {
+            return;
+        }
         let plugin = &self.manifest.name;
         match level {
             "error" => tracing::error!(target: "rosey::plugin::log", plugin = %plugin, "{message}"),

@@ -40,6 +40,7 @@ use tokio_util::time::{DelayQueue, delay_queue};
 
 use super::control::{Action, ControlError};
 use super::manifest::Manifest;
+use super::publish::PublishRules;
 use super::resources::{LimitWatch, ProcessSampler};
 use super::runtime::{InstanceInput, InstanceOutput, KillSwitch, PluginRuntime};
 use super::status::{
@@ -48,9 +49,19 @@ use super::status::{
 use crate::backoff::RestartTracker;
 use crate::bus::{EventBus, Message, Subscription};
 use crate::metrics::MetricsSink;
+use crate::quiet::LogLimit;
 
 /// Consecutive event timeouts after which an instance is considered hung and restarted.
 pub(crate) const HUNG_AFTER_TIMEOUTS: u32 = 3;
+
+/// Requests one plugin may have outstanding (`rosey.db.kv.*`); more get an immediate error response.
+pub(crate) const MAX_OUTSTANDING_REQUESTS: usize = 64;
+
+/// Plugin `log` lines logged per 10 s before the rest are counted and summed up.
+const PLUGIN_LOG_BURST: u32 = 100;
+
+/// Refusals (publishes, replies over the limit, requests) logged per 10 s per plugin.
+const REFUSAL_LOG_BURST: u32 = 5;
 
 /// The user a health probe is sent as.
 pub const PROBE_USER: &str = "rosey-health";
@@ -201,14 +212,36 @@ impl Candidate {
     }
 }
 
+/// An event waiting for an instance, with how many instances already died on it.
+struct Queued {
+    message: Message,
+    attempt: u8,
+}
+
 /// An event handed to an instance and not finished yet.
 struct InFlight {
-    subject: String,
+    /// The event as it came, for a redelivery after a crash.
+    message: Message,
+    /// 0 on the first delivery, 1 on the redelivery.
+    attempt: u8,
     channel: Option<String>,
-    reply_to: Option<String>,
     started: Instant,
+    /// Reply lines said so far (kept only when the event came as a request).
     replies: Vec<String>,
+    replies_said: usize,
+    reply_bytes: usize,
+    dropped_replies: u64,
     timer: delay_queue::Key,
+}
+
+impl InFlight {
+    fn subject(&self) -> &str {
+        self.message.subject()
+    }
+
+    fn reply_to(&self) -> Option<&str> {
+        self.message.reply()
+    }
 }
 
 /// The instance that serves events.
@@ -297,7 +330,7 @@ pub(crate) struct Slot {
     old: Vec<Old>,
     op: Option<Op>,
     timers: DelayQueue<Timer>,
-    queue: VecDeque<Message>,
+    queue: VecDeque<Queued>,
     next_event_id: u64,
     next_generation: u64,
     next_epoch: u64,
@@ -305,6 +338,10 @@ pub(crate) struct Slot {
     consecutive_timeouts: u32,
     sample_interval: Duration,
     malformed_logged: u64,
+    /// What the plugin may publish.
+    publish_rules: PublishRules,
+    plugin_logs: LogLimit,
+    refusal_logs: LogLimit,
     /// Requests plugins made of the bus, answered in their own tasks; aborted when the slot ends.
     requests: JoinSet<()>,
     /// Set once the slot should end (after a shutdown).
@@ -322,6 +359,7 @@ impl Slot {
     ) -> Self {
         let restarts =
             RestartTracker::new(manifest.restart.max_attempts, manifest.restart.stable_after);
+        let publish_rules = PublishRules::new(&manifest.name, &manifest.publish);
         Self {
             manifest,
             runtime,
@@ -342,6 +380,9 @@ impl Slot {
             consecutive_timeouts: 0,
             sample_interval,
             malformed_logged: 0,
+            publish_rules,
+            plugin_logs: LogLimit::new(PLUGIN_LOG_BURST),
+            refusal_logs: LogLimit::new(REFUSAL_LOG_BURST),
             requests: JoinSet::new(),
             exit: false,
         }
@@ -432,7 +473,10 @@ impl Slot {
                 Some(expired) = self.timers.next(), if !self.timers.is_empty() => {
                     self.on_timer(expired.into_inner()).await;
                 }
-                _ = sampling.tick() => self.sample_resources().await,
+                _ = sampling.tick() => {
+                    self.sum_up_suppressed_logs();
+                    self.sample_resources().await;
+                }
             }
         }
         // Requests still running are aborted and old instances still draining are killed, as the slot

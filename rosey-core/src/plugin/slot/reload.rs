@@ -61,11 +61,7 @@ impl Slot {
             self.subscription = None;
             self.update(|s| s.last_error = Some(reason.clone()));
             self.enter(State::Failed);
-            let text = format!("❌ {} is not running", self.manifest.name);
-            while let Some(message) = self.queue.pop_front() {
-                self.refuse(&message, &text, "plugin failed").await;
-            }
-            self.counts(|c| c.queued = 0);
+            self.refuse_queue("plugin failed").await;
         }
         self.sink.plugin_reloaded(&self.manifest.name, ReloadOutcome::RolledBack, duration);
         let pid = self.serving_mut().and_then(|s| s.live.pid);
@@ -133,13 +129,8 @@ impl Slot {
     pub(super) async fn on_old_output(&mut self, index: usize, output: InstanceOutput) {
         match output {
             InstanceOutput::Message(PluginMessage::Reply { id, message }) => {
-                let channel = self.old[index].serving.in_flight.get_mut(&id).and_then(|event| {
-                    event.replies.push(message.clone());
-                    event.channel.clone()
-                });
-                if let Some(channel) = channel {
-                    self.say(&channel, &message).await;
-                }
+                let generation = self.old[index].serving.live.generation;
+                self.reply(generation, id, message).await;
             }
             InstanceOutput::Message(PluginMessage::Done { id, error }) => {
                 if let Some(event) = self.old[index].serving.in_flight.remove(&id) {

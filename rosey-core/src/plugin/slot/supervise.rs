@@ -128,11 +128,7 @@ impl Slot {
     async fn begin_stop(&mut self) {
         self.subscription = None;
         self.abort_candidate();
-        let text = format!("❌ {} is not running", self.manifest.name);
-        while let Some(message) = self.queue.pop_front() {
-            self.refuse(&message, &text, "plugin stopped").await;
-        }
-        self.counts(|c| c.queued = 0);
+        self.refuse_queue("plugin stopped").await;
         match std::mem::replace(&mut self.state, State::Stopped) {
             State::Running { serving, .. } => {
                 serving.live.input.send(HostMessage::Shutdown {});
@@ -193,10 +189,34 @@ impl Slot {
         let mut serving = *serving;
         let text = format!("❌ {} stopped while handling this", self.manifest.name);
         let why = if stopping { "plugin stopped" } else { "plugin crashed" };
-        let abandoned: Vec<InFlight> = serving.in_flight.drain().map(|(_, e)| e).collect();
-        for event in abandoned {
+        let mut in_hand: Vec<(u64, InFlight)> = serving.in_flight.drain().collect();
+        in_hand.sort_by_key(|(id, _)| *id);
+        let mut again = Vec::new();
+        for (_, event) in in_hand {
             self.timers.try_remove(&event.timer);
-            self.abandon(event, why, &text).await;
+            // An event the plugin died on before answering goes to the restarted instance once more;
+            // a second death on it (or a reply already said) answers it with the error.
+            let redeliver = !stopping
+                && self.manifest.redeliver_on_crash
+                && event.attempt == 0
+                && event.replies_said == 0;
+            if redeliver {
+                again.push(Queued { message: event.message, attempt: 1 });
+            } else {
+                self.abandon(event, why, &text).await;
+            }
+        }
+        if !again.is_empty() {
+            let count = again.len() as u64;
+            tracing::info!(message = "events the plugin died on will be delivered again", plugin = %self.manifest.name, events = count);
+            for queued in again.into_iter().rev() {
+                self.queue.push_front(queued);
+            }
+            let queued = self.queue.len() as u64;
+            self.counts(|c| {
+                c.redelivered += count;
+                c.queued = queued;
+            });
         }
         self.counts(|c| c.in_flight = 0);
         {
@@ -267,11 +287,7 @@ impl Slot {
         self.count_crash(&reason, pid).await;
         if decision == RestartDecision::GiveUp {
             self.update(|s| s.last_error = Some(format!("{reason} (gave up restarting)")));
-            let text = format!("❌ {} is not running", self.manifest.name);
-            while let Some(message) = self.queue.pop_front() {
-                self.refuse(&message, &text, "plugin failed").await;
-            }
-            self.counts(|c| c.queued = 0);
+            self.refuse_queue("plugin failed").await;
         }
     }
 
