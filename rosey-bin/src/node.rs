@@ -246,26 +246,20 @@ async fn serve(
     Ok(())
 }
 
-/// Returns once everything the console read has been answered and printed: the router has handled
-/// every line, every command it routed has reached its plugin, no plugin has an event queued or in
-/// flight (the same on two looks in a row), and the console has printed every reply sent so far.
+/// Waits until everything the console read has been answered: the router has taken in every line
+/// and no routed command still waits for its answer (the router makes sure each gets exactly one),
+/// then the console has printed every reply sent so far.
 async fn answer_what_was_read(parts: &Parts, console: &ConsoleProgress) {
-    let (Some(router), Some(manager), Some(bus)) = (&parts.router, &parts.manager, &parts.bus)
-    else {
+    let (Some(router), Some(bus)) = (&parts.router, &parts.bus) else {
         return;
     };
     let lines = console.lines_read();
-    while router.stats().handled() < lines {
+    loop {
+        let stats = router.stats();
+        if stats.handled() >= lines && stats.in_flight == 0 {
+            break;
+        }
         tokio::time::sleep(DRAIN_POLL).await;
-    }
-    let routed = router.stats().routed;
-    let mut quiet_looks = 0;
-    while quiet_looks < 2 {
-        tokio::time::sleep(DRAIN_POLL).await;
-        let plugins = manager.snapshot();
-        let received: u64 = plugins.iter().map(|p| p.events.received).sum();
-        let busy = plugins.iter().any(|p| p.events.queued + p.events.in_flight > 0);
-        quiet_looks = if received >= routed && !busy { quiet_looks + 1 } else { 0 };
     }
     if let Err(error) = console.flush(bus.as_ref()).await {
         tracing::warn!(message = "cannot flush the console", %error);

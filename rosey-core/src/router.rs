@@ -9,15 +9,30 @@
 //! so it never answers chatter), and passes arguments through untouched. It subscribes in a queue group,
 //! so several nodes sharing one NATS route each chat line once. Plugin replies do not pass through the
 //! router: the plugin's slot publishes them to `cytube.chat.send` with the command's channel.
+//!
+//! **Every command the router accepts gets exactly one answer.** It is sent as a bus request: the
+//! plugin's slot answers it when the plugin is done (its replies, an error line, or `busy`), so the
+//! router only has to speak when nobody would: `❌ <plugin> is not running` when no instance of the
+//! plugin is subscribed anywhere, `❌ <plugin> did not answer in time` when no answer came within
+//! [`RouterOptions::answer_timeout`]. Those are counted ([`RouterStats`]) and logged, rate-limited. At
+//! most [`RouterOptions::max_in_flight`] commands wait for their answer at once; beyond that the router
+//! stops reading chat until one is answered (backpressure, never a silent drop).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use futures_util::StreamExt;
 
 use crate::bus::{BusError, EventBus, EventBusExt, Message};
-use crate::event::{ChatMessage, CommandEvent};
+use crate::event::{ChatMessage, ChatSend, CommandEvent};
 use crate::plugin::CommandTable;
+use crate::quiet::LogLimit;
 use crate::service::{ServiceHandle, Stopper, TaskFailed};
 use crate::subject;
 
@@ -30,11 +45,22 @@ pub struct RouterOptions {
     pub bot_name: Option<String>,
     /// The queue group the router subscribes in (`rosey-router`); one per deployment.
     pub queue_group: String,
+    /// Commands that may wait for their answer at once (1024); beyond, the router stops reading chat.
+    pub max_in_flight: usize,
+    /// How long a command may wait for its answer before the router says it was not answered (120 s;
+    /// the plugin's own event timeout answers long before, so this only catches a lost answer).
+    pub answer_timeout: Duration,
 }
 
 impl Default for RouterOptions {
     fn default() -> Self {
-        Self { prefix: "!".to_owned(), bot_name: None, queue_group: "rosey-router".to_owned() }
+        Self {
+            prefix: "!".to_owned(),
+            bot_name: None,
+            queue_group: "rosey-router".to_owned(),
+            max_in_flight: 1024,
+            answer_timeout: Duration::from_secs(120),
+        }
     }
 }
 
@@ -47,12 +73,20 @@ pub struct RouterStats {
     pub ignored: u64,
     /// Payloads on `cytube.chat.message` that were not a chat message.
     pub malformed: u64,
-    /// Commands that could not be published on the bus (logged).
+    /// Commands that could not be encoded (logged).
     pub failed: u64,
+    /// Routed commands still waiting for their answer.
+    pub in_flight: u64,
+    /// Commands no running plugin took (answered `❌ <plugin> is not running`).
+    pub not_running: u64,
+    /// Commands whose answer did not come in time, or that could not be sent (answered
+    /// `❌ <plugin> did not answer in time` / `… could not be reached`).
+    pub unanswered: u64,
 }
 
 impl RouterStats {
-    /// Every chat payload the router has finished with, whatever became of it.
+    /// Every chat payload the router has taken in, whatever became of it (routed ones may still wait
+    /// for their answer: see `in_flight`).
     pub fn handled(&self) -> u64 {
         self.routed + self.ignored + self.malformed + self.failed
     }
@@ -64,6 +98,9 @@ struct Counters {
     ignored: AtomicU64,
     malformed: AtomicU64,
     failed: AtomicU64,
+    in_flight: AtomicU64,
+    not_running: AtomicU64,
+    unanswered: AtomicU64,
 }
 
 /// Why the router could not start or stopped routing.
@@ -125,6 +162,9 @@ impl RouterHandle {
             ignored: self.counters.ignored.load(Ordering::Relaxed),
             malformed: self.counters.malformed.load(Ordering::Relaxed),
             failed: self.counters.failed.load(Ordering::Relaxed),
+            in_flight: self.counters.in_flight.load(Ordering::Relaxed),
+            not_running: self.counters.not_running.load(Ordering::Relaxed),
+            unanswered: self.counters.unanswered.load(Ordering::Relaxed),
         }
     }
 
@@ -156,7 +196,9 @@ impl Router {
     }
 
     /// Subscribes to chat and routes it in a spawned task until stopped. Returns once the
-    /// subscription is live. Lines are routed one at a time, in the order the bus delivers them.
+    /// subscription is live. Lines are routed one at a time, in the order the bus delivers them; each
+    /// routed command waits for its answer in a task of its own (tracked, and ended when the router
+    /// stops).
     pub async fn start(self) -> Result<RouterHandle, RouterError> {
         let mut chat = self
             .bus
@@ -165,40 +207,83 @@ impl Router {
             .map_err(RouterError::Subscribe)?;
         let counters = Arc::new(Counters::default());
         let task_counters = counters.clone();
+        let router = Arc::new(Routing {
+            permits: Arc::new(Semaphore::new(self.options.max_in_flight.max(1))),
+            warnings: Mutex::new(LogLimit::new(WARN_BURST)),
+            router: self,
+        });
         let service = ServiceHandle::spawn("router", |stop| async move {
-            loop {
+            let mut waiting = JoinSet::new();
+            let ended = loop {
+                while waiting.try_join_next().is_some() {}
                 tokio::select! {
-                    () = stop.cancelled() => return Ok(()),
+                    () = stop.cancelled() => break Ok(()),
                     message = chat.next() => match message {
-                        Some(message) => self.route(&message, &task_counters).await,
-                        None => return Err(RouterError::SubscriptionEnded),
+                        Some(message) => router.route(&message, &task_counters, &mut waiting).await,
+                        None => break Err(RouterError::SubscriptionEnded),
                     },
                 }
-            }
+            };
+            // Commands still waiting are the plugins' to answer; the router stops waiting for them.
+            waiting.shutdown().await;
+            ended
         });
         Ok(RouterHandle { counters, service })
     }
+}
 
-    async fn route(&self, message: &Message, counters: &Counters) {
+/// Router warnings logged per 10 s before the rest are counted and summed up.
+const WARN_BURST: u32 = 10;
+
+/// A started router's state, shared with the tasks that wait for answers.
+struct Routing {
+    router: Router,
+    permits: Arc<Semaphore>,
+    warnings: Mutex<LogLimit>,
+}
+
+impl Routing {
+    /// Logs a warning unless too many were logged lately (then they are counted and summed up).
+    fn warn(&self, what: &str, detail: &str) {
+        let mut limit = self.warnings.lock();
+        if let Some(suppressed) = limit.due_summary() {
+            tracing::warn!(
+                message = "router warnings suppressed (over the rate limit)",
+                suppressed
+            );
+        }
+        if limit.allow() {
+            tracing::warn!(message = what, detail = %detail);
+        }
+    }
+
+    async fn route(
+        self: &Arc<Self>,
+        message: &Message,
+        counters: &Arc<Counters>,
+        waiting: &mut JoinSet<()>,
+    ) {
+        let router = &self.router;
         let chat: ChatMessage = match message.decode() {
             Ok(chat) => chat,
             Err(err) => {
                 counters.malformed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(message = "chat payload is not a chat message; ignored", %err);
+                self.warn("chat payload is not a chat message; ignored", &err.to_string());
                 return;
             }
         };
-        let from_bot = self
+        let from_bot = router
             .options
             .bot_name
             .as_deref()
             .is_some_and(|bot| bot.eq_ignore_ascii_case(&chat.user));
         let routed =
-            if from_bot { None } else { self.table.route(&self.options.prefix, &chat.message) };
+            if from_bot { None } else { router.table.route(&router.options.prefix, &chat.message) };
         let Some(routed) = routed else {
             counters.ignored.fetch_add(1, Ordering::Relaxed);
             return;
         };
+        let plugin = router.table.lookup(&routed.command).map(|r| r.plugin).unwrap_or_default();
         let event = CommandEvent {
             channel: chat.channel,
             user: chat.user,
@@ -208,14 +293,51 @@ impl Router {
             message: chat.message,
             time: chat.time,
         };
-        match self.bus.publish_json(&routed.subject, &event).await {
-            Ok(()) => {
-                counters.routed.fetch_add(1, Ordering::Relaxed);
-            }
+        let payload = match serde_json::to_vec(&event) {
+            Ok(payload) => Bytes::from(payload),
             Err(err) => {
                 counters.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(message = "cannot publish command", subject = %routed.subject, %err);
+                self.warn("cannot encode a command", &err.to_string());
+                return;
             }
-        }
+        };
+        // Backpressure: with too many commands waiting, stop reading chat until one is answered.
+        let Ok(permit) = self.permits.clone().acquire_owned().await else { return };
+        counters.routed.fetch_add(1, Ordering::Relaxed);
+        counters.in_flight.fetch_add(1, Ordering::Relaxed);
+        let this = self.clone();
+        let counters = counters.clone();
+        let channel = event.channel;
+        waiting.spawn(async move {
+            let _permit = permit;
+            let router = &this.router;
+            let timeout = router.options.answer_timeout;
+            let answer = router.bus.request(&routed.subject, payload, timeout).await;
+            let text = match answer {
+                Ok(_) => None,
+                Err(BusError::NoResponders { .. }) => {
+                    counters.not_running.fetch_add(1, Ordering::Relaxed);
+                    this.warn("command for a plugin that is not running", &routed.subject);
+                    Some(format!("❌ {plugin} is not running"))
+                }
+                Err(BusError::Timeout { .. }) => {
+                    counters.unanswered.fetch_add(1, Ordering::Relaxed);
+                    this.warn("command not answered in time", &routed.subject);
+                    Some(format!("❌ {plugin} did not answer in time"))
+                }
+                Err(err) => {
+                    counters.unanswered.fetch_add(1, Ordering::Relaxed);
+                    this.warn("cannot send a command", &err.to_string());
+                    Some(format!("❌ {plugin} could not be reached"))
+                }
+            };
+            if let Some(text) = text {
+                let send = ChatSend { channel, message: text };
+                if let Err(err) = router.bus.publish_json(subject::CHAT_SEND, &send).await {
+                    this.warn("cannot answer a command", &err.to_string());
+                }
+            }
+            counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 }

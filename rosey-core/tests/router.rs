@@ -126,3 +126,65 @@ async fn two_nodes_route_each_chat_line_once() {
         "both nodes shared the work"
     );
 }
+
+/// A router on `bus` for one command owned by `plugin`, and the chat it says in a fresh channel.
+async fn lone_router(
+    bus: Arc<dyn EventBus>,
+    command: &str,
+    answer_timeout: Duration,
+) -> (RouterHandle, Subscription, String) {
+    let table = CommandTable::new();
+    table.claim("sleepy", [(command.to_owned(), false)]).unwrap();
+    let said = bus.subscribe("cytube.chat.send").await.unwrap();
+    let options =
+        RouterOptions { queue_group: unique_prefix(), answer_timeout, ..RouterOptions::default() };
+    let router = Router::new(bus, table, options).start().await.unwrap();
+    (router, said, unique_prefix())
+}
+
+/// The next line said in `channel`.
+async fn said_in(said: &mut Subscription, channel: &str) -> String {
+    loop {
+        let msg = tokio::time::timeout(PATIENCE, said.next()).await.unwrap().unwrap();
+        let send: rosey_core::event::ChatSend = msg.decode().unwrap();
+        if send.channel == channel {
+            return send.message;
+        }
+    }
+}
+
+async fn a_command_nobody_takes_is_answered_not_running(bus: Arc<dyn EventBus>) {
+    let command = format!("c{}", unique_prefix().replace(['-', '.'], ""));
+    let (router, mut said, channel) = lone_router(bus.clone(), &command, PATIENCE).await;
+    let msg = ChatMessage::new(&channel, "alice", &format!("!{command} now"), 1);
+    bus.publish_json("cytube.chat.message", &msg).await.unwrap();
+    assert_eq!(said_in(&mut said, &channel).await, "❌ sleepy is not running");
+    let stats = router.stats();
+    assert_eq!((stats.routed, stats.not_running, stats.in_flight), (1, 1, 0));
+    router.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_nobody_takes_is_answered_not_running_on_memory_bus() {
+    a_command_nobody_takes_is_answered_not_running(Arc::new(MemoryBus::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_nobody_takes_is_answered_not_running_on_nats() {
+    let bus = Arc::new(NatsBus::connect(&nats_url()).await.unwrap());
+    a_command_nobody_takes_is_answered_not_running(bus).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_whose_answer_never_comes_is_answered_when_the_wait_runs_out() {
+    let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
+    let (router, mut said, channel) =
+        lone_router(bus.clone(), "nap", Duration::from_millis(200)).await;
+    // Someone takes the command and never answers.
+    let _taker = bus.subscribe("rosey.command.nap").await.unwrap();
+    let msg = ChatMessage::new(&channel, "alice", "!nap", 1);
+    bus.publish_json("cytube.chat.message", &msg).await.unwrap();
+    assert_eq!(said_in(&mut said, &channel).await, "❌ sleepy did not answer in time");
+    assert_eq!(router.stats().unanswered, 1);
+    router.shutdown().await.unwrap();
+}
