@@ -175,7 +175,9 @@ async fn a_drain_timeout_fails_the_stuck_event_and_stops_the_old_version() {
 
 async fn zero_loss(mut bed: Bed) {
     let command = format!("z{}", crate::support::unique_prefix());
-    let manifest = testbed_manifest("steady", &command, &[], "");
+    // Room for every command in the queue: this test is about reloads losing nothing, not about a
+    // slow (loaded) machine answering `busy`.
+    let manifest = testbed_manifest("steady", &command, &[], "[queue]\ncapacity = 5000");
     bed.start(manifest.clone()).await;
     let sender = {
         let bus = bed.bus.clone();
@@ -209,7 +211,8 @@ async fn zero_loss(mut bed: Bed) {
     };
     let mut reloads = 0;
     for i in 0..20 {
-        deploy(&manifest, &format!("1.{}.0", i + 1), &["--version", &format!("1.{}.0", i + 1)], "");
+        let version = format!("1.{}.0", i + 1);
+        deploy(&manifest, &version, &["--version", &version], "[queue]\ncapacity = 5000");
         let report = bed.manager.reload("steady").await.unwrap();
         assert_eq!(report.outcome, ReloadOutcome::Success, "{report:?}");
         reloads += 1;

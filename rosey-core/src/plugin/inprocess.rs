@@ -39,7 +39,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::AbortOnDropHandle;
 
 use super::manifest::Manifest;
-use super::runtime::{ExitReason, Instance, InstanceOutput, PluginRuntime, RuntimeError};
+use super::runtime::{
+    ExitReason, INSTANCE_INPUT_CAPACITY, Instance, InstanceOutput, PluginRuntime, RuntimeError,
+};
 use crate::event::CommandEvent;
 use crate::subject;
 
@@ -184,7 +186,7 @@ impl PluginRuntime for InProcessRuntime {
             .cloned()
             .ok_or_else(|| RuntimeError::UnknownPlugin(manifest.name.clone()))?;
         let plugin = factory();
-        let (input_tx, input_rx) = mpsc::unbounded_channel();
+        let (input_tx, input_rx) = mpsc::channel(INSTANCE_INPUT_CAPACITY);
         let (output_tx, output_rx) = mpsc::channel(1024);
         let (kill_tx, kill_rx) = oneshot::channel();
         let ctx = PluginContext {
@@ -212,9 +214,9 @@ impl PluginRuntime for InProcessRuntime {
 /// Reads the host's messages: responses complete the pending requests at once (a handler may be waiting
 /// for one), everything else is handed to the handler loop in order.
 async fn read_input(
-    mut input: mpsc::UnboundedReceiver<HostMessage>,
+    mut input: mpsc::Receiver<HostMessage>,
     pending: Pending,
-    messages: mpsc::UnboundedSender<HostMessage>,
+    messages: mpsc::Sender<HostMessage>,
 ) {
     while let Some(message) = input.recv().await {
         match message {
@@ -227,7 +229,7 @@ async fn read_input(
                 }
             }
             other => {
-                if messages.send(other).is_err() {
+                if messages.send(other).await.is_err() {
                     return;
                 }
             }
@@ -240,9 +242,9 @@ async fn serve(
     ctx: PluginContext,
     version: String,
     commands: Vec<String>,
-    input: mpsc::UnboundedReceiver<HostMessage>,
+    input: mpsc::Receiver<HostMessage>,
 ) -> ExitReason {
-    let (messages_tx, mut messages) = mpsc::unbounded_channel();
+    let (messages_tx, mut messages) = mpsc::channel(INSTANCE_INPUT_CAPACITY);
     // Ends with this instance, however it ends.
     let _reader =
         AbortOnDropHandle::new(tokio::spawn(read_input(input, ctx.pending.clone(), messages_tx)));

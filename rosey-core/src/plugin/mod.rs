@@ -29,7 +29,9 @@ pub use manifest::{
 };
 pub use process::ProcessRuntime;
 pub use publish::{PublishRefused, PublishRules};
-pub use runtime::{ExitReason, Instance, InstanceOutput, PluginRuntime, RuntimeError};
+pub use runtime::{
+    ExitReason, INSTANCE_INPUT_CAPACITY, Instance, InstanceOutput, PluginRuntime, RuntimeError,
+};
 pub use slot::PROBE_USER;
 pub use status::{
     EventCounts, LatencySummary, PluginState, PluginStatus, ReloadFailure, ReloadReport,

@@ -30,7 +30,9 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{mpsc, oneshot};
 
 use super::manifest::Manifest;
-use super::runtime::{ExitReason, Instance, InstanceOutput, PluginRuntime, RuntimeError};
+use super::runtime::{
+    ExitReason, INSTANCE_INPUT_CAPACITY, Instance, InstanceOutput, PluginRuntime, RuntimeError,
+};
 use crate::lines::read_line;
 
 /// Longest stderr line logged as is; longer ones are cut.
@@ -187,7 +189,7 @@ impl PluginRuntime for ProcessRuntime {
                 }
             };
         let name = manifest.name.clone();
-        let (input_tx, input_rx) = mpsc::unbounded_channel();
+        let (input_tx, input_rx) = mpsc::channel(INSTANCE_INPUT_CAPACITY);
         let (output_tx, output_rx) = mpsc::channel(OUTPUT_BUFFER);
         let (kill_tx, kill_rx) = oneshot::channel();
 
@@ -202,7 +204,7 @@ impl PluginRuntime for ProcessRuntime {
 
 /// Writes host messages to the child's stdin, batching what is queued; closing the channel closes
 /// stdin, which tells the plugin the host is gone.
-async fn write_stdin(mut stdin: ChildStdin, mut input: mpsc::UnboundedReceiver<HostMessage>) {
+async fn write_stdin(mut stdin: ChildStdin, mut input: mpsc::Receiver<HostMessage>) {
     let mut buf = Vec::with_capacity(4096);
     while let Some(message) = input.recv().await {
         buf.extend_from_slice(&message.to_line());

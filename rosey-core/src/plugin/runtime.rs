@@ -107,7 +107,7 @@ pub enum InstanceOutput {
 #[derive(Debug)]
 pub struct Instance {
     pid: Option<u32>,
-    input: mpsc::UnboundedSender<HostMessage>,
+    input: mpsc::Sender<HostMessage>,
     output: mpsc::Receiver<InstanceOutput>,
     kill: Option<oneshot::Sender<()>>,
 }
@@ -125,14 +125,30 @@ pub(crate) struct InstanceParts {
     pub(crate) kill: KillSwitch,
 }
 
-/// Sends messages to an instance. Never blocks: the slot bounds what it sends by its in-flight limit.
+/// How many messages may wait for an instance to read them. Runtimes create an instance's input
+/// channel with this capacity (`mpsc::channel(INSTANCE_INPUT_CAPACITY)`).
+pub const INSTANCE_INPUT_CAPACITY: usize = 1024;
+
+/// Room kept free for messages the protocol needs (events, pings, `shutdown`): a courtesy message
+/// (a response, an `error`) is dropped rather than use it.
+const RESERVED_INPUT: usize = 256;
+
+/// Sends messages to an instance. Never blocks and never grows without bound: a plugin that does not
+/// read its input loses courtesy messages first, and the slot bounds the rest (events by its in-flight
+/// limit, requests by their own).
 #[derive(Debug, Clone)]
-pub(crate) struct InstanceInput(mpsc::UnboundedSender<HostMessage>);
+pub(crate) struct InstanceInput(mpsc::Sender<HostMessage>);
 
 impl InstanceInput {
-    /// Queues `message` for the instance; `false` when the instance is gone.
+    /// Queues `message` for the instance; `false` when the instance is gone or its input is full.
     pub(crate) fn send(&self, message: HostMessage) -> bool {
-        self.0.send(message).is_ok()
+        self.0.try_send(message).is_ok()
+    }
+
+    /// Queues a message the plugin can do without (a response, an `error`) only while plenty of room
+    /// is left for the protocol's own; `false` when it was dropped.
+    pub(crate) fn send_if_room(&self, message: HostMessage) -> bool {
+        self.0.capacity() > RESERVED_INPUT && self.send(message)
     }
 }
 
@@ -155,7 +171,7 @@ impl Instance {
     /// the instance; the runtime must then still send [`InstanceOutput::Exited`] last.
     pub fn new(
         pid: Option<u32>,
-        input: mpsc::UnboundedSender<HostMessage>,
+        input: mpsc::Sender<HostMessage>,
         output: mpsc::Receiver<InstanceOutput>,
         kill: oneshot::Sender<()>,
     ) -> Self {
@@ -167,9 +183,9 @@ impl Instance {
         self.pid
     }
 
-    /// Queues `message` for the instance; `false` when the instance is gone.
+    /// Queues `message` for the instance; `false` when the instance is gone or its input is full.
     pub fn send(&self, message: HostMessage) -> bool {
-        self.input.send(message).is_ok()
+        self.input.try_send(message).is_ok()
     }
 
     /// The next output; `None` only after [`InstanceOutput::Exited`] was received.

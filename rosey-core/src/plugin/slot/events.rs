@@ -81,11 +81,19 @@ impl Slot {
         let State::Running { serving, .. } = &mut self.state else { return };
         let generation = serving.live.generation;
         let channel = data.get("channel").and_then(Value::as_str).map(str::to_owned);
-        serving.live.input.send(HostMessage::Event {
+        let sent = serving.live.input.send(HostMessage::Event {
             id,
             subject: message.subject().to_owned(),
             data,
         });
+        if !sent {
+            // The plugin does not read its input (or just died): the event is answered, not lost.
+            self.counts(|c| c.overflowed += 1);
+            let text = format!("❌ {} is busy, try again in a moment", self.manifest.name);
+            self.refuse(&message, &text, "plugin input full").await;
+            return;
+        }
+        let State::Running { serving, .. } = &mut self.state else { return };
         let timer = self.timers.insert(Timer::Event { generation, id }, timeout);
         serving.in_flight.insert(
             id,
@@ -218,7 +226,7 @@ impl Slot {
                 .map(|o| o.serving.live.input.clone()),
         };
         if let Some(input) = input {
-            input.send(HostMessage::Error { message: why.to_owned() });
+            input.send_if_room(HostMessage::Error { message: why.to_owned() });
         }
         if let Some(suppressed) = self.refusal_logs.due_summary() {
             tracing::warn!(message = "refusals not logged", plugin = %self.manifest.name, suppressed);
@@ -343,7 +351,7 @@ impl Slot {
         let Some(serving) = self.serving_mut() else { return };
         let input = serving.live.input.clone();
         if !subject.starts_with(&format!("{}.", subject::KV_PREFIX)) {
-            input.send(HostMessage::Response {
+            input.send_if_room(HostMessage::Response {
                 id,
                 data: None,
                 error: Some(format!("plugins may only request {}.*", subject::KV_PREFIX)),
@@ -357,7 +365,7 @@ impl Slot {
         // Reap the requests already answered, so the set holds only those in progress.
         while self.requests.try_join_next().is_some() {}
         if self.requests.len() >= MAX_OUTSTANDING_REQUESTS {
-            input.send(HostMessage::Response {
+            input.send_if_room(HostMessage::Response {
                 id,
                 data: None,
                 error: Some(format!(
@@ -376,7 +384,7 @@ impl Slot {
                 },
                 Err(e) => HostMessage::Response { id, data: None, error: Some(e.to_string()) },
             };
-            input.send(response);
+            input.send_if_room(response);
         });
     }
 

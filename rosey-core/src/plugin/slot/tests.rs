@@ -16,13 +16,13 @@ use tokio::task::JoinHandle;
 use crate::bus::{EventBus, EventBusExt, MemoryBus};
 use crate::event::{ChatSend, CommandEvent};
 use crate::plugin::{
-    Action, ControlError, ExitReason, Instance, InstanceOutput, Manifest, PluginManager,
-    PluginRuntime, PluginState, PluginStatus, ReloadReport, RuntimeError, StartStep,
+    Action, ControlError, ExitReason, INSTANCE_INPUT_CAPACITY, Instance, InstanceOutput, Manifest,
+    PluginManager, PluginRuntime, PluginState, PluginStatus, ReloadReport, RuntimeError, StartStep,
 };
 
 /// One instance of the puppet runtime, played by the test.
 struct Puppet {
-    input: mpsc::UnboundedReceiver<HostMessage>,
+    input: mpsc::Receiver<HostMessage>,
     output: mpsc::Sender<InstanceOutput>,
 }
 
@@ -70,7 +70,7 @@ struct PuppetRuntime {
 #[async_trait]
 impl PluginRuntime for PuppetRuntime {
     async fn start(&self, _manifest: &Manifest) -> Result<Instance, RuntimeError> {
-        let (input_tx, input_rx) = mpsc::unbounded_channel();
+        let (input_tx, input_rx) = mpsc::channel(INSTANCE_INPUT_CAPACITY);
         let (output_tx, output_rx) = mpsc::channel(64);
         let (kill_tx, kill_rx) = oneshot::channel::<()>();
         let on_kill = output_tx.clone();
