@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use super::{
     Config, ConfigError, ConfigErrors, CytubeConfig, DashboardConfig, DatabaseConfig,
-    LoggingConfig, MetricsConfig, validate,
+    LoggingConfig, MetricsConfig, NatsConfig, validate,
 };
 
 /// One step of a key path: an object key or an array index.
@@ -260,6 +260,7 @@ fn known_keys(parent: &[Step]) -> &'static [&'static str] {
     match parent {
         [] => field_names::<Config>(),
         [Step::Key(section)] => match section.as_str() {
+            "nats" => field_names::<NatsConfig>(),
             "database" => field_names::<DatabaseConfig>(),
             "cytube" => field_names::<CytubeConfig>(),
             "metrics" => field_names::<MetricsConfig>(),

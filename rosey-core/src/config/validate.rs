@@ -30,6 +30,8 @@ pub(super) fn check(config: &Config) -> Vec<ConfigError> {
     {
         fail("nats_url", message);
     }
+    errors.extend(super::nats::check(config));
+    let mut fail = |key: &str, message: String| errors.push(ConfigError::new(key, message));
 
     let database = &config.database;
     if let Err(message) = check_database_url(&database.url) {
