@@ -7,6 +7,7 @@ mod console;
 mod cytube;
 mod cytube_fixtures;
 mod errors;
+mod nats_auth;
 mod plugins;
 mod reload;
 mod router;

@@ -195,9 +195,10 @@ pub enum NatsAuthError {
     Refused {
         /// Which credentials, as [`NatsCredentials::summary`] says it.
         credentials: String,
-        /// The client's error (`authorization violation`).
+        /// The server's error (`nats: authorization violation`), or the client's when it could
+        /// not sign the server's challenge with an nkey.
         #[source]
-        source: async_nats::ConnectError,
+        source: BoxError,
     },
 }
 
@@ -246,7 +247,14 @@ fn connect_cause(err: async_nats::ConnectError, presented: impl FnOnce() -> Stri
         err.kind(),
         ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication
     ) {
-        return Box::new(NatsAuthError::Refused { credentials: presented(), source: err });
+        // The server's own error, not the client's wrapper, which repeats it
+        // (`authorization violation: nats: authorization violation`).
+        let server_error = err.source().and_then(|cause| cause.downcast_ref::<ServerError>());
+        let source: BoxError = match server_error {
+            Some(server_error) => Box::new(server_error.clone()),
+            None => Box::new(err),
+        };
+        return Box::new(NatsAuthError::Refused { credentials: presented(), source });
     }
     let os_error = match err.kind() {
         ConnectErrorKind::Io => err
