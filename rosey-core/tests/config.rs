@@ -378,6 +378,20 @@ fn prod_example_loads_and_validates_and_keeps_secrets_out_of_the_file() {
     assert_eq!(config.validate(), Ok(()));
 }
 
+#[test]
+fn nats_example_logs_in_as_rosey_node_with_the_password_from_the_environment() {
+    let mut config = Config::load(&example("nats/rosey-node.json")).unwrap();
+    assert!(config.unused_sections().is_empty(), "the examples hold only keys that work today");
+    assert!(config.validate().is_err(), "the password is not in the file");
+    config.apply_env(|name| match name {
+        "ROSEY_NATS_PASSWORD" => Some(NATS_PASSWORD.to_owned()),
+        "ROSEY_CYTUBE_PASSWORD" => Some(CYTUBE_PASSWORD.to_owned()),
+        _ => None,
+    });
+    assert_eq!(config.validate(), Ok(()));
+    assert_eq!(config.nats.credentials().summary(), r#"the password of user "rosey-node""#);
+}
+
 // ---- URL rules, CyTube names and passwords, environment blame, unused sections, files ----
 
 /// The single error of `json`, as `(key, message)`.
@@ -660,8 +674,12 @@ fn errors_with_env(json: &str, env: &[(&str, &str)]) -> String {
 
 #[test]
 fn nats_credentials_come_from_the_nats_section_with_secrets_from_the_environment() {
+    // The file alone may lack the password: the environment gives it.
     assert_eq!(
-        only_error(r#"{"nats_url": "nats://nats:4222", "nats": {"user": "plugin-node"}}"#),
+        errors_with_env(
+            r#"{"nats_url": "nats://nats:4222", "nats": {"user": "plugin-node"}}"#,
+            &[]
+        ),
         "nats.password: must be set with nats.user"
     );
 
@@ -750,7 +768,7 @@ fn nats_takes_exactly_one_way_to_authenticate_and_names_the_key_or_variable() {
          authenticate"
     );
     assert_eq!(
-        only_error(r#"{"nats": {"creds_file": "node.creds"}}"#),
+        errors_with_env(r#"{"nats": {"creds_file": "node.creds"}}"#, &[]),
         "nats_url: must be set when nats.creds_file is set (the in-process bus needs no credentials)"
     );
     assert_eq!(

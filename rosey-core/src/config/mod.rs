@@ -130,6 +130,9 @@ impl Default for Config {
 impl Config {
     /// Parses and validates a JSON configuration. On failure every problem found is returned:
     /// a syntax error alone, otherwise unknown keys, wrong types and semantic errors together.
+    /// What the environment may still add is not required yet: `nats.user` without
+    /// `nats.password` (which `ROSEY_NATS_PASSWORD` gives) and NATS credentials without
+    /// `nats_url` (which `ROSEY_NATS_URL` gives) are errors of [`Config::validate`] only.
     pub fn from_json_str(text: &str) -> Result<Config, ConfigErrors> {
         parse::parse(text)
     }
@@ -158,7 +161,7 @@ impl Config {
     /// Checks the values against each other and against what the runtime accepts, returning every
     /// problem found, each naming its key, or the environment variable the value came from.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
-        let mut errors = validate::check(self);
+        let mut errors = validate::check(self, nats::Stage::Complete);
         for error in &mut errors {
             if let Some(source) =
                 self.provenance.from_env.iter().find(|source| source.key == error.key)

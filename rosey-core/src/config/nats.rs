@@ -145,16 +145,30 @@ impl fmt::Display for Method {
     }
 }
 
+/// Which checks to run: a file alone may still lack what the environment adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// The file as parsed: `ROSEY_NATS_PASSWORD` and `ROSEY_NATS_URL` may still fill in the
+    /// password and the URL, so their absence is not an error yet.
+    File,
+    /// After the environment: everything must be there.
+    Complete,
+}
+
 /// Every problem of the `nats` section, against `nats_url` too: values that are empty or half set,
-/// more than one way to authenticate, credentials without a NATS server.
-pub(super) fn check(config: &Config) -> Vec<ConfigError> {
+/// more than one way to authenticate, credentials without a NATS server (the last two parts of a
+/// pair only at [`Stage::Complete`]).
+pub(super) fn check(config: &Config, stage: Stage) -> Vec<ConfigError> {
     let nats = &config.nats;
+    let complete = stage == Stage::Complete;
     let mut errors = Vec::new();
     let mut fail = |key: &str, message: String| errors.push(ConfigError::new(key, message));
 
     match (&nats.user, &nats.password) {
         (Some(user), _) if user.trim().is_empty() => fail("nats.user", "must not be empty".into()),
-        (Some(_), None) => fail("nats.password", "must be set with nats.user".into()),
+        (Some(_), None) if complete => {
+            fail("nats.password", "must be set with nats.user".into());
+        }
         (None, Some(_)) => fail("nats.user", "must be set with nats.password".into()),
         _ => {}
     }
@@ -180,7 +194,7 @@ pub(super) fn check(config: &Config) -> Vec<ConfigError> {
             );
         }
         match &config.nats_url {
-            None => fail(
+            None if complete => fail(
                 "nats_url",
                 format!(
                     "must be set when {first} is set (the in-process bus needs no credentials)"
@@ -192,7 +206,7 @@ pub(super) fn check(config: &Config) -> Vec<ConfigError> {
                  authenticate"
                     .into(),
             ),
-            Some(_) => {}
+            _ => {}
         }
     }
     errors

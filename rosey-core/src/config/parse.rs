@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
+use super::nats::Stage;
 use super::{
     Config, ConfigError, ConfigErrors, CytubeConfig, DashboardConfig, DatabaseConfig,
     LoggingConfig, MetricsConfig, NatsConfig, validate,
@@ -138,7 +139,7 @@ impl Structure<'_> {
         self.found.sort_by_key(|(offset, _)| *offset);
         let mut errors: Vec<ConfigError> = self.found.into_iter().map(|(_, error)| error).collect();
         if let Some(config) = config {
-            errors.extend(validate::check(config).into_iter().filter(|error| {
+            errors.extend(validate::check(config, Stage::File).into_iter().filter(|error| {
                 let top = error.key.split(['.', '[']).next().unwrap_or_default();
                 !self.rejected.iter().any(|key| key == top)
             }));
