@@ -337,8 +337,12 @@ async fn start_bus(config: &Config) -> Result<(Arc<dyn EventBus>, &'static str),
         None => Ok((Arc::new(MemoryBus::new()), "memory")),
         #[cfg(feature = "nats")]
         Some(url) => {
-            tracing::info!(message = "connecting to NATS", url = %url);
-            let bus = rosey_core::bus::NatsBus::connect(url.expose()).await?;
+            use rosey_core::bus::{NatsBus, NatsOptions};
+            let credentials = config.nats.credentials();
+            // The summary names the kind of credentials (and a user or file), never a secret.
+            tracing::info!(message = "connecting to NATS", url = %url, credentials = %credentials.summary());
+            let options = NatsOptions { credentials, ..NatsOptions::default() };
+            let bus = NatsBus::connect_with(url.expose(), options).await?;
             Ok((Arc::new(bus), "nats"))
         }
         #[cfg(not(feature = "nats"))]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use rosey_core::config::{
     Config, ConfigError, ConfigErrors, CytubeConfig, EnvOverride, EnvOverrides, IgnoredOverride,
-    SecretUrl,
+    NatsCredentials, Secret, SecretUrl,
 };
 
 const DB_PASSWORD: &str = "db-hunter2";
@@ -378,6 +378,20 @@ fn prod_example_loads_and_validates_and_keeps_secrets_out_of_the_file() {
     assert_eq!(config.validate(), Ok(()));
 }
 
+#[test]
+fn nats_example_logs_in_as_rosey_node_with_the_password_from_the_environment() {
+    let mut config = Config::load(&example("nats/rosey-node.json")).unwrap();
+    assert!(config.unused_sections().is_empty(), "the examples hold only keys that work today");
+    assert!(config.validate().is_err(), "the password is not in the file");
+    config.apply_env(|name| match name {
+        "ROSEY_NATS_PASSWORD" => Some(NATS_PASSWORD.to_owned()),
+        "ROSEY_CYTUBE_PASSWORD" => Some(CYTUBE_PASSWORD.to_owned()),
+        _ => None,
+    });
+    assert_eq!(config.validate(), Ok(()));
+    assert_eq!(config.nats.credentials().summary(), r#"the password of user "rosey-node""#);
+}
+
 // ---- URL rules, CyTube names and passwords, environment blame, unused sections, files ----
 
 /// The single error of `json`, as `(key, message)`.
@@ -645,4 +659,182 @@ fn check_files_names_logging_file_when_it_cannot_be_opened_for_append() {
             "{errors}"
         );
     }
+}
+
+const NATS_PASSWORD: &str = "nats-hunter2";
+
+/// Every error of `json` after `ROSEY_*` variables from `env`, as `key: message` lines.
+fn errors_with_env(json: &str, env: &[(&str, &str)]) -> String {
+    let mut config = Config::from_json_str(json).unwrap();
+    config.apply_env(|name| env.iter().find(|(var, _)| *var == name).map(|(_, v)| (*v).to_owned()));
+    let shown = config.validate().unwrap_err().to_string();
+    assert!(!shown.contains(NATS_PASSWORD), "a secret leaked: {shown}");
+    shown
+}
+
+#[test]
+fn nats_credentials_come_from_the_nats_section_with_secrets_from_the_environment() {
+    // The file alone may lack the password: the environment gives it.
+    assert_eq!(
+        errors_with_env(
+            r#"{"nats_url": "nats://nats:4222", "nats": {"user": "plugin-node"}}"#,
+            &[]
+        ),
+        "nats.password: must be set with nats.user"
+    );
+
+    let mut config = Config::from_json_str(r#"{"nats_url": "nats://nats:4222"}"#).unwrap();
+    config.nats.user = Some("plugin-node".to_owned());
+    let report =
+        config.apply_env(|name| (name == "ROSEY_NATS_PASSWORD").then(|| NATS_PASSWORD.to_owned()));
+    assert_eq!(
+        report.applied,
+        [EnvOverride { variable: "ROSEY_NATS_PASSWORD", key: "nats.password" }]
+    );
+    assert_eq!(config.validate(), Ok(()));
+    assert_eq!(
+        config.nats.credentials(),
+        NatsCredentials::UserPassword {
+            user: "plugin-node".to_owned(),
+            password: Secret::new(NATS_PASSWORD.to_owned())
+        }
+    );
+    assert_eq!(config.nats.credentials().summary(), r#"the password of user "plugin-node""#);
+    assert!(!format!("{config:?} {:?}", config.nats.credentials()).contains(NATS_PASSWORD));
+
+    // A token alone, with the URL from the environment too.
+    let mut config = Config::default();
+    config.apply_env(|name| match name {
+        "ROSEY_NATS_URL" => Some("nats://nats:4222".to_owned()),
+        "ROSEY_NATS_TOKEN" => Some(NATS_PASSWORD.to_owned()),
+        _ => None,
+    });
+    assert_eq!(config.validate(), Ok(()));
+    assert_eq!(
+        config.nats.credentials(),
+        NatsCredentials::Token(Secret::new(NATS_PASSWORD.to_owned()))
+    );
+    assert_eq!(config.nats.credentials().summary(), "a token");
+    assert!(!format!("{config:?}").contains(NATS_PASSWORD));
+}
+
+#[test]
+fn nats_secrets_from_the_environment_are_ignored_without_nats_url() {
+    let mut config = Config::default();
+    let report = config.apply_env(|name| {
+        matches!(name, "ROSEY_NATS_PASSWORD" | "ROSEY_NATS_TOKEN").then(|| NATS_PASSWORD.to_owned())
+    });
+    assert_eq!(report.applied, []);
+    assert_eq!(
+        report
+            .ignored
+            .iter()
+            .map(|ignored| (ignored.target.variable, ignored.reason))
+            .collect::<Vec<_>>(),
+        [
+            ("ROSEY_NATS_PASSWORD", "the configuration has no nats_url"),
+            ("ROSEY_NATS_TOKEN", "the configuration has no nats_url"),
+        ]
+    );
+    assert_eq!(config, Config::default());
+}
+
+#[test]
+fn nats_takes_exactly_one_way_to_authenticate_and_names_the_key_or_variable() {
+    let url = r#""nats_url": "nats://nats:4222""#;
+    for (nats, error) in [
+        (
+            r#"{"user": "u", "password": "p", "token": "t"}"#,
+            "nats.token: cannot be combined with nats.user and nats.password; set exactly one way \
+             to authenticate",
+        ),
+        (
+            r#"{"token": "t", "creds_file": "a.creds", "nkey_file": "a.nk"}"#,
+            "nats.creds_file: cannot be combined with nats.token; set exactly one way to \
+             authenticate\nnats.nkey_file: cannot be combined with nats.token; set exactly one way \
+             to authenticate",
+        ),
+        (r#"{"password": "p"}"#, "nats.user: must be set with nats.password"),
+        (r#"{"user": " ", "password": "p"}"#, "nats.user: must not be empty"),
+        (r#"{"token": ""}"#, "nats.token: must not be empty"),
+        (r#"{"nkey_file": ""}"#, "nats.nkey_file: must not be empty"),
+    ] {
+        let shown = Config::from_json_str(&format!(r#"{{{url}, "nats": {nats}}}"#)).unwrap_err();
+        assert_eq!(shown.to_string(), error, "{nats}");
+    }
+    assert_eq!(
+        only_error(r#"{"nats_url": "nats://u:p@nats:4222", "nats": {"token": "t"}}"#),
+        "nats.token: cannot be combined with credentials inside nats_url; set exactly one way to \
+         authenticate"
+    );
+    assert_eq!(
+        errors_with_env(r#"{"nats": {"creds_file": "node.creds"}}"#, &[]),
+        "nats_url: must be set when nats.creds_file is set (the in-process bus needs no credentials)"
+    );
+    assert_eq!(
+        only_error(r#"{"nats_url": "nats://nats:4222", "nats": {"tokn": "t"}}"#),
+        "nats.tokn: unknown key; did you mean \"token\"?"
+    );
+    assert_eq!(
+        errors_with_env(
+            r#"{"nats_url": "nats://nats:4222", "nats": {"user": "u", "password": "p"}}"#,
+            &[("ROSEY_NATS_TOKEN", NATS_PASSWORD)],
+        ),
+        "ROSEY_NATS_TOKEN: cannot be combined with nats.user and nats.password; set exactly one \
+         way to authenticate"
+    );
+    assert_eq!(
+        errors_with_env(
+            r#"{"nats_url": "nats://nats:4222"}"#,
+            &[("ROSEY_NATS_PASSWORD", NATS_PASSWORD)],
+        ),
+        "nats.user: must be set with nats.password"
+    );
+}
+
+#[test]
+fn check_files_names_nats_credential_files_that_are_missing_or_hold_something_else() {
+    let dir = scratch_dir();
+    let config_with = |key: &str, file: &Path| {
+        let mut config = with_paths(&dir, None);
+        config.nats_url = Some(SecretUrl::new("nats://nats:4222".to_owned()));
+        match key {
+            "creds_file" => config.nats.creds_file = Some(file.to_owned()),
+            _ => config.nats.nkey_file = Some(file.to_owned()),
+        }
+        assert_eq!(config.validate(), Ok(()));
+        config.check_files()
+    };
+    let missing = dir.join("missing.creds");
+    let errors = config_with("creds_file", &missing).unwrap_err();
+    assert!(
+        errors
+            .to_string()
+            .starts_with(&format!("nats.creds_file: cannot read {}: ", missing.display())),
+        "{errors}"
+    );
+    let errors = config_with("nkey_file", &dir).unwrap_err();
+    assert_eq!(keys(&errors.0), ["nats.nkey_file"], "{errors}");
+
+    let wrong = dir.join("wrong");
+    std::fs::write(&wrong, format!("{NATS_PASSWORD}\n")).unwrap();
+    for (key, expected) in [
+        ("creds_file", "a NATS credentials file (a user JWT and a user nkey seed)"),
+        ("nkey_file", "a user nkey seed (one line starting with SU)"),
+    ] {
+        let errors = config_with(key, &wrong).unwrap_err().to_string();
+        assert_eq!(errors, format!("nats.{key}: {} does not hold {expected}", wrong.display()));
+    }
+
+    let seed = dir.join("node.nk");
+    std::fs::write(&seed, "SUAKVM7BHFSIQ32UVQDEOXJJXXJLB3LXIG5ZQWRLDLRVTQ6AEGWZIPNWZA\n").unwrap();
+    assert_eq!(config_with("nkey_file", &seed), Ok(()));
+    let creds = dir.join("node.creds");
+    std::fs::write(
+        &creds,
+        "-----BEGIN NATS USER JWT-----\neyJ0\n------END NATS USER JWT------\n\n\
+         -----BEGIN USER NKEY SEED-----\nSUAK\n------END USER NKEY SEED------\n",
+    )
+    .unwrap();
+    assert_eq!(config_with("creds_file", &creds), Ok(()));
 }

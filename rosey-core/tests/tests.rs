@@ -8,6 +8,7 @@ mod containment;
 mod cytube;
 mod cytube_fixtures;
 mod errors;
+mod nats_auth;
 mod plugins;
 mod reload;
 mod router;

@@ -42,7 +42,7 @@ use crate::subject::SubjectError;
 
 pub use memory::{MemoryBus, MemoryBusOptions, MemoryBusStats};
 #[cfg(feature = "nats")]
-pub use nats::{NatsBus, NatsOptions};
+pub use nats::{NatsAuthError, NatsBus, NatsOptions};
 
 /// What went wrong talking to the bus.
 #[derive(Debug, thiserror::Error)]

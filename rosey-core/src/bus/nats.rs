@@ -1,14 +1,16 @@
 //! [`NatsBus`]: the [`EventBus`] over a real NATS server (cargo feature `nats`).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::{Client, ConnectOptions, Event, RequestErrorKind};
+use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event, RequestErrorKind, ServerError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::{BusError, EventBus, Message, Subscription};
+use crate::config::NatsCredentials;
 use crate::error::BoxError;
 use crate::subject;
 
@@ -23,6 +25,9 @@ pub struct NatsOptions {
     pub subscription_capacity: usize,
     /// How long `subscribe` waits for the server to confirm a new subscription.
     pub subscribe_timeout: Duration,
+    /// How the connection authenticates (none by default; credentials inside the URL still count).
+    /// Usually [`NatsConfig::credentials`](crate::config::NatsConfig::credentials).
+    pub credentials: NatsCredentials,
 }
 
 impl Default for NatsOptions {
@@ -32,6 +37,7 @@ impl Default for NatsOptions {
             connect_timeout: Duration::from_secs(5),
             subscription_capacity: 16_384,
             subscribe_timeout: Duration::from_secs(5),
+            credentials: NatsCredentials::None,
         }
     }
 }
@@ -58,8 +64,31 @@ impl NatsBus {
         Self::connect_with(url, NatsOptions::default()).await
     }
 
-    /// Connects with the given options.
+    /// Connects with the given options, authenticating with `options.credentials`. A credentials or
+    /// nkey seed file is read here; a file that cannot be read or parsed, and credentials the
+    /// server refuses, fail with [`BusError::Connect`] whose cause is a [`NatsAuthError`]. No error
+    /// or log line holds a password, token or seed.
+    ///
+    /// ```no_run
+    /// use rosey_core::bus::{NatsBus, NatsOptions};
+    /// use rosey_core::config::{NatsCredentials, Secret};
+    ///
+    /// # async fn run() -> Result<(), rosey_core::bus::BusError> {
+    /// let credentials = NatsCredentials::UserPassword {
+    ///     user: "plugin-node".to_owned(),
+    ///     password: Secret::new(std::env::var("ROSEY_NATS_PASSWORD").unwrap_or_default()),
+    /// };
+    /// let bus =
+    ///     NatsBus::connect_with("nats://127.0.0.1:4222", NatsOptions { credentials, ..NatsOptions::default() })
+    ///         .await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn connect_with(url: &str, options: NatsOptions) -> Result<Self, BusError> {
+        let connect_error = |source: BoxError| BusError::Connect {
+            server: "NATS",
+            url: without_credentials(url),
+            source,
+        };
         let connect = ConnectOptions::new()
             .name(&options.name)
             .connection_timeout(options.connect_timeout)
@@ -74,13 +103,20 @@ impl NatsBus {
                         message = "NATS slow consumer: messages dropped for a subscription",
                         sid
                     ),
+                    // The server names the subject: e.g. a publish this user may not make.
+                    Event::ServerError(ServerError::Other(error))
+                        if error.to_ascii_lowercase().starts_with("permissions violation") =>
+                    {
+                        tracing::warn!(message = "NATS server refused an operation", %error)
+                    }
                     other => tracing::warn!(message = "NATS event", event = %other),
                 }
             });
-        let client = connect.connect(url).await.map_err(|err| BusError::Connect {
-            server: "NATS",
-            url: without_credentials(url),
-            source: connect_cause(err),
+        let connect = authenticate(connect, &options.credentials)
+            .await
+            .map_err(|error| connect_error(Box::new(error)))?;
+        let client = connect.connect(url).await.map_err(|err| {
+            connect_error(connect_cause(err, || presented(url, &options.credentials)))
         })?;
         let info = client.server_info();
         tracing::info!(
@@ -123,13 +159,105 @@ where
     move |err| BusError::Transport { operation, source: Box::new(err) }
 }
 
+/// Why a [`NatsBus`] could not authenticate: the cause of a [`BusError::Connect`]. Messages name the
+/// kind of credentials and the file, never a password, token or seed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NatsAuthError {
+    /// A credentials or nkey seed file could not be read.
+    #[error("cannot read the NATS {kind} {}", path.display())]
+    ReadFile {
+        /// `credentials file` or `nkey seed file`.
+        kind: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The reading error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A credentials file is not in the credentials format (a user JWT and an nkey seed).
+    #[error("the NATS credentials file {} is not valid", path.display())]
+    InvalidCredsFile {
+        /// The file.
+        path: PathBuf,
+        /// What the client found wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An nkey seed file does not hold one user nkey seed.
+    #[error("the NATS nkey seed file {} does not hold a user nkey seed (one line starting with SU)", path.display())]
+    InvalidNkeyFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The server refused the credentials (wrong or unknown), or they could not sign its challenge.
+    #[error("the NATS server refused {credentials}")]
+    Refused {
+        /// Which credentials, as [`NatsCredentials::summary`] says it.
+        credentials: String,
+        /// The server's error (`nats: authorization violation`), or the client's when it could
+        /// not sign the server's challenge with an nkey.
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// Adds `credentials` to `connect`, reading a credentials or nkey seed file.
+async fn authenticate(
+    connect: ConnectOptions,
+    credentials: &NatsCredentials,
+) -> Result<ConnectOptions, NatsAuthError> {
+    Ok(match credentials {
+        NatsCredentials::None => connect,
+        NatsCredentials::UserPassword { user, password } => {
+            connect.user_and_password(user.clone(), password.expose().to_owned())
+        }
+        NatsCredentials::Token(token) => connect.token(token.expose().to_owned()),
+        NatsCredentials::CredsFile(path) => {
+            let text = read_credential_file("credentials file", path).await?;
+            connect
+                .credentials(&text)
+                .map_err(|source| NatsAuthError::InvalidCredsFile { path: path.clone(), source })?
+        }
+        NatsCredentials::NkeyFile(path) => {
+            let text = read_credential_file("nkey seed file", path).await?;
+            if !crate::config::is_user_seed(&text) {
+                return Err(NatsAuthError::InvalidNkeyFile { path: path.clone() });
+            }
+            connect.nkey(text.trim().to_owned())
+        }
+    })
+}
+
+async fn read_credential_file(kind: &'static str, path: &PathBuf) -> Result<String, NatsAuthError> {
+    tokio::fs::read_to_string(path).await.map_err(|source| NatsAuthError::ReadFile {
+        kind,
+        path: path.clone(),
+        source,
+    })
+}
+
 /// The cause of a failed connect. An I/O failure is reported as the operating system's error itself
 /// (`Connection refused (os error 111)`) rather than under the client's `IO error:` wrapper, so the
 /// message a person reads is `cannot connect to NATS at …: Connection refused (os error 111)`.
-fn connect_cause(err: async_nats::ConnectError) -> BoxError {
+/// Refused credentials say which ones were refused.
+fn connect_cause(err: async_nats::ConnectError, presented: impl FnOnce() -> String) -> BoxError {
     use std::error::Error as _;
+    if matches!(
+        err.kind(),
+        ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication
+    ) {
+        // The server's own error, not the client's wrapper, which repeats it
+        // (`authorization violation: nats: authorization violation`).
+        let server_error = err.source().and_then(|cause| cause.downcast_ref::<ServerError>());
+        let source: BoxError = match server_error {
+            Some(server_error) => Box::new(server_error.clone()),
+            None => Box::new(err),
+        };
+        return Box::new(NatsAuthError::Refused { credentials: presented(), source });
+    }
     let os_error = match err.kind() {
-        async_nats::ConnectErrorKind::Io => err
+        ConnectErrorKind::Io => err
             .source()
             .and_then(|cause| cause.downcast_ref::<std::io::Error>())
             .and_then(std::io::Error::raw_os_error),
@@ -141,21 +269,42 @@ fn connect_cause(err: async_nats::ConnectError) -> BoxError {
     }
 }
 
+/// What the connection presented to the server, for a refusal: the credentials' summary, or those
+/// inside the URL.
+fn presented(url: &str, credentials: &NatsCredentials) -> String {
+    match credentials {
+        NatsCredentials::None
+            if url.split(',').any(|server| split_user_info(server).1.is_some()) =>
+        {
+            "the credentials inside the URL".to_owned()
+        }
+        NatsCredentials::None => "a connection without credentials".to_owned(),
+        other => other.summary(),
+    }
+}
+
+/// One server address cut into its scheme (`nats://` or empty), its user part (`user:password` or
+/// `token`, if any) and the rest (host onwards), surrounding spaces trimmed.
+fn split_user_info(server: &str) -> (&str, Option<&str>, &str) {
+    let server = server.trim();
+    let (scheme, rest) = match server.find("://") {
+        Some(i) => server.split_at(i + 3),
+        None => ("", server),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => (scheme, Some(&rest[..at]), &rest[at + 1..]),
+        None => (scheme, None, rest),
+    }
+}
+
 /// `url` (one server or a comma-separated list) with any `user:password@` or `token@` removed from
 /// each address, so it can be shown and logged.
 fn without_credentials(url: &str) -> String {
     url.split(',')
         .map(|server| {
-            let server = server.trim();
-            let (scheme, rest) = match server.find("://") {
-                Some(i) => server.split_at(i + 3),
-                None => ("", server),
-            };
-            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            match rest[..authority_end].rfind('@') {
-                Some(at) => format!("{scheme}{}", &rest[at + 1..]),
-                None => server.to_owned(),
-            }
+            let (scheme, _, rest) = split_user_info(server);
+            format!("{scheme}{rest}")
         })
         .collect::<Vec<_>>()
         .join(",")

@@ -1,7 +1,7 @@
 //! Environment overrides (`ROSEY_*`): which variables set which keys, and the report of what was
 //! applied and what was ignored, for the caller to log once its logging is up.
 
-use super::{Config, CytubeConfig, Secret, SecretUrl};
+use super::{Config, CytubeConfig, NatsConfig, Secret, SecretUrl};
 
 /// One environment variable that replaces one key of the configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub struct EnvOverrides {
 type Setter = fn(&mut Config, String) -> Result<(), &'static str>;
 
 /// Every override, in the order they are applied and reported.
-const OVERRIDES: [(EnvOverride, Setter); 4] = [
+const OVERRIDES: [(EnvOverride, Setter); 6] = [
     (EnvOverride { variable: "ROSEY_CYTUBE_PASSWORD", key: "cytube.password" }, |config, value| {
         cytube(config)?.password = Some(Secret::new(value));
         Ok(())
@@ -55,7 +55,26 @@ const OVERRIDES: [(EnvOverride, Setter); 4] = [
         config.nats_url = Some(SecretUrl::new(value));
         Ok(())
     }),
+    // After ROSEY_NATS_URL, so that a URL from the environment makes room for its secrets.
+    (EnvOverride { variable: "ROSEY_NATS_PASSWORD", key: "nats.password" }, |config, value| {
+        nats(config)?.password = Some(Secret::new(value));
+        Ok(())
+    }),
+    (EnvOverride { variable: "ROSEY_NATS_TOKEN", key: "nats.token" }, |config, value| {
+        nats(config)?.token = Some(Secret::new(value));
+        Ok(())
+    }),
 ];
+
+/// The nats section, for a node that talks to a NATS server at all: a secret meant for NATS
+/// while the node runs the in-process bus is left out rather than made an error, like a CyTube
+/// password without a channel.
+fn nats(config: &mut Config) -> Result<&mut NatsConfig, &'static str> {
+    if config.nats_url.is_none() {
+        return Err("the configuration has no nats_url");
+    }
+    Ok(&mut config.nats)
+}
 
 /// The cytube section, which an override may fill in but never creates: a password alone cannot
 /// say which channel to join.

@@ -25,6 +25,7 @@ pub(super) fn check(config: &Config) -> Vec<ConfigError> {
             format!("cannot read {}: {error}", plugin_dir.display()),
         )),
     }
+    errors.extend(super::nats::check_files(config, absolute));
     if let Some(file) = &config.logging.file {
         let file = absolute(file);
         if let Err(error) = check_appendable(&file) {

@@ -41,6 +41,7 @@
 mod env;
 mod error;
 mod files;
+mod nats;
 mod parse;
 mod secret;
 mod sections;
@@ -52,6 +53,8 @@ use serde::Deserialize;
 
 pub use env::{EnvOverride, EnvOverrides, IgnoredOverride};
 pub use error::{ConfigError, ConfigErrors};
+pub(crate) use nats::is_user_seed;
+pub use nats::{NatsConfig, NatsCredentials};
 pub use secret::{Secret, SecretUrl};
 pub use sections::{CytubeConfig, DashboardConfig, DatabaseConfig, LoggingConfig, MetricsConfig};
 
@@ -69,6 +72,8 @@ pub struct Config {
     pub admins: Vec<String>,
     /// NATS server to share the bus with other nodes; `None` runs the in-process bus.
     pub nats_url: Option<SecretUrl>,
+    /// The NATS credentials section (an addition to the spec's keys); empty connects without any.
+    pub nats: NatsConfig,
     /// The database section.
     pub database: DatabaseConfig,
     /// The CyTube section; `None` chats on the console instead.
@@ -110,6 +115,7 @@ impl Default for Config {
             owner: None,
             admins: Vec::new(),
             nats_url: None,
+            nats: NatsConfig::default(),
             database: DatabaseConfig::default(),
             cytube: None,
             plugin_dir: PathBuf::from("plugins"),
@@ -124,6 +130,9 @@ impl Default for Config {
 impl Config {
     /// Parses and validates a JSON configuration. On failure every problem found is returned:
     /// a syntax error alone, otherwise unknown keys, wrong types and semantic errors together.
+    /// What the environment may still add is not required yet: `nats.user` without
+    /// `nats.password` (which `ROSEY_NATS_PASSWORD` gives) and NATS credentials without
+    /// `nats_url` (which `ROSEY_NATS_URL` gives) are errors of [`Config::validate`] only.
     pub fn from_json_str(text: &str) -> Result<Config, ConfigErrors> {
         parse::parse(text)
     }
@@ -138,9 +147,11 @@ impl Config {
     }
 
     /// Applies the environment overrides `ROSEY_CYTUBE_PASSWORD` and `ROSEY_CYTUBE_CHANNEL_PASSWORD`
-    /// (only when a `cytube` section exists), `ROSEY_DATABASE_URL` and `ROSEY_NATS_URL`, looking
-    /// each name up with `lookup` (e.g. `|name| std::env::var(name).ok()`). Empty values and
-    /// passwords without a `cytube` section are ignored. Nothing is logged: the returned report
+    /// (only when a `cytube` section exists), `ROSEY_DATABASE_URL`, `ROSEY_NATS_URL`, and
+    /// `ROSEY_NATS_PASSWORD` and `ROSEY_NATS_TOKEN` (only when `nats_url` is set, by the file or by
+    /// `ROSEY_NATS_URL`), looking each name up with `lookup` (e.g. `|name| std::env::var(name).ok()`).
+    /// Empty values, passwords without a `cytube` section and NATS secrets without `nats_url` are
+    /// ignored. Nothing is logged: the returned report
     /// (names only, no values) is for the caller to log once its logging is set up. Call
     /// [`Config::validate`] afterwards; it names the variable for a bad value that came from one.
     pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> EnvOverrides {
@@ -150,7 +161,7 @@ impl Config {
     /// Checks the values against each other and against what the runtime accepts, returning every
     /// problem found, each naming its key, or the environment variable the value came from.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
-        let mut errors = validate::check(self);
+        let mut errors = validate::check(self, nats::Stage::Complete);
         for error in &mut errors {
             if let Some(source) =
                 self.provenance.from_env.iter().find(|source| source.key == error.key)
@@ -162,7 +173,9 @@ impl Config {
     }
 
     /// Checks what the configuration needs from this machine, relative to the working directory:
-    /// `plugin_dir` is an existing directory, and `logging.file` can be opened for append (its
+    /// `plugin_dir` is an existing directory, `nats.creds_file` and `nats.nkey_file` (when set) are
+    /// readable files holding NATS credentials and a user nkey seed, and `logging.file` can be
+    /// opened for append (its
     /// folder is created if missing, as running the bot would; a file that did not exist is removed
     /// again). Errors name the key and the absolute path. This touches the file system, so it is
     /// separate from [`Config::validate`]; it blocks, so call it before starting async work or on a

@@ -20,9 +20,10 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
+use super::nats::Stage;
 use super::{
     Config, ConfigError, ConfigErrors, CytubeConfig, DashboardConfig, DatabaseConfig,
-    LoggingConfig, MetricsConfig, validate,
+    LoggingConfig, MetricsConfig, NatsConfig, validate,
 };
 
 /// One step of a key path: an object key or an array index.
@@ -138,7 +139,7 @@ impl Structure<'_> {
         self.found.sort_by_key(|(offset, _)| *offset);
         let mut errors: Vec<ConfigError> = self.found.into_iter().map(|(_, error)| error).collect();
         if let Some(config) = config {
-            errors.extend(validate::check(config).into_iter().filter(|error| {
+            errors.extend(validate::check(config, Stage::File).into_iter().filter(|error| {
                 let top = error.key.split(['.', '[']).next().unwrap_or_default();
                 !self.rejected.iter().any(|key| key == top)
             }));
@@ -260,6 +261,7 @@ fn known_keys(parent: &[Step]) -> &'static [&'static str] {
     match parent {
         [] => field_names::<Config>(),
         [Step::Key(section)] => match section.as_str() {
+            "nats" => field_names::<NatsConfig>(),
             "database" => field_names::<DatabaseConfig>(),
             "cytube" => field_names::<CytubeConfig>(),
             "metrics" => field_names::<MetricsConfig>(),

@@ -3,13 +3,16 @@
 use super::sections::port_out_of_range;
 use url::Url;
 
+use super::nats::Stage;
 use super::{Config, ConfigError, SecretUrl};
 
 /// Log levels accepted in `logging.level` (compared without regard to case).
 const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
-/// Every semantic problem of `config`, in key order; empty when it is usable.
-pub(super) fn check(config: &Config) -> Vec<ConfigError> {
+/// Every semantic problem of `config`, in key order; empty when it is usable. At
+/// [`Stage::File`] the parts the environment may still add (the NATS password and URL) may be
+/// missing.
+pub(super) fn check(config: &Config, stage: Stage) -> Vec<ConfigError> {
     let mut errors = Vec::new();
     let mut fail = |key: &str, message: String| errors.push(ConfigError::new(key, message));
 
@@ -30,6 +33,8 @@ pub(super) fn check(config: &Config) -> Vec<ConfigError> {
     {
         fail("nats_url", message);
     }
+    errors.extend(super::nats::check(config, stage));
+    let mut fail = |key: &str, message: String| errors.push(ConfigError::new(key, message));
 
     let database = &config.database;
     if let Err(message) = check_database_url(&database.url) {
