@@ -13,6 +13,9 @@ use tokio::sync::broadcast::Receiver;
 
 const ROSEY: &str = env!("CARGO_BIN_EXE_rosey");
 
+#[path = "cli/floods.rs"]
+mod floods;
+
 /// A fresh, empty working directory for one test.
 fn scratch_dir() -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
