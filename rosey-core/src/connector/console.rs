@@ -298,8 +298,10 @@ impl Unanswered {
 /// and C1; ESC starts every escape sequence and U+009B is a one-character CSI) other than tab, and the
 /// bidirectional formatting characters (embeddings, overrides, isolates and marks).
 fn needs_escape(c: char) -> bool {
-    (c.is_control() && c != '\t')
-        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    let bidi = matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}')
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c);
+    (c.is_control() && c != '\t') || bidi
 }
 
 /// `line` safe to print on a terminal: what [`needs_escape`] shows as a Rust-style escape (`\u{1b}`),
@@ -308,10 +310,12 @@ fn printable(line: &str) -> Cow<'_, str> {
     if !line.chars().any(needs_escape) {
         return Cow::Borrowed(line);
     }
+    use std::fmt::Write as _;
     let mut out = String::with_capacity(line.len() + 16);
     for c in line.chars() {
         if needs_escape(c) {
-            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            // Writing to a String cannot fail.
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
         } else {
             out.push(c);
         }
@@ -372,7 +376,9 @@ impl Connector for ConsoleConnector {
                     () = sleep_until(next_deadline), if next_deadline.is_some() => {
                         unanswered.expire(Instant::now());
                     }
-                    line = read_line(&mut reader, &mut framer), if reading && unanswered.has_room() => match line {
+                    // While the window of unanswered commands is full, stdin waits (backpressure).
+                    line = read_line(&mut reader, &mut framer),
+                        if reading && unanswered.has_room() => match line {
                         Ok(Some(Framed::TooLong(n))) => {
                             tracing::warn!(message = "console line over 64 KiB ignored", bytes = n);
                         }
