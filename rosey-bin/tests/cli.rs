@@ -869,3 +869,41 @@ fn logs_go_to_stderr_and_the_log_file_and_stdout_carries_only_the_chat() {
     let log = std::fs::read_to_string(dir.join("logs/rosey.log")).unwrap();
     assert!(log.contains("rosey ready") && log.contains("rosey stopped"), "{log}");
 }
+
+// ---- Bounded queues: the console reads no faster than the bot answers ----
+
+#[test]
+fn a_piped_flood_of_twenty_thousand_rolls_gets_twenty_thousand_answers() {
+    // yes 'u: !roll 1d6' | head -n 20000 | rosey run
+    const LINES: usize = 20_000;
+    let dir = scratch_dir();
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let config = config_with_plugins(&dir, &plugins);
+    let mut child = rosey(&dir, &["run", "--config", config.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // The console stops reading while its commands wait for answers, so the pipe fills and this
+    // writer blocks: it needs a thread of its own.
+    let writer = std::thread::spawn(move || {
+        use std::io::Write as _;
+        let flood = "u: !roll 1d6\n".repeat(LINES);
+        stdin.write_all(flood.as_bytes()).unwrap();
+    }); // end of input when the thread drops stdin
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>()
+    });
+    let status = exit_within(&mut child, Duration::from_secs(90))
+        .expect("rosey did not answer the flood and exit in time");
+    assert!(status.success(), "exit {status:?}");
+    writer.join().unwrap();
+    let stdout = reader.join().unwrap();
+    let rolls = stdout.iter().filter(|l| l.starts_with("rosey: 🎲")).count();
+    let others: Vec<&String> =
+        stdout.iter().filter(|l| !l.starts_with("rosey: 🎲")).take(5).collect();
+    assert_eq!(rolls, LINES, "every line answered with a roll; other lines: {others:?}");
+}

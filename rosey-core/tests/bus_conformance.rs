@@ -291,6 +291,63 @@ mod memory {
     }
 
     conformance_suite!(Memory(MemoryBus::new()));
+
+    // The memory bus's own overflow policy, beyond the shared contract.
+
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+    use rosey_core::bus::{EventBus, MemoryBusOptions};
+
+    const MIB: usize = 1024 * 1024;
+
+    #[tokio::test]
+    async fn a_stalled_subscriber_holds_at_most_its_byte_bound_and_the_rest_is_dropped_and_counted()
+    {
+        let bus = MemoryBus::with_options(MemoryBusOptions {
+            subscriber_max_bytes: 16 * MIB,
+            ..MemoryBusOptions::default()
+        });
+        let mut stalled = bus.subscribe("big").await.unwrap();
+        let mut reader = bus.subscribe("big").await.unwrap();
+        for i in 0..64u8 {
+            bus.publish("big", Bytes::from(vec![i; MIB])).await.unwrap();
+            let got = super::next(&mut reader).await;
+            assert_eq!(got.payload()[0], i, "a subscriber that keeps up gets every message");
+            assert!(
+                bus.stats().queued_bytes <= 16 * MIB,
+                "held {} bytes",
+                bus.stats().queued_bytes
+            );
+        }
+        let stats = bus.stats();
+        assert_eq!(stats.queued_bytes, 16 * MIB, "the stalled subscriber holds exactly its bound");
+        assert_eq!(stats.dropped, 48, "what did not fit is counted");
+        // The oldest 16 wait for the stalled subscriber; reading them gives their bytes back.
+        for i in 0..16u8 {
+            assert_eq!(super::next(&mut stalled).await.payload()[0], i);
+        }
+        assert_eq!(bus.stats().queued_bytes, 0);
+        bus.publish("big", Bytes::from(vec![64; MIB])).await.unwrap();
+        assert_eq!(super::next(&mut stalled).await.payload()[0], 64, "room again once read");
+    }
+
+    #[tokio::test]
+    async fn a_message_larger_than_the_byte_bound_still_reaches_an_empty_subscriber() {
+        let bus = MemoryBus::with_options(MemoryBusOptions {
+            subscriber_max_bytes: 10,
+            ..MemoryBusOptions::default()
+        });
+        let mut sub = bus.subscribe("x").await.unwrap();
+        bus.publish("x", Bytes::from(vec![1; 100])).await.unwrap();
+        bus.publish("x", Bytes::from(vec![2; 1])).await.unwrap();
+        assert_eq!(super::next(&mut sub).await.payload().len(), 100);
+        assert_eq!(bus.stats().dropped, 1, "nothing fits behind an oversized message");
+        bus.publish("x", Bytes::from(vec![3; 1])).await.unwrap();
+        assert_eq!(super::next(&mut sub).await.payload()[..], [3]);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(1), sub.next()).await.is_err()
+        );
+    }
 }
 
 mod nats {

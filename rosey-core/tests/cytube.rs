@@ -9,7 +9,9 @@ use futures_util::StreamExt;
 use rosey_core::backoff::BackoffPolicy;
 use rosey_core::bus::{EventBus, EventBusExt, MemoryBus, Subscription};
 use rosey_core::config::Secret;
-use rosey_core::connector::cytube::{CytubeConnector, CytubeError, CytubeOptions, UserDirectory};
+use rosey_core::connector::cytube::{
+    CytubeConnector, CytubeError, CytubeOptions, OutboxStats, UserDirectory,
+};
 use rosey_core::connector::{Connector, ConnectorError, ConnectorHandle};
 use rosey_core::event::{
     ChatMessage, ChatSend, MediaChange, PmMessage, PmSend, UserJoin, UserLeave,
@@ -44,6 +46,7 @@ fn options(server: &FakeCytube, username: &str) -> CytubeOptions {
 struct Bot {
     bus: Arc<dyn EventBus>,
     users: UserDirectory,
+    outbox: OutboxStats,
     health: HealthRegistry,
     handle: Option<ConnectorHandle>,
 }
@@ -60,8 +63,9 @@ impl Bot {
         let health = HealthRegistry::new();
         let connector = CytubeConnector::new(options).with_health(health.clone());
         let users = connector.users();
+        let outbox = connector.outbox_stats();
         let handle = Box::new(connector).start(bus.clone()).await.map_err(|e| e.to_string())?;
-        Ok(Self { bus, users, health, handle: Some(handle) })
+        Ok(Self { bus, users, outbox, health, handle: Some(handle) })
     }
 
     async fn subscribe(&self, subject: &str) -> Subscription {
@@ -484,6 +488,54 @@ async fn a_server_refusing_connections_is_retried_until_it_accepts() {
     server.reset_connect_limit();
     logged_in(&mut events, BOT).await;
     server_got(&mut events, "queued while refused").await;
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_drops_its_oldest_lines_counts_them_and_sends_the_newest() {
+    let server = started_server(FakeCytubeOptions {
+        connect_limit: Some(1),
+        ..FakeCytubeOptions::default()
+    })
+    .await;
+    let small = CytubeOptions {
+        outbox_capacity: 10,
+        refused_delay: Duration::from_millis(50),
+        ..options(&server, BOT)
+    };
+    let bot = Bot::start(small).await;
+    let mut events = server.subscribe();
+    server.drop_connections();
+    // The server refuses the reconnect: what the bot says now can only wait in its outbox.
+    wait_for(&mut events, |e| match e {
+        ServerEvent::Received { frame, .. } if frame == "40" => Some(()),
+        _ => None,
+    })
+    .await;
+    for i in 0..30 {
+        bot.say(&format!("line {i}")).await;
+    }
+    tokio::time::timeout(PATIENCE, async {
+        while bot.outbox.dropped() < 20 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the outbox never dropped its overflow");
+    assert_eq!((bot.outbox.dropped(), bot.outbox.queued()), (20, 10));
+    server.reset_connect_limit();
+    logged_in(&mut events, BOT).await;
+    server_got(&mut events, "line 29").await;
+    let said: Vec<String> = server
+        .channel(CHANNEL)
+        .chat_log()
+        .into_iter()
+        .filter(|(user, _)| user == BOT)
+        .map(|(_, msg)| msg)
+        .collect();
+    let newest: Vec<String> = (20..30).map(|i| format!("line {i}")).collect();
+    assert_eq!(said, newest, "the oldest 20 were dropped, the newest 10 sent in order");
+    assert_eq!(bot.outbox.queued(), 0);
     bot.stop().await;
 }
 

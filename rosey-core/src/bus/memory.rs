@@ -16,16 +16,22 @@ use tokio::sync::{mpsc, oneshot};
 use super::{BusError, EventBus, Message, Subscription};
 use crate::subject::{self, INBOX_PREFIX, Pattern};
 
-/// Tuning for a [`MemoryBus`].
+/// Tuning for a [`MemoryBus`]: how much one subscription may hold undelivered, by count and by bytes.
+/// What does not fit is dropped for that subscription (see the overflow policy on [`MemoryBus`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryBusOptions {
-    /// How many undelivered messages one subscription may hold before new ones are dropped for it.
+    /// How many undelivered messages one subscription may hold before new ones are dropped for it
+    /// (16 384 by default).
     pub subscriber_capacity: usize,
+    /// How many payload bytes one subscription may hold undelivered before new messages are dropped
+    /// for it (16 MiB by default). A message larger than this still reaches a subscription whose buffer
+    /// is empty, so no size of message is undeliverable.
+    pub subscriber_max_bytes: usize,
 }
 
 impl Default for MemoryBusOptions {
     fn default() -> Self {
-        Self { subscriber_capacity: 16_384 }
+        Self { subscriber_capacity: 16_384, subscriber_max_bytes: 16 * 1024 * 1024 }
     }
 }
 
@@ -36,8 +42,11 @@ pub struct MemoryBusStats {
     pub published: u64,
     /// Messages handed to a subscription's buffer.
     pub delivered: u64,
-    /// Messages dropped because a subscription's buffer was full (see [`MemoryBus`]).
+    /// Messages dropped because a subscription's buffer was full, by count or by bytes (see
+    /// [`MemoryBus`]).
     pub dropped: u64,
+    /// Payload bytes held undelivered in all subscriptions' buffers right now.
+    pub queued_bytes: usize,
     /// Live subscriptions, queue group members included.
     pub subscriptions: usize,
 }
@@ -45,13 +54,14 @@ pub struct MemoryBusStats {
 /// The in-process [`EventBus`]: no server, no serialization beyond the payload bytes, cheap to clone
 /// (clones share one bus).
 ///
-/// **Overflow policy.** Each subscription has a bounded buffer
-/// ([`MemoryBusOptions::subscriber_capacity`], 16 384 messages by default). `publish` never waits: when a
-/// subscription's buffer is full, the new message is dropped *for that subscription only*, counted in
-/// [`MemoryBusStats::dropped`], and logged (the first drop of a subscription, then every 10 000th). Other
-/// subscribers are unaffected, and memory stays bounded by capacity × message size. This is what a
-/// NATS server does to a slow consumer, so code behaves the same on both buses. A queue group first
-/// tries its other members before dropping.
+/// **Overflow policy.** Each subscription has a buffer bounded twice: by count
+/// ([`MemoryBusOptions::subscriber_capacity`], 16 384 messages by default) and by payload bytes
+/// ([`MemoryBusOptions::subscriber_max_bytes`], 16 MiB by default). `publish` never waits: when a
+/// message does not fit in a subscription's buffer, it is dropped *for that subscription only*, counted
+/// in [`MemoryBusStats::dropped`], and logged (the first drop of a subscription, then every 10 000th).
+/// Other subscribers are unaffected, and a stalled subscriber holds at most the byte bound (or one
+/// message, if a single one is larger). This is what a NATS server does to a slow consumer, so code
+/// behaves the same on both buses. A queue group first tries its other members before dropping.
 ///
 /// The bus lives as long as any clone of it; when the last clone is dropped every subscription stream
 /// ends.
@@ -80,6 +90,8 @@ struct Member {
     id: u64,
     pattern: Pattern,
     tx: mpsc::Sender<Message>,
+    /// Payload bytes in `tx`'s buffer, shared with the subscription's stream, which gives them back.
+    queued_bytes: Arc<AtomicUsize>,
     dropped: AtomicU64,
 }
 
@@ -108,9 +120,10 @@ impl MemoryBus {
         Self::with_options(MemoryBusOptions::default())
     }
 
-    /// A bus with the given options; a capacity of 0 is taken as 1.
+    /// A bus with the given options; a capacity of 0 messages or 0 bytes is taken as 1.
     pub fn with_options(mut options: MemoryBusOptions) -> Self {
         options.subscriber_capacity = options.subscriber_capacity.max(1);
+        options.subscriber_max_bytes = options.subscriber_max_bytes.max(1);
         Self {
             inner: Arc::new(Inner {
                 options,
@@ -127,13 +140,14 @@ impl MemoryBus {
     /// Counters since creation.
     pub fn stats(&self) -> MemoryBusStats {
         let registry = self.inner.registry.read();
-        let subscriptions =
-            registry.plain.len() + registry.groups.iter().map(|g| g.members.len()).sum::<usize>();
+        let members =
+            || registry.plain.iter().chain(registry.groups.iter().flat_map(|g| &g.members));
         MemoryBusStats {
             published: self.inner.published.load(Ordering::Relaxed),
             delivered: self.inner.delivered.load(Ordering::Relaxed),
             dropped: self.inner.dropped.load(Ordering::Relaxed),
-            subscriptions,
+            queued_bytes: members().map(|m| m.queued_bytes.load(Ordering::Relaxed)).sum(),
+            subscriptions: members().count(),
         }
     }
 
@@ -144,7 +158,14 @@ impl MemoryBus {
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.inner.options.subscriber_capacity);
-        let member = Member { id, pattern: pattern.clone(), tx, dropped: AtomicU64::new(0) };
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let member = Member {
+            id,
+            pattern: pattern.clone(),
+            tx,
+            queued_bytes: queued_bytes.clone(),
+            dropped: AtomicU64::new(0),
+        };
         let mut registry = self.inner.registry.write();
         match group {
             None => registry.plain.push(member),
@@ -164,6 +185,7 @@ impl MemoryBus {
         drop(registry);
         Ok(Subscription::new(MemoryStream {
             rx,
+            queued_bytes,
             _guard: Unsubscribe { bus: Arc::downgrade(&self.inner), id },
         }))
     }
@@ -206,14 +228,27 @@ impl MemoryBus {
 
 impl Inner {
     fn offer(&self, member: &Member, message: Message) -> bool {
+        let size = message.payload().len();
+        let max = self.options.subscriber_max_bytes;
+        // Reserve the bytes first, so concurrent publishers cannot together overshoot the bound. An
+        // empty buffer takes any one message, so no message is too large to ever be delivered.
+        let reserved =
+            member.queued_bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held == 0 || held.saturating_add(size) <= max).then_some(held.saturating_add(size))
+            });
+        if reserved.is_err() {
+            return false;
+        }
         match member.tx.try_send(message) {
             Ok(()) => {
                 self.delivered.fetch_add(1, Ordering::Relaxed);
                 true
             }
-            // A closed receiver is a subscription being dropped right now; nothing to count.
-            Err(mpsc::error::TrySendError::Closed(_)) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => false,
+            Err(error) => {
+                member.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+                // A closed receiver is a subscription being dropped right now; nothing to count.
+                matches!(error, mpsc::error::TrySendError::Closed(_))
+            }
         }
     }
 
@@ -227,6 +262,8 @@ impl Inner {
                 subject,
                 dropped_for_subscription = n + 1,
                 capacity = self.options.subscriber_capacity,
+                max_bytes = self.options.subscriber_max_bytes,
+                queued_bytes = member.queued_bytes.load(Ordering::Relaxed),
             );
         }
     }
@@ -243,6 +280,7 @@ impl Inner {
 
 struct MemoryStream {
     rx: mpsc::Receiver<Message>,
+    queued_bytes: Arc<AtomicUsize>,
     _guard: Unsubscribe,
 }
 
@@ -250,7 +288,11 @@ impl Stream for MemoryStream {
     type Item = Message;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.rx.poll_recv(cx)
+        let polled = self.rx.poll_recv(cx);
+        if let Poll::Ready(Some(message)) = &polled {
+            self.queued_bytes.fetch_sub(message.payload().len(), Ordering::AcqRel);
+        }
+        polled
     }
 }
 
@@ -325,7 +367,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_subscriber_loses_only_its_own_messages_and_they_are_counted() {
-        let bus = MemoryBus::with_options(MemoryBusOptions { subscriber_capacity: 4 });
+        let bus = MemoryBus::with_options(MemoryBusOptions {
+            subscriber_capacity: 4,
+            ..MemoryBusOptions::default()
+        });
         let mut slow = bus.subscribe("x").await.unwrap();
         let mut fast = bus.subscribe("x").await.unwrap();
         for i in 0..10u8 {

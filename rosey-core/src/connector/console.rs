@@ -3,7 +3,17 @@
 //! Each input line is a chat message: `bob: !roll 2d6` comes from user `bob`; a line without a one-word
 //! `name: ` prefix (such as `!roll 2d6` or `see http://x`) comes from user `console`. Lines go
 //! to `cytube.chat.message` in the channel `console`. What the bot says in that channel
-//! (`cytube.chat.send`) is printed as `rosey: <message>`.
+//! (`cytube.chat.send`) is printed as `rosey: <message>`, one line per line of the message (blank
+//! lines left out, as CyTube does), with control characters, terminal escape sequences and
+//! bidirectional overrides shown escaped (`\u{1b}[31m`), so a reply cannot drive the terminal.
+//!
+//! **Backpressure.** The console is a local pipe, so rather than let a flood of commands overflow the
+//! bot it reads more slowly: it keeps at most [`ConsoleOptions::max_unanswered`] command lines (lines
+//! starting with [`ConsoleOptions::command_prefix`]) read but not yet answered, and stops reading its
+//! input while that window is full. Each reply printed answers the oldest; a command with no answer
+//! (an unknown command, which the router ignores quietly) leaves the window after
+//! [`ConsoleOptions::answer_timeout`]. Other lines are chat and never wait. So
+//! `yes 'u: !roll 1d6' | head -n 200000 | rosey run` answers every line.
 //!
 //! End of input (Ctrl-D, or the end of a pipe) stops reading but not printing: replies to what was
 //! typed are still printed until the console is stopped. A host that should end with its input (so that
@@ -15,8 +25,11 @@
 //! With a [`HealthRegistry`] the console reports itself as the [`CONNECTOR`](health::CONNECTOR):
 //! healthy from its start, not healthy once stopped.
 
+use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -24,6 +37,7 @@ use futures_util::StreamExt;
 use rosey_plugin::framing::{Framed, LineFramer};
 use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::io::StreamReader;
 
 use super::{Connector, ConnectorError, ConnectorHandle};
@@ -46,6 +60,16 @@ pub struct ConsoleOptions {
     pub default_user: String,
     /// How the bot's lines are labelled (`rosey`).
     pub bot_name: String,
+    /// What a command line starts with, as the router sees it (`!`): only such lines wait for an
+    /// answer (see [`max_unanswered`](Self::max_unanswered)).
+    pub command_prefix: String,
+    /// Command lines read and not yet answered beyond which the console stops reading its input
+    /// (128; well under a plugin's default queue of 1 000, so a pipe never makes a plugin `busy`).
+    /// 0 is taken as 1.
+    pub max_unanswered: usize,
+    /// How long a command line may wait for its answer before it no longer holds back reading (2 s):
+    /// unknown commands get no answer at all.
+    pub answer_timeout: Duration,
 }
 
 impl Default for ConsoleOptions {
@@ -54,6 +78,9 @@ impl Default for ConsoleOptions {
             channel: "console".to_owned(),
             default_user: "console".to_owned(),
             bot_name: "rosey".to_owned(),
+            command_prefix: "!".to_owned(),
+            max_unanswered: 128,
+            answer_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -223,6 +250,91 @@ fn stdin_reader() -> impl AsyncBufRead + Send + Unpin {
     StreamReader::new(Box::pin(chunks))
 }
 
+/// Command lines read and not answered yet, oldest first, each with the instant it stops holding back
+/// reading; see the [module docs](self).
+#[derive(Debug)]
+struct Unanswered {
+    deadlines: VecDeque<Instant>,
+    max: usize,
+    timeout: Duration,
+}
+
+impl Unanswered {
+    fn new(options: &ConsoleOptions) -> Self {
+        Self {
+            deadlines: VecDeque::new(),
+            max: options.max_unanswered.max(1),
+            timeout: options.answer_timeout,
+        }
+    }
+
+    /// Whether another command line may be read now.
+    fn has_room(&self) -> bool {
+        self.deadlines.len() < self.max
+    }
+
+    fn sent(&mut self, now: Instant) {
+        self.deadlines.push_back(now + self.timeout);
+    }
+
+    /// A reply was printed: it answers the oldest command waiting, if any.
+    fn answered(&mut self) {
+        self.deadlines.pop_front();
+    }
+
+    /// When the oldest command line stops waiting, if one waits.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.front().copied()
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while self.deadlines.front().is_some_and(|deadline| *deadline <= now) {
+            self.deadlines.pop_front();
+        }
+    }
+}
+
+/// Whether printing `c` could act on a terminal or reorder what is shown: control characters (C0, DEL
+/// and C1; ESC starts every escape sequence and U+009B is a one-character CSI) other than tab, and the
+/// bidirectional formatting characters (embeddings, overrides, isolates and marks).
+fn needs_escape(c: char) -> bool {
+    let bidi = matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}')
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c);
+    (c.is_control() && c != '\t') || bidi
+}
+
+/// `line` safe to print on a terminal: what [`needs_escape`] shows as a Rust-style escape (`\u{1b}`),
+/// the rest untouched.
+fn printable(line: &str) -> Cow<'_, str> {
+    if !line.chars().any(needs_escape) {
+        return Cow::Borrowed(line);
+    }
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(line.len() + 16);
+    for c in line.chars() {
+        if needs_escape(c) {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// How a reply is printed: one `<bot>: <line>` per non-blank line, each line made [`printable`].
+fn render(bot_name: &str, message: &str) -> String {
+    let mut out = String::new();
+    for line in message.lines().filter(|line| !line.trim().is_empty()) {
+        out.push_str(bot_name);
+        out.push_str(": ");
+        out.push_str(&printable(line));
+        out.push('\n');
+    }
+    out
+}
+
 /// Splits `bob: hello` into (`bob`, `hello`); anything else is the default user's whole line.
 fn split_user<'a>(line: &'a str, default_user: &'a str) -> (&'a str, &'a str) {
     if let Some((name, rest)) = line.split_once(':') {
@@ -256,10 +368,17 @@ impl Connector for ConsoleConnector {
             let _report_stop = health.map(StoppedReport);
             let mut reading = true;
             let mut framer = LineFramer::new(MAX_LINE);
+            let mut unanswered = Unanswered::new(&options);
             loop {
+                let next_deadline = unanswered.next_deadline();
                 tokio::select! {
                     () = stop.cancelled() => return Ok(()),
-                    line = read_line(&mut reader, &mut framer), if reading => match line {
+                    () = sleep_until(next_deadline), if next_deadline.is_some() => {
+                        unanswered.expire(Instant::now());
+                    }
+                    // While the window of unanswered commands is full, stdin waits (backpressure).
+                    line = read_line(&mut reader, &mut framer),
+                        if reading && unanswered.has_room() => match line {
                         Ok(Some(Framed::TooLong(n))) => {
                             tracing::warn!(message = "console line over 64 KiB ignored", bytes = n);
                         }
@@ -272,6 +391,9 @@ impl Connector for ConsoleConnector {
                             let chat = ChatMessage::new(&options.channel, user, text, now_millis());
                             bus.publish_json(subject::CHAT_MESSAGE, &chat).await?;
                             progress.line_read();
+                            if text.starts_with(&options.command_prefix) {
+                                unanswered.sent(Instant::now());
+                            }
                         }
                         Ok(None) => {
                             tracing::info!(message = "console input ended; replies are still printed");
@@ -291,13 +413,22 @@ impl Connector for ConsoleConnector {
                             progress.reached(&send);
                             continue;
                         }
-                        let line = format!("{}: {}\n", options.bot_name, send.message);
-                        writer.write_all(line.as_bytes()).await?;
+                        unanswered.answered();
+                        let lines = render(&options.bot_name, &send.message);
+                        writer.write_all(lines.as_bytes()).await?;
                         writer.flush().await?;
                     }
                 }
             }
         }))
+    }
+}
+
+/// Sleeps until `deadline`; never wakes without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -322,5 +453,62 @@ mod tests {
         assert_eq!(split_user("two words: hi", "console"), ("console", "two words: hi"));
         assert_eq!(split_user("http://x", "console"), ("console", "http://x"));
         assert_eq!(split_user(":)", "console"), ("console", ":)"));
+    }
+
+    #[test]
+    fn terminal_escape_sequences_and_control_characters_are_printed_escaped() {
+        assert_eq!(printable("\u{1b}[2J\u{1b}[31mred"), "\\u{1b}[2J\\u{1b}[31mred");
+        assert_eq!(printable("\u{1b}]0;owned title\u{7}"), "\\u{1b}]0;owned title\\u{7}");
+        assert_eq!(
+            printable("csi \u{9b}2J bell \u{7} del \u{7f} nul \u{0} cr \r"),
+            "csi \\u{9b}2J bell \\u{7} del \\u{7f} nul \\u{0} cr \\u{d}"
+        );
+        assert_eq!(printable("tab\tstays"), "tab\tstays");
+    }
+
+    #[test]
+    fn bidi_overrides_isolates_and_marks_are_printed_escaped() {
+        assert_eq!(printable("abc\u{202e}fed"), "abc\\u{202e}fed");
+        let all = "\u{202a}\u{202b}\u{202c}\u{202d}\u{202e}\u{2066}\u{2067}\u{2068}\u{2069}\u{200e}\u{200f}\u{61c}";
+        assert_eq!(
+            printable(all),
+            "\\u{202a}\\u{202b}\\u{202c}\\u{202d}\\u{202e}\\u{2066}\\u{2067}\\u{2068}\\u{2069}\\u{200e}\\u{200f}\\u{61c}"
+        );
+    }
+
+    #[test]
+    fn ordinary_text_is_printed_as_is_without_copying() {
+        for text in ["🎲 [4, 3] = 7", "héllo wörld", "שלום", "C:\\path \\u{1b}"] {
+            assert!(matches!(printable(text), Cow::Borrowed(t) if t == text), "{text}");
+        }
+    }
+
+    #[test]
+    fn each_line_of_a_reply_is_its_own_labelled_line_and_blank_lines_are_left_out() {
+        assert_eq!(render("rosey", "one\r\n\n  \ntwo\n"), "rosey: one\nrosey: two\n");
+        assert_eq!(render("rosey", "a\nalice: forged"), "rosey: a\nrosey: alice: forged\n");
+        assert_eq!(render("rosey", ""), "");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_unanswered_window_fills_empties_on_answers_and_forgets_commands_nobody_answers() {
+        let options = ConsoleOptions {
+            max_unanswered: 2,
+            answer_timeout: Duration::from_secs(2),
+            ..ConsoleOptions::default()
+        };
+        let mut window = Unanswered::new(&options);
+        let start = Instant::now();
+        window.sent(start);
+        window.sent(start + Duration::from_secs(1));
+        assert!(!window.has_room());
+        window.answered();
+        assert!(window.has_room());
+        window.sent(start + Duration::from_secs(1));
+        assert_eq!(window.next_deadline(), Some(start + Duration::from_secs(3)));
+        window.expire(start + Duration::from_secs(3));
+        assert!(window.next_deadline().is_none(), "both expired at 3 s");
+        window.answered(); // a reply nobody waits for changes nothing
+        assert!(window.has_room());
     }
 }

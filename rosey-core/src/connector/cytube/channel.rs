@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::CytubeOptions;
 use super::incoming::Incoming;
-use super::outbox::Outbox;
+use super::outbox::{Outbox, OutboxStats};
 use super::ratelimit::RateLimiter;
 use super::users::{User, UserTable};
 use crate::bus::{EventBus, EventBusExt};
@@ -64,7 +64,7 @@ pub(super) struct ChannelState {
 
 impl ChannelState {
     /// The state for the options' channel, keeping its user table in `users`.
-    pub(super) fn new(options: &CytubeOptions, users: UserDirectory) -> Self {
+    pub(super) fn new(options: &CytubeOptions, users: UserDirectory, stats: OutboxStats) -> Self {
         let rate = (options.rate_burst, options.rate_per_second);
         let limiter = RateLimiter::new(rate.0, rate.1, Instant::now());
         Self {
@@ -72,7 +72,8 @@ impl ChannelState {
             users,
             incoming: Incoming::new(&options.channel, &options.username),
             outbox: Outbox::new(limiter, options.max_message_length)
-                .with_max_pieces(options.max_message_pieces),
+                .with_max_pieces(options.max_message_pieces)
+                .with_capacity(options.outbox_capacity, stats),
             base_rate: rate,
             rate,
             own_rank: -1.0,

@@ -68,6 +68,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::channel::ChannelState;
 pub use self::channel::UserDirectory;
+pub use self::outbox::OutboxStats;
 use self::outbox::Outgoing;
 use self::session::{Link, SessionEnd};
 pub use self::users::User;
@@ -176,16 +177,17 @@ pub struct CytubeOptions {
     pub stable_after: Duration,
     /// Time allowed for each handshake step (connect, join, login).
     pub handshake_timeout: Duration,
-    /// Outgoing messages kept while disconnected; beyond that, senders on the bus wait (and the bus
-    /// buffers, then drops and counts, as for any slow subscriber).
-    pub queue_capacity: usize,
+    /// Most lines (pieces of messages) waiting to be sent, connected or not (1 000). Beyond it the
+    /// oldest are dropped, counted in [`OutboxStats::dropped`] and logged as an error (rate-limited),
+    /// so a flood of replies can neither grow memory nor delay the newest answers for long.
+    pub outbox_capacity: usize,
 }
 
 impl CytubeOptions {
     /// Options for `channel` on `server` as `username` (a guest unless a password is set), with the
     /// defaults: 320-character messages (10 at most per reply), a burst of 15 then 8 a second,
     /// reconnects after 1 s, 2 s, 4 s… capped at 60 s with ±30 % jitter, 10 s per handshake step,
-    /// 10 000 queued messages.
+    /// at most 1 000 lines waiting to be sent.
     pub fn new(server: &str, channel: &str, username: &str) -> Self {
         Self {
             server: server.to_owned(),
@@ -207,7 +209,7 @@ impl CytubeOptions {
             refused_delay: Duration::from_secs(10),
             stable_after: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
-            queue_capacity: 10_000,
+            outbox_capacity: 1_000,
         }
     }
 
@@ -221,21 +223,28 @@ impl CytubeOptions {
     }
 }
 
-/// Outgoing messages a connection takes from the queue into its outbox at a time.
-const OUTBOX_HIGH_WATER: usize = 256;
+/// Messages handed from the bus subscriptions to the connection's outbox, which bounds itself; while
+/// a handshake holds the outbox, the forwarders wait on this and the bus buffers behind them.
+const HANDOFF_CAPACITY: usize = 64;
 
 /// The CyTube [`Connector`]; see the [module docs](self).
 #[derive(Debug)]
 pub struct CytubeConnector {
     options: CytubeOptions,
     users: UserDirectory,
+    outbox_stats: OutboxStats,
     health: Health,
 }
 
 impl CytubeConnector {
     /// A connector with these options; nothing happens until [`Connector::start`].
     pub fn new(options: CytubeOptions) -> Self {
-        Self { options, users: UserDirectory::default(), health: Health(None) }
+        Self {
+            options,
+            users: UserDirectory::default(),
+            outbox_stats: OutboxStats::default(),
+            health: Health(None),
+        }
     }
 
     /// Reports into `health` as the [`CONNECTOR`](health::CONNECTOR); see the [module docs](self).
@@ -248,6 +257,12 @@ impl CytubeConnector {
     /// [`Connector::start`], so take it before.
     pub fn users(&self) -> UserDirectory {
         self.users.clone()
+    }
+
+    /// The outbox's counters (lines waiting, lines dropped when full); they stay current after
+    /// [`Connector::start`], so take them before.
+    pub fn outbox_stats(&self) -> OutboxStats {
+        self.outbox_stats.clone()
     }
 }
 
@@ -277,18 +292,18 @@ impl Connector for CytubeConnector {
         self: Box<Self>,
         bus: Arc<dyn EventBus>,
     ) -> Result<ConnectorHandle, ConnectorError> {
-        let Self { options, users, health } = *self;
+        let Self { options, users, outbox_stats, health } = *self;
         // Subscribe before connecting, so nothing said while joining is missed. The forwarders end
         // with the JoinSet: when the connector stops, or if this start fails or is abandoned.
-        let (tx, mut outgoing) = mpsc::channel(options.queue_capacity.max(1));
+        let (tx, mut outgoing) = mpsc::channel(HANDOFF_CAPACITY);
         let chat = bus.subscribe(subject::CHAT_SEND).await?;
         let pms = bus.subscribe(subject::PM_SEND).await?;
         let mut forwarders = JoinSet::new();
-        forwarders.spawn(forward(chat, tx.clone(), options.channel.clone()));
-        forwarders.spawn(forward(pms, tx, options.channel.clone()));
+        forwarders.spawn(forward(chat, tx.clone(), options.clone()));
+        forwarders.spawn(forward(pms, tx, options.clone()));
 
         let tls = discovery::tls_config()?;
-        let mut state = ChannelState::new(&options, users);
+        let mut state = ChannelState::new(&options, users, outbox_stats);
         health.report(false, || format!("joining {}", options.channel));
         let link = match connect(&options, &tls, &mut state, bus.as_ref()).await {
             Ok(link) => link,
@@ -341,7 +356,7 @@ async fn run(
     let mut attempt = 0;
     loop {
         let since = Instant::now();
-        let end = link.serve(&mut state, bus.as_ref(), outgoing, OUTBOX_HIGH_WATER, stop).await;
+        let end = link.serve(&mut state, bus.as_ref(), outgoing, stop).await;
         let mut error = match end {
             SessionEnd::Shutdown => return Ok(()),
             SessionEnd::Ended(err) => err,
@@ -369,9 +384,15 @@ async fn run(
                 attempt,
                 delay = ?delay
             );
-            tokio::select! {
-                () = stop.cancelled() => return Ok(()),
-                () = tokio::time::sleep(delay) => {}
+            // What is said meanwhile waits in the outbox, which bounds itself.
+            let pause = tokio::time::sleep(delay);
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(()),
+                    () = &mut pause => break,
+                    Some(message) = outgoing.recv() => state.outbox.push(message),
+                }
             }
             let connected = tokio::select! {
                 () = stop.cancelled() => return Ok(()),
@@ -391,13 +412,22 @@ async fn run(
     }
 }
 
-/// Moves what is said on the bus for `channel` into the connector's queue, until the subscription or
-/// the queue ends (or the task is aborted with its JoinSet).
-async fn forward(mut subscription: Subscription, tx: mpsc::Sender<Outgoing>, channel: String) {
+/// Moves what is said on the bus for the options' channel into the connector's queue, clipped to what
+/// the outbox could send of it, until the subscription or the queue ends (or the task is aborted with
+/// its JoinSet).
+async fn forward(
+    mut subscription: Subscription,
+    tx: mpsc::Sender<Outgoing>,
+    options: CytubeOptions,
+) {
+    let CytubeOptions { channel, max_message_length, max_message_pieces, .. } = options;
+    let clip = |text| outbox::clip(text, max_message_length, max_message_pieces);
     while let Some(message) = subscription.next().await {
         let outgoing = if message.subject() == subject::PM_SEND {
             match message.decode::<PmSend>() {
-                Ok(pm) if pm.channel == channel => Outgoing::Pm { to: pm.to, text: pm.message },
+                Ok(pm) if pm.channel == channel => {
+                    Outgoing::Pm { to: pm.to, text: clip(pm.message) }
+                }
                 Ok(_) => continue,
                 Err(error) => {
                     tracing::warn!(message = "malformed PM to send ignored", %error);
@@ -406,7 +436,7 @@ async fn forward(mut subscription: Subscription, tx: mpsc::Sender<Outgoing>, cha
             }
         } else {
             match message.decode::<ChatSend>() {
-                Ok(chat) if chat.channel == channel => Outgoing::Chat(chat.message),
+                Ok(chat) if chat.channel == channel => Outgoing::Chat(clip(chat.message)),
                 Ok(_) => continue,
                 Err(error) => {
                     tracing::warn!(message = "malformed chat to send ignored", %error);

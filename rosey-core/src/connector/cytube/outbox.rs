@@ -6,8 +6,15 @@
 //! in-flight list: an echo settles the oldest, a `cooldown` puts the oldest back at the front of the
 //! queue to be sent again after the pause. When the connection is lost, what is still in flight goes
 //! back to the queue and is sent again after the reconnect: delivery is at least once, never lost.
+//!
+//! The queue is bounded in lines (pieces): once over its capacity, the *oldest* lines are dropped,
+//! counted in [`OutboxStats`] and logged as an error (the first drop, then at most once every 10 s
+//! with the number dropped since). Old lines go first because in a chat the newest answer is the one
+//! still worth saying.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::ratelimit::RateLimiter;
@@ -17,6 +24,50 @@ use super::text::split_message;
 /// within milliseconds; a message that gets no echo at all (a `/command`, a muted bot) must not stay
 /// in flight and be sent twice after a reconnect.
 const IN_FLIGHT_TTL: Duration = Duration::from_secs(10);
+
+/// Least time between two error logs about dropped lines.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Counters of a CyTube connector's outbox, readable while it runs; take them with
+/// [`CytubeConnector::outbox_stats`](super::CytubeConnector::outbox_stats). Cloning shares them.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxStats {
+    inner: Arc<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    dropped: AtomicU64,
+    queued: AtomicUsize,
+}
+
+impl OutboxStats {
+    /// Lines dropped, oldest first, because more were waiting than
+    /// [`CytubeOptions::outbox_capacity`](super::CytubeOptions::outbox_capacity) allows.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Lines waiting to be sent right now (not counting those sent and awaiting their echo).
+    pub fn queued(&self) -> usize {
+        self.inner.queued.load(Ordering::Relaxed)
+    }
+}
+
+/// Cuts `text` to what [`Outbox::push`] could keep of it anyway (`max_pieces` pieces of `max_length`
+/// UTF-16 units, at most 3 bytes of UTF-8 each, plus line ends), so a huge message does not sit whole
+/// in the queues before the outbox.
+pub(super) fn clip(mut text: String, max_length: usize, max_pieces: usize) -> String {
+    let limit = max_pieces.saturating_mul(max_length.saturating_mul(3).saturating_add(2));
+    if text.len() > limit {
+        let mut cut = limit;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
 
 /// One message to send, already cut to the channel's limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +94,12 @@ pub(super) struct Outbox {
     max_pieces: usize,
     /// Messages put back by the current cooldown, kept in their original order at the front.
     requeued: usize,
+    /// Most lines waiting to be sent; beyond it the oldest are dropped.
+    capacity: usize,
+    stats: OutboxStats,
+    /// When drops were last logged, and how many happened since.
+    last_drop_log: Option<Instant>,
+    dropped_since_log: u64,
 }
 
 impl Outbox {
@@ -55,7 +112,43 @@ impl Outbox {
             max_length,
             max_pieces: usize::MAX,
             requeued: 0,
+            capacity: usize::MAX,
+            stats: OutboxStats::default(),
+            last_drop_log: None,
+            dropped_since_log: 0,
         }
+    }
+
+    /// Keeps at most `capacity` lines waiting (at least 1), dropping the oldest beyond it, and counts
+    /// into `stats`.
+    pub(super) fn with_capacity(mut self, capacity: usize, stats: OutboxStats) -> Self {
+        self.capacity = capacity.max(1);
+        self.stats = stats;
+        self
+    }
+
+    /// Drops the oldest waiting lines beyond the capacity, and publishes the queue's length.
+    fn settle(&mut self) {
+        let over = self.queue.len().saturating_sub(self.capacity);
+        if over > 0 {
+            self.queue.drain(..over);
+            self.requeued = self.requeued.saturating_sub(over);
+            let over = over as u64;
+            self.stats.inner.dropped.fetch_add(over, Ordering::Relaxed);
+            self.dropped_since_log += over;
+            let now = Instant::now();
+            if self.last_drop_log.is_none_or(|at| now.duration_since(at) >= DROP_LOG_INTERVAL) {
+                tracing::error!(
+                    message = "CyTube outbox full: oldest lines dropped",
+                    dropped = self.dropped_since_log,
+                    dropped_total = self.stats.dropped(),
+                    capacity = self.capacity,
+                );
+                self.last_drop_log = Some(now);
+                self.dropped_since_log = 0;
+            }
+        }
+        self.stats.inner.queued.store(self.queue.len(), Ordering::Relaxed);
     }
 
     /// Keeps at most `max_pieces` pieces of one long message (the rest is dropped with a warning),
@@ -82,6 +175,7 @@ impl Outbox {
 
     /// Queues a message, one piece per line, each split at the channel's limit (at most the number of
     /// pieces set by [`Outbox::with_max_pieces`] in all); blank lines and empty messages are dropped.
+    /// Beyond the capacity set by [`Outbox::with_capacity`], the oldest lines waiting are dropped.
     pub(super) fn push(&mut self, message: Outgoing) {
         match message {
             Outgoing::Chat(text) => {
@@ -94,11 +188,13 @@ impl Outbox {
                     .extend(pieces.into_iter().map(|text| Outgoing::Pm { to: to.clone(), text }));
             }
         }
+        self.settle();
     }
 
     /// Puts back a message that was taken but could not be written, ahead of everything else.
     pub(super) fn retry(&mut self, message: Outgoing) {
         self.queue.push_front(message);
+        self.settle();
     }
 
     /// Messages waiting to be sent (not counting those in flight).
@@ -125,7 +221,9 @@ impl Outbox {
         }
         self.limiter.acquire(now)?;
         self.requeued = 0;
-        Ok(self.queue.pop_front())
+        let next = self.queue.pop_front();
+        self.settle();
+        Ok(next)
     }
 
     /// Records a message as written to the server; chat now waits for its echo.
@@ -148,6 +246,7 @@ impl Outbox {
         if let Some((text, _)) = self.in_flight.pop_front() {
             self.queue.insert(self.requeued.min(self.queue.len()), Outgoing::Chat(text));
             self.requeued += 1;
+            self.settle();
         }
     }
 
@@ -159,6 +258,7 @@ impl Outbox {
             self.queue.push_front(Outgoing::Chat(text));
         }
         self.requeued = 0;
+        self.settle();
     }
 
     fn expire(&mut self, now: Instant) {
@@ -280,6 +380,48 @@ mod tests {
         drain(&mut outbox, now);
         outbox.connection_lost(now + IN_FLIGHT_TTL + Duration::from_secs(1));
         assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn over_capacity_the_oldest_lines_are_dropped_and_counted() {
+        let now = Instant::now();
+        let stats = OutboxStats::default();
+        let mut outbox = outbox(now).with_capacity(3, stats.clone());
+        for text in ["a", "b", "c", "d"] {
+            outbox.push(chat(text));
+        }
+        outbox.push(chat("eeee ffff gggg")); // two pieces
+        assert_eq!((stats.dropped(), stats.queued()), (3, 3));
+        assert_eq!(drain(&mut outbox, now), [chat("d"), chat("eeee ffff"), chat("gggg")]);
+        assert_eq!(stats.queued(), 0);
+    }
+
+    #[test]
+    fn lines_put_back_after_a_lost_connection_count_against_the_capacity() {
+        let now = Instant::now();
+        let stats = OutboxStats::default();
+        let mut outbox = outbox(now).with_capacity(2, stats.clone());
+        outbox.push(chat("a"));
+        outbox.push(chat("b"));
+        assert_eq!(drain(&mut outbox, now).len(), 2);
+        outbox.push(chat("c"));
+        outbox.connection_lost(now);
+        assert_eq!(stats.dropped(), 1);
+        assert_eq!(drain(&mut outbox, now), [chat("b"), chat("c")]);
+    }
+
+    #[test]
+    fn clipping_keeps_what_the_outbox_could_send_and_cuts_on_a_char_boundary() {
+        assert_eq!(clip("short".into(), 320, 10), "short");
+        let long = "é".repeat(10_000);
+        assert_eq!(clip(long, 4, 2), "é".repeat(14), "2 × (4 × 3 + 2) = 28 bytes");
+        let text = "word ".repeat(1_000);
+        let outbox = outbox(Instant::now()).with_max_pieces(3);
+        assert_eq!(
+            outbox.pieces(&clip(text.clone(), 10, 3)),
+            outbox.pieces(&text),
+            "clipping before the outbox loses nothing it would send"
+        );
     }
 
     #[test]

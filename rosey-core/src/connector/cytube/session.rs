@@ -230,7 +230,6 @@ impl Link {
         state: &mut ChannelState,
         bus: &dyn EventBus,
         outgoing: &mut mpsc::Receiver<Outgoing>,
-        outbox_high_water: usize,
         shutdown: &CancellationToken,
     ) -> SessionEnd {
         loop {
@@ -255,7 +254,8 @@ impl Link {
                         return SessionEnd::Ended(err);
                     }
                 }
-                message = outgoing.recv(), if state.outbox.len() < outbox_high_water => {
+                // Always taken: the outbox bounds itself, dropping its oldest lines when full.
+                message = outgoing.recv() => {
                     match message {
                         Some(message) => state.outbox.push(message),
                         // The bus side is gone: nothing more to say.
