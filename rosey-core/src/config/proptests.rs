@@ -6,23 +6,62 @@ use serde_json::{Map, Value, json};
 
 use super::*;
 
-/// Keys of each section, as the structs spell them, plus near misses.
-const SECTIONS: &[(&str, &[&str])] = &[
-    ("database", &["url", "pool_size", "poolsize", "uri"]),
-    ("cytube", &["server", "channel", "username", "password", "channel_password", "pasword"]),
-    ("metrics", &["enabled", "poll_interval", "history_duration", "enable"]),
-    ("dashboard", &["enabled", "host", "port", "prot"]),
-    ("logging", &["level", "file", "lvl"]),
-];
-const TOP: &[&str] = &[
-    "owner",
-    "admins",
-    "nats_url",
-    "plugin_dir",
-    "ownr",
-    "dashboard.port",
-    "cytube.password",
-    "x",
+/// Keys of each section (`""`: the top level) as the structs spell them, or nearly, and values that
+/// suit each key (none: a misspelt key).
+type Keys = &'static [(&'static str, &'static [&'static str])];
+const SECTIONS: &[(&str, Keys)] = &[
+    (
+        "",
+        &[
+            ("owner", &["\"alice\""]),
+            ("admins", &["[\"bob\", \"carol\"]", "[]"]),
+            ("nats_url", &["\"nats://127.0.0.1:4222\"", "\"nats://a:4222,tls://b:4222\""]),
+            ("plugin_dir", &["\"plugins\""]),
+            ("ownr", &[]),
+            ("dashboard.port", &[]),
+        ],
+    ),
+    (
+        "database",
+        &[
+            ("url", &["\"sqlite://rosey.db\"", "\"postgres://db/rosey\""]),
+            ("pool_size", &["5"]),
+            ("poolsize", &[]),
+        ],
+    ),
+    (
+        "cytube",
+        &[
+            ("server", &["\"https://cytu.be\""]),
+            ("channel", &["\"room-1\""]),
+            ("username", &["\"RoseyBot\""]),
+            ("password", &["\"pw\""]),
+            ("channel_password", &["\"pw\""]),
+            ("pasword", &[]),
+        ],
+    ),
+    (
+        "metrics",
+        &[
+            ("enabled", &["true"]),
+            ("poll_interval", &["5"]),
+            ("history_duration", &["3600"]),
+            ("enable", &[]),
+        ],
+    ),
+    (
+        "dashboard",
+        &[
+            ("enabled", &["false"]),
+            ("host", &["\"127.0.0.1\""]),
+            ("port", &["8080"]),
+            ("prot", &[]),
+        ],
+    ),
+    (
+        "logging",
+        &[("level", &["\"info\"", "\"DEBUG\""]), ("file", &["\"logs/rosey.log\""]), ("lvl", &[])],
+    ),
 ];
 
 /// A value of any JSON type, shallow, with the strings and numbers configs are made of.
@@ -75,7 +114,7 @@ struct Secrets {
 }
 
 fn secrets() -> impl Strategy<Value = Secrets> {
-    ("[A-Za-z0-9]{10,16}", prop::collection::vec(0usize..9, 1..4)).prop_map(|(word, picks)| {
+    ("[A-Za-z0-9]{10,16}", prop::collection::vec(0usize..9, 1..3)).prop_map(|(word, picks)| {
         let word = format!("Sx{word}");
         let places = picks
             .into_iter()
@@ -95,45 +134,51 @@ fn secrets() -> impl Strategy<Value = Secrets> {
     })
 }
 
-/// A configuration object with known, misspelt and odd keys, any value types, and secrets in it.
+/// The value of one key: one that suits it, mostly, else a value of any type.
+fn value_for(suits: &'static [&'static str]) -> BoxedStrategy<Value> {
+    if suits.is_empty() {
+        return value().boxed();
+    }
+    let suited = prop::sample::select(suits)
+        .prop_map(|text| serde_json::from_str(text).expect("a JSON value"));
+    prop_oneof![24 => suited, 1 => value()].boxed()
+}
+
+/// A configuration object: each key present or not, with a suitable value or one of any type, a
+/// whole section of the wrong type now and then, a misspelt key now and then, and secrets in it.
 fn config_object() -> impl Strategy<Value = (String, Secrets)> {
-    let section = |keys: &'static [&'static str]| {
-        prop_oneof![
-            5 => prop::collection::vec((prop::sample::select(keys), value()), 0..4)
-                .prop_map(|pairs| Value::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
-            1 => value(),
-        ]
-    };
-    let sections = SECTIONS
-        .iter()
-        .map(|&(name, keys)| prop::option::of(section(keys)).prop_map(move |v| (name, v)))
-        .collect::<Vec<_>>();
-    (
-        sections,
-        prop::collection::vec((prop::sample::select(TOP), value()), 0..5),
-        secrets(),
-        any::<bool>(),
-    )
-        .prop_map(|(sections, top, secrets, pretty)| {
+    let mut keys = Vec::new();
+    for &(section, entries) in SECTIONS {
+        for &(key, suits) in entries {
+            let present = if suits.is_empty() { 0.03 } else { 0.85 };
+            keys.push(
+                prop::option::weighted(present, value_for(suits))
+                    .prop_map(move |v| (section, key, v)),
+            );
+        }
+    }
+    let odd_section = prop::option::weighted(0.05, (prop::sample::select(SECTIONS), value()));
+    (keys, odd_section, secrets(), any::<bool>()).prop_map(
+        |(keys, odd_section, secrets, pretty)| {
             let mut object = Map::new();
-            for (name, section) in sections {
-                if let Some(section) = section {
-                    object.insert(name.to_owned(), section);
-                }
-            }
-            for (key, value) in top {
-                object.insert(key.to_owned(), value);
-            }
-            for (section, key, secret) in &secrets.places {
+            let placed =
+                keys.into_iter().filter_map(|(section, key, value)| Some((section, key, value?)));
+            let secret_places =
+                secrets.places.iter().map(|(section, key, value)| (*section, *key, value.clone()));
+            for (section, key, value) in placed.chain(secret_places) {
                 let target = if section.is_empty() {
                     Some(&mut object)
                 } else {
-                    let entry = object.entry(section.to_owned()).or_insert_with(|| json!({}));
-                    entry.as_object_mut()
+                    object.entry(section.to_owned()).or_insert_with(|| json!({})).as_object_mut()
                 };
                 if let Some(target) = target {
-                    target.insert((*key).to_owned(), secret.clone());
+                    target.insert(key.to_owned(), value);
                 }
+            }
+            if let Some(((section, _), value)) = odd_section
+                && !section.is_empty()
+            {
+                object.insert((*section).to_owned(), value);
             }
             let value = Value::Object(object);
             let text = if pretty {
@@ -142,7 +187,8 @@ fn config_object() -> impl Strategy<Value = (String, Secrets)> {
                 serde_json::to_string(&value)
             };
             (text.unwrap_or_default(), secrets)
-        })
+        },
+    )
 }
 
 /// What every outcome must respect: a configuration that loads also validates; errors are not
@@ -189,8 +235,9 @@ proptest! {
                     let top = error.key.split(['.', '[']).next().unwrap_or_default();
                     let named = top.is_empty()
                         || object.as_ref().is_some_and(|o| o.contains_key(&error.key) || o.contains_key(top))
-                        || SECTIONS.iter().any(|(name, _)| *name == top)
-                        || TOP.contains(&top);
+                        || SECTIONS.iter().any(|(name, keys)| {
+                            *name == top || (name.is_empty() && keys.iter().any(|(key, _)| *key == top))
+                        });
                     prop_assert!(named, "{} names no key of {}", error.key, text);
                 }
             }
