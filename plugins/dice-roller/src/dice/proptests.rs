@@ -62,12 +62,27 @@ fn read_reply(reply: &str) -> (Vec<i64>, i64, i64) {
     (dice, modifier, total.parse().expect("a number"))
 }
 
+/// Numbers at and around the limits, and past `u32` and `u64`.
+const EDGES: &[&str] = &[
+    "19",
+    "20",
+    "21",
+    "1",
+    "2",
+    "1000",
+    "1001",
+    "100",
+    "101",
+    "4294967297",
+    "18446744073709551617",
+];
+
 /// Digits as a user might type them: short, at the limits, or absurdly long.
 fn digits() -> impl Strategy<Value = String> {
     prop_oneof![
         3 => "[0-9]{0,4}",
         1 => "0{0,30}[0-9]{0,3}",
-        1 => prop::sample::select(&["19", "20", "21", "1", "2", "1000", "1001", "100", "101", "4294967297", "18446744073709551617"][..]).prop_map(str::to_owned),
+        1 => prop::sample::select(EDGES).prop_map(str::to_owned),
         1 => "[1-9][0-9]{15,60}",
     ]
 }

@@ -51,6 +51,12 @@ const VALUES: &[&str] = &[
     "[\"roll\", { name = \"admin\", subcommands = true }, 3]",
 ];
 
+/// Pieces of TOML syntax, to be strung together at random.
+const SYNTAX: &[&str] = &[
+    "[", "]", "{", "}", "=", "\"", "'", ".", ",", "\n", " ", "#", "a", "1", "name", "[config]",
+    "\"\"\"", "\\",
+];
+
 /// Sections, their keys as the parser spells them (or nearly), and values that suit each key.
 type Keys = &'static [(&'static str, &'static [&'static str])];
 const SECTIONS: &[(&str, Keys)] = &[
@@ -235,7 +241,7 @@ proptest! {
 
     #[test]
     fn toml_shaped_text_parses_or_gives_errors_that_point_into_it(
-        text in prop::collection::vec(prop::sample::select(&["[", "]", "{", "}", "=", "\"", "'", ".", ",", "\n", " ", "#", "a", "1", "name", "[config]", "\"\"\"", "\\"][..]), 0..60)
+        text in prop::collection::vec(prop::sample::select(SYNTAX), 0..60)
     ) {
         check(&text.concat());
     }

@@ -57,7 +57,11 @@ fn frame_text() -> impl Strategy<Value = String> {
         prop_oneof![3 => Just(String::new()), 1 => "[0-9]{1,20}", 1 => Just("/chat,".to_owned())];
     let body = prop_oneof![
         4 => json_value().prop_map(|v| v.to_string()),
-        2 => (prop::sample::select(&["chatMsg", "pm", "userlist", "addUser", ""][..]), json_value(), prop::collection::vec(json_value(), 0..2))
+        2 => (
+            prop::sample::select(&["chatMsg", "pm", "userlist", "addUser", ""][..]),
+            json_value(),
+            prop::collection::vec(json_value(), 0..2),
+        )
             .prop_map(|(name, arg, more)| {
                 let mut items = vec![json!(name), arg];
                 items.extend(more);
