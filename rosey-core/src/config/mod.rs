@@ -47,6 +47,9 @@ mod secret;
 mod sections;
 mod validate;
 
+#[cfg(test)]
+mod proptests;
+
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;

@@ -14,6 +14,7 @@
 //! Working from a `Value` loses positions, so the position of a type error is found afterwards by
 //! walking the text to its key (see [`locate`]).
 
+use std::collections::HashSet;
 use std::fmt;
 
 use serde::Deserialize;
@@ -26,8 +27,13 @@ use super::{
     LoggingConfig, MetricsConfig, NatsConfig, validate,
 };
 
+/// Unknown keys reported by name. Locating a key reads the text up to it, so thousands of them would
+/// take seconds; past this many the text is not a typo away from a configuration, and the rest are
+/// counted in one line.
+const MAX_UNKNOWN_KEYS: usize = 50;
+
 /// One step of a key path: an object key or an array index.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Step {
     Key(String),
     Index(usize),
@@ -72,15 +78,17 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigErrors> {
     }
 
     let mut unknown: Vec<Vec<Step>> = Vec::new();
+    let mut seen: HashSet<Vec<Step>> = HashSet::new();
     let config = loop {
         let mut ignored = Vec::new();
         let mut record = |path: serde_ignored::Path<'_>| ignored.push(steps_of_ignored(&path));
         let result: Result<Config, _> =
             serde_path_to_error::deserialize(serde_ignored::Deserializer::new(&value, &mut record));
         for path in ignored {
-            if !unknown.contains(&path) {
-                unknown.push(path);
+            if unknown.len() < MAX_UNKNOWN_KEYS && !seen.contains(&path) {
+                unknown.push(path.clone());
             }
+            seen.insert(path);
         }
         match result {
             Ok(config) => break Some(config),
@@ -96,6 +104,11 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigErrors> {
     };
     for path in &unknown {
         structure.found.push((locate(text, path), unknown_key(path)));
+    }
+    if seen.len() > unknown.len() {
+        let more = seen.len() - unknown.len();
+        let message = format!("and {more} more unknown keys, not listed");
+        structure.found.push((Some(usize::MAX), ConfigError::new("", message)));
     }
 
     let errors = structure.into_errors(config.as_ref());

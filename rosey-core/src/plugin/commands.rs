@@ -135,6 +135,9 @@ fn split_word(text: &str) -> (&str, &str) {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -421,6 +421,9 @@ pub async fn discover_async(dir: &Path) -> (Vec<Manifest>, Vec<ManifestError>) {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -109,6 +109,9 @@ pub(super) fn split_message(message: &str, max: usize) -> Vec<String> {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
