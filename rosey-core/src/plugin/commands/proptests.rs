@@ -35,7 +35,8 @@ fn table() -> impl Strategy<Value = (CommandTable, Vec<Manifest>)> {
         let table = CommandTable::new();
         let mut manifests = Vec::new();
         for (plugin, commands) in [("first", first), ("second", second)] {
-            table.set_plugin_commands(plugin, commands.iter().cloned());
+            // A clash leaves the command with its first owner; the second plugin gets none of its commands.
+            let _ = table.claim(plugin, commands.iter().cloned());
             let specs =
                 commands.into_iter().map(|(name, subcommands)| CommandSpec { name, subcommands });
             manifests.push(Manifest::in_process(plugin, "1.0.0", specs));
@@ -133,7 +134,7 @@ proptest! {
         args in "\\PC{0,30}",
     ) {
         let table = CommandTable::new();
-        table.set_plugin_commands("owner", [(command.to_owned(), subcommands)]);
+        table.claim("owner", [(command.to_owned(), subcommands)]).unwrap();
         let routed = table.route("!", &format!("!{command}{gap}{args}"));
         let token = |word: &str| subject::validate_publish(word).is_ok() && !word.contains('.');
         let sub = args.split(char::is_whitespace).next().unwrap_or_default();
