@@ -4,6 +4,7 @@
 mod bus_conformance;
 mod config;
 mod console;
+mod containment_tree;
 mod cytube;
 mod cytube_fixtures;
 mod errors;
