@@ -41,6 +41,13 @@ fn alive(pid: u32) -> bool {
         .is_some_and(|state| state != 'Z' && state != 'X')
 }
 
+/// The parent of `pid` (for a plugin: its launcher).
+fn parent_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let (_, rest) = stat.rsplit_once(')').unwrap();
+    rest.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 /// Waits up to 10 s for every pid to be gone; returns the survivors.
 fn survivors(pids: &[u32]) -> Vec<u32> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -66,7 +73,8 @@ async fn a_grandchild_holding_300_mb_is_counted_and_killed_with_the_plugin() {
         .unwrap_or_else(|| panic!("{reason}"))
         .parse()
         .unwrap();
-    assert!(counted > 290.0, "the grandchild's 300 MB count: {reason}");
+    // The plugin itself holds ~10 MB: over 256 MB, the grandchild counts.
+    assert!(counted > 256.0, "{reason}");
     assert_eq!(survivors(&spawned), Vec::<u32>::new(), "child and grandchild die with the plugin");
     bed.manager.shutdown().await;
 }
@@ -118,9 +126,11 @@ async fn a_plugin_allocating_fast_is_stopped_by_the_kernel_cap_below_twice_its_l
 async fn no_descendant_survives_a_normal_stop_not_even_a_setsid_escapee() {
     let bed = Bed::memory().await;
     bed.start(hostile("escapees")).await;
-    let launcher = bed.manager.status("escapees").unwrap().pid.unwrap();
+    let plugin = bed.manager.status("escapees").unwrap().pid.unwrap();
+    let launcher = parent_of(plugin);
     let spawned = pids(&bed.ask("escapees", "spawn").await);
     assert_eq!(spawned.len(), 3);
+    assert_eq!(spawned[0], plugin, "the status shows the plugin's own pid");
     assert!(spawned.iter().all(|p| alive(*p)), "{spawned:?}");
     bed.manager.stop("escapees").await.unwrap();
     let mut all = spawned.clone();
@@ -152,7 +162,7 @@ async fn host_process_for_the_sigkill_test() {
     }
     let bed = Bed::memory().await;
     bed.start(hostile("escapees")).await;
-    let launcher = bed.manager.status("escapees").unwrap().pid.unwrap();
+    let launcher = parent_of(bed.manager.status("escapees").unwrap().pid.unwrap());
     let spawned = pids(&bed.ask("escapees", "spawn").await);
     println!(
         "pids: {launcher} {}",

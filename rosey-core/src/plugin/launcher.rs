@@ -20,6 +20,7 @@
 use std::ffi::CString;
 use std::fmt;
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use tokio::process::Command;
@@ -180,11 +181,32 @@ pub(crate) struct LaunchPlan {
 
 impl LaunchPlan {
     /// Makes `command` spawn through a launcher (see the module docs). The command must also be
-    /// put in a new process group (`process_group(0)`), which the launcher then leads.
-    pub(crate) fn install(&self, command: &mut Command) -> io::Result<()> {
+    /// put in a new process group (`process_group(0)`), which the launcher then leads. The
+    /// launcher tells the plugin's pid through the returned [`PidReceiver`].
+    pub(crate) fn install(&self, command: &mut Command) -> io::Result<PidReceiver> {
         let procs = self.cgroup.as_ref().map(PluginCgroup::procs).transpose()?;
-        sys::install(command, std::process::id(), self.data_limit, procs);
-        Ok(())
+        let (read, write) = sys::pipe()?;
+        sys::install(command, std::process::id(), self.data_limit, procs, write.as_raw_fd());
+        Ok(PidReceiver { read, write: Some(write) })
+    }
+}
+
+/// Where the launcher writes the pid of the plugin it forked.
+#[derive(Debug)]
+pub(crate) struct PidReceiver {
+    read: OwnedFd,
+    write: Option<OwnedFd>,
+}
+
+impl PidReceiver {
+    /// The plugin's pid, once the command was spawned: blocks until the launcher writes it (right
+    /// after its fork) or exits without doing so (an error).
+    pub(crate) fn receive(mut self) -> io::Result<u32> {
+        use std::io::Read;
+        drop(self.write.take());
+        let mut bytes = [0u8; 4];
+        std::fs::File::from(self.read).read_exact(&mut bytes)?;
+        Ok(u32::from_ne_bytes(bytes))
     }
 }
 
@@ -192,6 +214,7 @@ impl LaunchPlan {
 mod sys {
     use std::ffi::CString;
     use std::io;
+    use std::os::fd::{OwnedFd, RawFd};
 
     use tokio::process::Command;
 
@@ -202,15 +225,29 @@ mod sys {
         io::Error::last_os_error()
     }
 
+    /// A close-on-exec pipe: (read end, write end).
+    pub(super) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+        use std::os::fd::FromRawFd;
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: pipe2 fills the two-int array; the fds are new and owned by nobody else.
+        unsafe {
+            if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+                return Err(errno());
+            }
+            Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
+        }
+    }
+
     pub(super) fn install(
         command: &mut Command,
         host: u32,
         data_limit: Option<u64>,
         procs: Option<CString>,
+        pid_out: RawFd,
     ) {
         // SAFETY: the closure runs in the forked child before exec. It allocates nothing and takes
         // no lock, on every path (io::Error from an errno does not allocate): it only makes system
-        // calls on data prepared before the fork (`procs`, `host`, `data_limit`).
+        // calls on data prepared before the fork (`procs`, `host`, `data_limit`, `pid_out`).
         unsafe {
             command.pre_exec(move || {
                 if let Some(procs) = &procs {
@@ -260,7 +297,10 @@ mod sys {
                         }
                         Ok(())
                     }
-                    plugin => launch(plugin, &waited),
+                    plugin => {
+                        libc::write(pid_out, plugin.to_ne_bytes().as_ptr().cast(), 4);
+                        launch(plugin, &waited)
+                    }
                 }
             });
         }

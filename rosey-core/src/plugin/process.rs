@@ -220,17 +220,25 @@ impl PluginRuntime for ProcessRuntime {
         }
         command.env("ROSEY_PLUGIN_NAME", &manifest.name);
         let installed = plan.install(&mut command);
-        let mut cleanup = Cleanup { record: None, cgroup: plan.cgroup };
-        let spawned = installed.and_then(|()| command.spawn());
-        let mut child = match spawned {
-            Ok(child) => child,
+        let mut cleanup = Cleanup { launcher: None, record: None, cgroup: plan.cgroup };
+        let spawned = installed.and_then(|pid| Ok((command.spawn()?, pid)));
+        let (mut child, plugin_pid) = match spawned {
+            Ok(spawned) => spawned,
             Err(source) => {
                 cleanup.finish_blocking().await;
                 return Err(RuntimeError::Spawn { program: program.clone(), source });
             }
         };
-        let pid = child.id();
-        cleanup.record = pid.map(|pid| (pid, tree::register(pid, false)));
+        let launcher = child.id();
+        cleanup.launcher = launcher;
+        // The launcher writes the plugin's pid right after its fork, before spawn returns.
+        let pid = match tokio::task::spawn_blocking(move || plugin_pid.receive()).await {
+            Ok(Ok(pid)) => Some(pid),
+            _ => launcher,
+        };
+        if let (Some(pid), Some(launcher)) = (pid, launcher) {
+            cleanup.record = Some((pid, tree::register(pid, launcher)));
+        }
         let (stdin, stdout, stderr) =
             match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
                 (Some(stdin), Some(stdout), Some(stderr)) => (stdin, stdout, stderr),
@@ -250,7 +258,7 @@ impl PluginRuntime for ProcessRuntime {
         tokio::spawn(write_stdin(stdin, input_rx));
         tokio::spawn(log_stderr(BufReader::new(stderr), name.clone(), pid));
         let reader = tokio::spawn(read_stdout(BufReader::new(stdout), output_tx.clone()));
-        tokio::spawn(watch_exit(child, pid, kill_rx, reader, output_tx, cleanup));
+        tokio::spawn(watch_exit(child, launcher, kill_rx, reader, output_tx, cleanup));
         tracing::debug!(message = "plugin process spawned", plugin = %name, pid, program = %program.display(), memory = %enforcement);
         Ok(Instance::new(pid, input_tx, output_rx, kill_tx).with_memory_enforcement(enforcement))
     }
@@ -301,6 +309,7 @@ async fn read_stdout<R: AsyncBufRead + Unpin>(mut stdout: R, output: mpsc::Sende
 /// What is left to clean up after an instance: the rest of its tree and its cgroup.
 #[derive(Debug)]
 struct Cleanup {
+    launcher: Option<u32>,
     record: Option<(u32, TreeRecord)>,
     cgroup: Option<PluginCgroup>,
 }
@@ -333,7 +342,7 @@ impl Cleanup {
 /// what remains, lets the stdout reader finish, and reports the exit last.
 async fn watch_exit(
     mut child: Child,
-    pid: Option<u32>,
+    launcher: Option<u32>,
     kill: oneshot::Receiver<()>,
     reader: tokio::task::JoinHandle<()>,
     output: mpsc::Sender<InstanceOutput>,
@@ -342,14 +351,14 @@ async fn watch_exit(
     let status = tokio::select! {
         status = child.wait() => status,
         _ = kill => {
-            if let Some(pid) = pid {
-                sys::signal(pid, libc::SIGTERM);
+            if let Some(launcher) = launcher {
+                sys::signal(launcher, libc::SIGTERM);
             }
             match tokio::time::timeout(LAUNCHER_GRACE, child.wait()).await {
                 Ok(status) => status,
                 Err(_) => {
-                    if let Some(pid) = pid {
-                        sys::kill_group(pid);
+                    if let Some(launcher) = launcher {
+                        sys::kill_group(launcher);
                     }
                     let _ = child.start_kill();
                     child.wait().await
@@ -358,8 +367,8 @@ async fn watch_exit(
         }
     };
     // Whatever the plugin left behind in its group or its tree goes with it.
-    if let Some(pid) = pid {
-        sys::kill_group(pid);
+    if let Some(launcher) = launcher {
+        sys::kill_group(launcher);
     }
     cleanup.finish_blocking().await;
     let reason = match status {

@@ -1,9 +1,10 @@
 //! The process tree of a plugin instance, read from `/proc` (Linux).
 //!
-//! A plugin's tree is its root process (the launcher, see [`launcher`](super::launcher)), every
-//! process whose parent chain leads to it, every process of its process group, and every process
-//! the host saw in the tree before whose parent has since died (remembered by pid and start time,
-//! so a reused pid is not mistaken for it). The sampler counts the tree's CPU and memory; the
+//! A plugin's tree is its root process (the plugin), every process whose parent chain leads to it,
+//! every process of its process group, every child of its launcher (see `launcher.rs`: orphans of the
+//! tree are reparented to it) but the launcher itself, and every process the host saw in the tree
+//! before whose parent has since died (remembered by pid and start time, so a reused pid is not
+//! mistaken for it). The sampler counts the tree's CPU and memory; the
 //! runtime kills what is left of it when the instance ends. Both share one [`TreeRecord`] per
 //! instance through a small registry keyed by the root pid, so that the slot's
 //! [`ProcessSampler::new(pid)`](super::resources::ProcessSampler::new) finds what the runtime
@@ -100,9 +101,10 @@ pub(crate) fn snapshot() -> Result<Vec<Stat>, SampleError> {
 /// What the host remembers of one instance's tree.
 #[derive(Debug, Default)]
 pub(crate) struct Tracked {
-    /// The root counts itself only when it is the plugin; a launcher is a copy-on-write fork of the
-    /// host whose resident pages are the host's, not the plugin's.
-    pub(crate) count_root: bool,
+    /// The launcher, which leads the tree's process group and adopts its orphans. It is not counted:
+    /// it is a copy-on-write fork of the host whose resident pages are the host's. `None`: the root
+    /// leads its own group.
+    pub(crate) launcher: Option<u32>,
     /// Every process seen in the tree: pid → start time.
     pub(crate) seen: HashMap<u32, u64>,
 }
@@ -113,18 +115,21 @@ pub(crate) type TreeRecord = Arc<parking_lot::Mutex<Tracked>>;
 static REGISTRY: parking_lot::Mutex<Vec<(u32, Weak<parking_lot::Mutex<Tracked>>)>> =
     parking_lot::const_mutex(Vec::new());
 
-/// Registers the tree rooted at `root` (a launcher when `count_root` is false). The record lives
-/// as long as the returned handle (the runtime keeps it until the instance is cleaned up).
-pub(crate) fn register(root: u32, count_root: bool) -> TreeRecord {
-    let record = Arc::new(parking_lot::Mutex::new(Tracked { count_root, seen: HashMap::new() }));
+/// Registers the tree rooted at `root` (the plugin) under `launcher`. The record lives as long as
+/// the returned handle (the runtime keeps it until the instance is cleaned up).
+pub(crate) fn register(root: u32, launcher: u32) -> TreeRecord {
+    let record = Arc::new(parking_lot::Mutex::new(Tracked {
+        launcher: Some(launcher),
+        seen: HashMap::new(),
+    }));
     let mut registry = REGISTRY.lock();
     registry.retain(|(pid, weak)| *pid != root && weak.strong_count() > 0);
     registry.push((root, Arc::downgrade(&record)));
     record
 }
 
-/// The record the runtime registered for `root`, or a fresh one that counts the root (a process
-/// the host did not start through [`ProcessRuntime`](super::ProcessRuntime)).
+/// The record the runtime registered for `root`, or a fresh one without a launcher (a process the
+/// host did not start through [`ProcessRuntime`](super::ProcessRuntime)).
 pub(crate) fn record_for(root: u32) -> TreeRecord {
     REGISTRY
         .lock()
@@ -132,24 +137,28 @@ pub(crate) fn record_for(root: u32) -> TreeRecord {
         .find(|(pid, _)| *pid == root)
         .and_then(|(_, weak)| weak.upgrade())
         .unwrap_or_else(|| {
-            Arc::new(parking_lot::Mutex::new(Tracked { count_root: true, seen: HashMap::new() }))
+            Arc::new(parking_lot::Mutex::new(Tracked { launcher: None, seen: HashMap::new() }))
         })
 }
 
-/// The processes of the tree rooted at `root` in `table` (see the module docs), zombies left out,
-/// and the root itself only when `tracked.count_root`. Remembers every member in `tracked.seen`
+/// The processes of the tree rooted at `root` in `table` (see the module docs), zombies and the
+/// launcher left out. Remembers every member in `tracked.seen`
 /// (forgetting the ones that are gone), so a later call still finds a member whose parent died.
 pub(crate) fn members<'a>(table: &'a [Stat], root: u32, tracked: &mut Tracked) -> Vec<&'a Stat> {
     let mut children: HashMap<u32, Vec<usize>> = HashMap::new();
     for (i, stat) in table.iter().enumerate() {
         children.entry(stat.ppid).or_default().push(i);
     }
+    let group = tracked.launcher.unwrap_or(root);
+    let launcher = tracked.launcher;
     let mut queue: Vec<usize> = table
         .iter()
         .enumerate()
+        .filter(|(_, s)| Some(s.pid) != launcher)
         .filter(|(_, s)| {
             s.pid == root
-                || s.pgrp == root
+                || s.pgrp == group
+                || Some(s.ppid) == launcher
                 || tracked.seen.get(&s.pid).is_some_and(|start| *start == s.start_ticks)
         })
         .map(|(i, _)| i)
@@ -157,19 +166,19 @@ pub(crate) fn members<'a>(table: &'a [Stat], root: u32, tracked: &mut Tracked) -
     let mut inside: HashSet<usize> = queue.iter().copied().collect();
     while let Some(i) = queue.pop() {
         for &child in children.get(&table[i].pid).map(Vec::as_slice).unwrap_or_default() {
-            if inside.insert(child) {
+            if Some(table[child].pid) != launcher && inside.insert(child) {
                 queue.push(child);
             }
         }
     }
     let mut found: Vec<&Stat> = inside.into_iter().map(|i| &table[i]).collect();
     found.sort_by_key(|s| s.pid);
-    tracked.seen = found.iter().filter(|s| s.pid != root).map(|s| (s.pid, s.start_ticks)).collect();
-    found.retain(|s| !s.is_dead() && (tracked.count_root || s.pid != root));
+    tracked.seen = found.iter().map(|s| (s.pid, s.start_ticks)).collect();
+    found.retain(|s| !s.is_dead());
     found
 }
 
-/// SIGKILLs every process left in the tree rooted at `root` (a launcher that has exited), in
+/// SIGKILLs every process left in the tree rooted at `root` (once its launcher has exited), in
 /// rounds until none is left alive or `rounds` are used up: killing a parent reparents its children
 /// away from the tree, so each round remembers what it saw first. Blocks on `/proc`; returns how
 /// many processes it signalled.
@@ -179,10 +188,7 @@ pub(crate) fn kill_remains(root: u32, record: &TreeRecord, rounds: usize) -> usi
         let Ok(table) = snapshot() else { return killed };
         let targets: Vec<u32> = {
             let mut tracked = record.lock();
-            let count_root = std::mem::replace(&mut tracked.count_root, true);
             let found = members(&table, root, &mut tracked);
-            tracked.count_root = count_root;
-            // Keep remembering the root's children too: they are the ones that get reparented.
             found.iter().map(|s| s.pid).filter(|pid| *pid != std::process::id()).collect()
         };
         if targets.is_empty() {
@@ -252,13 +258,15 @@ mod tests {
     }
 
     #[test]
-    fn the_tree_holds_descendants_the_group_and_orphans_seen_before() {
-        // 10 is the root; 11 its child, 12 a grandchild; 20 joined 10's group; 30 is unrelated.
-        let mut table = vec![proc(10, 1, 10), proc(11, 10, 10), proc(12, 11, 12), proc(20, 5, 10)];
-        table.push(proc(30, 1, 30));
-        let mut tracked = Tracked { count_root: false, seen: HashMap::new() };
+    fn the_tree_holds_descendants_the_group_the_launchers_orphans_and_orphans_seen_before() {
+        // 9 is the launcher, 10 the plugin; 11 its child, 12 a grandchild; 20 joined 9's group;
+        // 21 an orphan the launcher adopted; 30 is unrelated.
+        let mut table = vec![proc(9, 1, 9), proc(10, 9, 9), proc(11, 10, 9), proc(12, 11, 12)];
+        table.extend([proc(20, 5, 9), proc(21, 9, 21), proc(30, 1, 30)]);
+        let mut tracked = Tracked { launcher: Some(9), seen: HashMap::new() };
         let pids = |found: Vec<&Stat>| found.iter().map(|s| s.pid).collect::<Vec<_>>();
-        assert_eq!(pids(members(&table, 10, &mut tracked)), [11, 12, 20]);
+        assert_eq!(pids(members(&table, 10, &mut tracked)), [10, 11, 12, 20, 21]);
+        table.retain(|s| s.pid != 21 && s.pid != 10 && s.pid != 9);
         // 11 dies: 12 (its own group, a setsid escapee) is reparented to init but still counted.
         table.retain(|s| s.pid != 11);
         table.iter_mut().filter(|s| s.pid == 12).for_each(|s| s.ppid = 1);
@@ -267,7 +275,9 @@ mod tests {
         // A reused pid (another start time) is a stranger; its child seen before is still ours.
         table.iter_mut().filter(|s| s.pid == 12).for_each(|s| s.start_ticks = 99);
         assert_eq!(pids(members(&table, 10, &mut tracked)), [13, 20]);
-        tracked.count_root = true;
-        assert_eq!(pids(members(&table, 10, &mut tracked)), [10, 13, 20]);
+        // Without a launcher the root leads its group and counts itself.
+        let table = [proc(10, 1, 10), proc(11, 10, 10), proc(30, 1, 30)];
+        let mut tracked = Tracked::default();
+        assert_eq!(pids(members(&table, 10, &mut tracked)), [10, 11]);
     }
 }
