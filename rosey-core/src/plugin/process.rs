@@ -9,8 +9,8 @@
 //! plugin's own status. After it, the host kills what may remain of the group and of the tree it
 //! saw (a launcher killed from outside). Memory is capped by the kernel as well as sampled: cgroup
 //! v2 `memory.max` when a delegated cgroup is available, else `RLIMIT_DATA`
-//! ([`MemoryEnforcement`]). On other Unix systems the crate does not build the launcher's
-//! system calls; on non-Unix systems the crate does not build.
+//! ([`MemoryEnforcement`]). The launcher's system calls (`prctl`, `close_range`, `getdents64`) are
+//! Linux's; on non-Unix systems the crate does not build.
 //!
 //! Bounded memory: stdout lines over [`MAX_LINE_BYTES`] are discarded (reported as malformed), stdout
 //! is read only as fast as the slot consumes it (a flooding plugin blocks on its own pipe), and stderr is
