@@ -107,10 +107,14 @@ impl ProcessSampler {
         if tree::read_stat(self.pid)?.is_dead() {
             return Err(SampleError::Gone);
         }
-        let table = tree::snapshot()?;
-        let members: Vec<tree::Stat> = {
-            let mut tracked = self.record.lock();
-            tree::members(&table, self.pid, &mut tracked).into_iter().copied().collect()
+        let walked = tree::walk(self.pid, &mut self.record.lock());
+        let members: Vec<tree::Stat> = match walked {
+            Some(members) => members,
+            None => {
+                let table = tree::snapshot()?;
+                let mut tracked = self.record.lock();
+                tree::members(&table, self.pid, &mut tracked).into_iter().copied().collect()
+            }
         };
         let now = Instant::now();
         let resident_pages: u64 = members.iter().map(|s| s.rss_pages).sum();

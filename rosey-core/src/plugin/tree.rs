@@ -178,6 +178,61 @@ pub(crate) fn members<'a>(table: &'a [Stat], root: u32, tracked: &mut Tracked) -
     found
 }
 
+/// The tree's processes (as [`members`] finds them) by walking `/proc/<pid>/task/<tid>/children`
+/// down from the launcher (whose descendants are the whole tree: it adopts the orphans) plus the
+/// processes seen before: a few reads per member instead of the whole of `/proc`. `None` when the
+/// kernel has no `children` files (then use [`snapshot`] and [`members`]).
+pub(crate) fn walk(root: u32, tracked: &mut Tracked) -> Option<Vec<Stat>> {
+    let start = tracked.launcher.unwrap_or(root);
+    // (pid, start time it must have: for a process remembered rather than found as a child)
+    let mut queue: Vec<(u32, Option<u64>)> = vec![(start, None)];
+    queue.extend(tracked.seen.iter().map(|(pid, at)| (*pid, Some(*at))));
+    let mut visited: HashSet<u32> = HashSet::new();
+    let mut found = Vec::new();
+    while let Some((pid, must_start)) = queue.pop() {
+        let Ok(stat) = read_stat(pid) else { continue };
+        if must_start.is_some_and(|at| at != stat.start_ticks) || !visited.insert(pid) {
+            continue; // a reused pid, or one already walked
+        }
+        match children(pid) {
+            Some(more) => queue.extend(more.into_iter().map(|child| (child, None))),
+            None if pid == start => return None,
+            None => {}
+        }
+        if Some(pid) != tracked.launcher {
+            found.push(stat);
+        }
+    }
+    found.sort_by_key(|s| s.pid);
+    tracked.seen = found.iter().map(|s| (s.pid, s.start_ticks)).collect();
+    found.retain(|s| !s.is_dead());
+    Some(found)
+}
+
+/// The children of `pid`, from the `children` file of each of its threads; `None` when the
+/// process's first thread has no such file.
+fn children(pid: u32) -> Option<Vec<u32>> {
+    let first = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
+    let mut all: Vec<u32> = match first {
+        Ok(text) => text.split_whitespace().filter_map(|c| c.parse().ok()).collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && read_stat(pid).is_ok() => return None,
+        Err(_) => return Some(Vec::new()),
+    };
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for tid in
+            tasks.filter_map(Result::ok).filter_map(|t| t.file_name().to_str()?.parse::<u32>().ok())
+        {
+            if tid != pid
+                && let Ok(text) =
+                    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/children"))
+            {
+                all.extend(text.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+            }
+        }
+    }
+    Some(all)
+}
+
 /// SIGKILLs every process left in the tree rooted at `root` (once its launcher has exited), in
 /// rounds until none is left alive or `rounds` are used up: killing a parent reparents its children
 /// away from the tree, so each round remembers what it saw first. Blocks on `/proc`; returns how
@@ -279,5 +334,28 @@ mod tests {
         let table = [proc(10, 1, 10), proc(11, 10, 10), proc(30, 1, 30)];
         let mut tracked = Tracked::default();
         assert_eq!(pids(members(&table, 10, &mut tracked)), [10, 11]);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn walking_children_finds_a_child_and_its_child() {
+        let mut child =
+            std::process::Command::new("sh").args(["-c", "sleep 30 & wait"]).spawn().unwrap();
+        let root = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut tracked = Tracked::default();
+        let found = loop {
+            let found = walk(root, &mut tracked).unwrap();
+            if found.len() == 2 || std::time::Instant::now() > deadline {
+                break found;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let _ =
+            std::process::Command::new("kill").arg(found.last().unwrap().pid.to_string()).status();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found.iter().filter(|s| s.ppid == root).count(), 1);
     }
 }
