@@ -56,6 +56,8 @@ struct StatusJson<'a> {
     restart_count: u64,
     cpu_percent: Option<f64>,
     memory_mb: Option<f64>,
+    /// How the memory limit is enforced beyond sampling, in words.
+    memory_cap: Option<String>,
     events: EventsJson,
     latency_count: u64,
     latency_p50_seconds: f64,
@@ -114,6 +116,7 @@ impl<'a> From<&'a PluginStatus> for StatusJson<'a> {
             restart_count: s.restart_count,
             cpu_percent: s.cpu_percent,
             memory_mb: s.memory_mb,
+            memory_cap: s.memory_cap.map(|cap| cap.to_string()),
             events: (&s.events).into(),
             latency_count: s.latency.count,
             latency_p50_seconds: s.latency.p50.as_secs_f64(),

@@ -21,10 +21,10 @@
 //! - [`error`]: [`Chain`](error::Chain) prints an error with its causes (`a: b: c`) for people, and
 //!   [`is_caused_by`](error::is_caused_by) finds a cause for code.
 //!
-//! The plugin host runs on Linux: process plugins die with the host through the Linux parent-death
-//! signal, and their CPU and memory are read from `/proc`. On other Unix systems the crate builds, but
-//! a plugin may outlive a host that is killed, and resource limits are not enforced (a warning says so
-//! once); it does not build on non-Unix systems.
+//! The plugin host runs on Linux only: each process plugin runs under a launcher that uses Linux's
+//! parent-death signal and child subreaper, so the plugin's whole process tree dies with it and with the
+//! host, and the tree's CPU and memory are read from `/proc`. On any other system the crate stops at
+//! compile time with an error saying so.
 //!
 //! `rosey-core` knows nothing of HTTP servers, metrics storage or chat commands beyond routing: the other
 //! crates of the workspace meet it through its traits.

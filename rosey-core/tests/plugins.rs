@@ -273,7 +273,7 @@ async fn an_unanswered_event_times_out_and_a_hung_plugin_is_restarted() {
 async fn a_plugin_over_its_memory_limit_is_killed_with_the_reason() {
     let mut bed = Bed::memory().await;
     bed.start(testbed_manifest("hog", "hog", &[], "[limits]\nmemory_mb = 60")).await;
-    bed.ask("hog", "alloc 100").await;
+    bed.ask("hog", "alloc 75").await;
     let crashed = bed.lifecycle("hog", "crashed").await;
     let reason = crashed.reason.unwrap();
     assert!(reason.starts_with("memory ") && reason.ends_with("over limit 60 MB"), "{reason}");

@@ -88,12 +88,12 @@ async fn a_failed_health_check_leaves_the_old_version_serving_and_names_the_step
             "probe \"!keeper probe\" failed: probe broken",
         ),
         (&["--probe-silent"], fast, StartStep::Probe, "probe \"!keeper probe\" got no reply"),
-        (&["--hog-at-start", "80"], &limits, StartStep::Memory, "over limit 40 MB"),
+        (&["--hog-at-start", "55"], &limits, StartStep::Memory, "over limit 40 MB"),
     ];
     for (flags, toml, step, expected) in cases {
         deploy(&manifest, "2.0.0", flags, toml);
         let failure = rolled_back(bed.manager.reload("keeper").await);
-        assert_eq!(failure.step, step, "{flags:?}");
+        assert_eq!(failure.step, step, "{flags:?}: {}", failure.reason);
         assert_eq!(failure.to_version, "2.0.0", "{flags:?}: the version attempted");
         let reason = failure.reason;
         assert!(reason.contains(expected), "{flags:?}: {reason}");

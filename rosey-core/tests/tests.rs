@@ -5,6 +5,7 @@ mod bus_conformance;
 mod config;
 mod console;
 mod containment;
+mod containment_tree;
 mod cytube;
 mod cytube_fixtures;
 mod errors;

@@ -10,6 +10,7 @@
 mod commands;
 mod control;
 mod inprocess;
+mod launcher;
 mod manager;
 mod manifest;
 mod process;
@@ -18,10 +19,13 @@ pub mod resources;
 mod runtime;
 mod slot;
 mod status;
+mod stderr;
+mod tree;
 
 pub use commands::{CommandClash, CommandRoute, CommandTable, RoutedCommand};
 pub use control::{Action, ControlError, PluginControl};
 pub use inprocess::{InProcessPlugin, InProcessRuntime, PluginContext, PluginReply, RequestError};
+pub use launcher::MemoryEnforcement;
 pub use manager::{ManagerOptions, PluginManager, PluginManagerBuilder};
 pub use manifest::{
     CommandSpec, Limits, MANIFEST_FILE, Manifest, ManifestError, ManifestProblem, RestartPolicy,

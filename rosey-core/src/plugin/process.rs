@@ -1,26 +1,30 @@
 //! [`ProcessRuntime`]: each plugin instance is a child process speaking protocol v1 over stdio.
 //!
-//! This runtime is for Linux. Isolation and cleanup: the child runs in its own process group with the
-//! plugin's folder as working directory and without the host's `ROSEY_*` environment variables (they
-//! carry secrets). It gets SIGKILL when the host thread that spawned it dies (Linux parent-death
-//! signal), and its stdin closes when the host goes away, so it cannot outlive a host that is
-//! SIGKILLed or panics. Stopping an instance kills its whole process group. On other Unix systems
-//! there is no parent-death signal, so a plugin that ignores its closed stdin may outlive a killed
-//! host; on non-Unix systems the crate does not build.
+//! This runtime is for Linux. Isolation and cleanup: the plugin runs under a launcher (see
+//! `launcher.rs`) that leads its own process group, with the plugin's folder as working directory
+//! and without the host's `ROSEY_*` environment variables (they carry secrets). The launcher is a
+//! child subreaper, so every descendant of the plugin stays in its tree, `setsid()` escapees
+//! included; when the plugin exits, when the host stops the instance and when the host dies (even
+//! by SIGKILL: parent-death signal) the launcher kills the whole tree and then exits with the
+//! plugin's own status. After it, the host kills what may remain of the group and of the tree it
+//! saw (a launcher killed from outside). Memory is capped by the kernel as well as sampled: cgroup
+//! v2 `memory.max` when a delegated cgroup is available, else `RLIMIT_DATA`
+//! ([`MemoryEnforcement`]). The launcher's system calls (`prctl`, `close_range`, `getdents64`) are
+//! Linux's; on non-Unix systems the crate does not build.
 //!
 //! Bounded memory: stdout lines over [`MAX_LINE_BYTES`] are discarded (reported as malformed), stdout
 //! is read only as fast as the slot consumes it (a flooding plugin blocks on its own pipe), and stderr is
-//! logged line by line with a rate limit.
+//! logged line by line with a rate limit, lines cut to their first 16 KiB.
 
-#[cfg(not(unix))]
+#[cfg(not(target_os = "linux"))]
 compile_error!(
-    "rosey-core runs plugins as Unix processes (process groups, signals); it supports Linux, \
-     builds on other Unix systems, and does not build on this one"
+    "rosey-core runs plugins as Linux processes: its launcher needs prctl (parent-death signal, child \
+     subreaper) and /proc, so it builds on Linux only"
 );
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rosey_plugin::framing::{Framed, LineFramer};
@@ -29,16 +33,17 @@ use tokio::io::{AsyncBufRead, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{mpsc, oneshot};
 
+use super::launcher::{self, LaunchPlan, MemoryEnforcement, PluginCgroup};
 use super::manifest::Manifest;
 use super::runtime::{
     ExitReason, INSTANCE_INPUT_CAPACITY, Instance, InstanceOutput, PluginRuntime, RuntimeError,
 };
+use super::stderr::log_stderr;
+use super::tree::{self, TreeRecord};
 use crate::lines::read_line;
 
-/// Longest stderr line logged as is; longer ones are cut.
-const MAX_STDERR_LINE: usize = 16 * 1024;
-/// Stderr lines logged per second and plugin instance before the rest are counted and summarized.
-const STDERR_LINES_PER_SECOND: u32 = 100;
+/// How long the launcher gets to kill the plugin's tree and exit before the host SIGKILLs it.
+const LAUNCHER_GRACE: Duration = Duration::from_secs(5);
 /// Outputs buffered between the stdout reader and the slot (back-pressure beyond that).
 const OUTPUT_BUFFER: usize = 1024;
 
@@ -128,6 +133,45 @@ impl ProcessRuntime {
     }
 }
 
+impl ProcessRuntime {
+    /// How the memory limit of an instance of `manifest` would be enforced beyond sampling, were it
+    /// started now: [`MemoryEnforcement::CgroupMemoryMax`] when the host runs in a delegated cgroup
+    /// v2 subtree with the memory controller, else [`MemoryEnforcement::DataRlimit`] (or
+    /// [`MemoryEnforcement::Unlimited`] without `limits.memory_mb`). Reads `/proc` and `/sys`, so it
+    /// blocks briefly. Each started [`Instance`] reports what it actually got.
+    pub fn memory_enforcement(&self, manifest: &Manifest) -> MemoryEnforcement {
+        match manifest.limits.memory_mb {
+            None => MemoryEnforcement::Unlimited,
+            Some(mb) if launcher::delegated_cgroup_parent().is_some() => {
+                MemoryEnforcement::CgroupMemoryMax { max_bytes: launcher::cap_bytes(mb) }
+            }
+            Some(mb) => MemoryEnforcement::DataRlimit { max_bytes: launcher::cap_bytes(mb) },
+        }
+    }
+}
+
+/// The launch plan for `manifest` and what it enforces: a cgroup of its own when one can be made,
+/// else `RLIMIT_DATA`. Blocks on `/proc` and `/sys`.
+fn plan_memory(manifest: &Manifest) -> (LaunchPlan, MemoryEnforcement) {
+    let Some(mb) = manifest.limits.memory_mb else {
+        return (LaunchPlan::default(), MemoryEnforcement::Unlimited);
+    };
+    let max_bytes = launcher::cap_bytes(mb);
+    if let Some(parent) = launcher::delegated_cgroup_parent() {
+        match PluginCgroup::create(&parent, &manifest.name, max_bytes) {
+            Ok(cgroup) => {
+                let plan = LaunchPlan { data_limit: None, cgroup: Some(cgroup) };
+                return (plan, MemoryEnforcement::CgroupMemoryMax { max_bytes });
+            }
+            Err(error) => {
+                tracing::warn!(message = "cannot create a cgroup for the plugin; capping its memory with RLIMIT_DATA", plugin = %manifest.name, parent = %parent.display(), %error);
+            }
+        }
+    }
+    let plan = LaunchPlan { data_limit: Some(max_bytes), cgroup: None };
+    (plan, MemoryEnforcement::DataRlimit { max_bytes })
+}
+
 /// What is at a program path.
 enum Found {
     Executable,
@@ -151,12 +195,17 @@ impl PluginRuntime for ProcessRuntime {
         // Resolving reads file metadata along PATH: keep it off the async worker threads.
         let resolver = self.clone();
         let to_resolve = manifest.clone();
-        let program = tokio::task::spawn_blocking(move || resolver.resolve_program(&to_resolve))
-            .await
-            .map_err(|join| RuntimeError::Spawn {
-                program: PathBuf::from(manifest.exec.first().cloned().unwrap_or_default()),
-                source: std::io::Error::other(join),
-            })??;
+        let (program, plan, enforcement) = tokio::task::spawn_blocking(move || {
+            let program = resolver.resolve_program(&to_resolve)?;
+            let (plan, enforcement) = plan_memory(&to_resolve);
+            Ok::<_, RuntimeError>((program, plan, enforcement))
+        })
+        .await
+        .map_err(|join| RuntimeError::Spawn {
+            program: PathBuf::from(manifest.exec.first().cloned().unwrap_or_default()),
+            source: std::io::Error::other(join),
+        })??;
+
         let mut command = Command::new(&program);
         command
             .args(manifest.exec.iter().skip(1))
@@ -172,11 +221,26 @@ impl PluginRuntime for ProcessRuntime {
             }
         }
         command.env("ROSEY_PLUGIN_NAME", &manifest.name);
-        sys::die_with_parent(&mut command);
-        let mut child = command
-            .spawn()
-            .map_err(|source| RuntimeError::Spawn { program: program.clone(), source })?;
-        let pid = child.id();
+        let installed = plan.install(&mut command);
+        let mut cleanup = Cleanup { launcher: None, record: None, cgroup: plan.cgroup };
+        let spawned = installed.and_then(|pid| Ok((command.spawn()?, pid)));
+        let (mut child, plugin_pid) = match spawned {
+            Ok(spawned) => spawned,
+            Err(source) => {
+                cleanup.finish_blocking().await;
+                return Err(RuntimeError::Spawn { program: program.clone(), source });
+            }
+        };
+        let launcher = child.id();
+        cleanup.launcher = launcher;
+        // The launcher writes the plugin's pid right after its fork, before spawn returns.
+        let pid = match tokio::task::spawn_blocking(move || plugin_pid.receive()).await {
+            Ok(Ok(pid)) => Some(pid),
+            _ => launcher,
+        };
+        if let (Some(pid), Some(launcher)) = (pid, launcher) {
+            cleanup.record = Some((pid, tree::register(pid, launcher)));
+        }
         let (stdin, stdout, stderr) =
             match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
                 (Some(stdin), Some(stdout), Some(stderr)) => (stdin, stdout, stderr),
@@ -196,9 +260,9 @@ impl PluginRuntime for ProcessRuntime {
         tokio::spawn(write_stdin(stdin, input_rx));
         tokio::spawn(log_stderr(BufReader::new(stderr), name.clone(), pid));
         let reader = tokio::spawn(read_stdout(BufReader::new(stdout), output_tx.clone()));
-        tokio::spawn(watch_exit(child, pid, kill_rx, reader, output_tx));
-        tracing::debug!(message = "plugin process spawned", plugin = %name, pid, program = %program.display());
-        Ok(Instance::new(pid, input_tx, output_rx, kill_tx))
+        tokio::spawn(watch_exit(child, launcher, kill_rx, reader, output_tx, cleanup));
+        tracing::debug!(message = "plugin process spawned", plugin = %name, pid, program = %program.display(), memory = %enforcement);
+        Ok(Instance::new(pid, input_tx, output_rx, kill_tx).with_memory_enforcement(enforcement))
     }
 }
 
@@ -244,62 +308,71 @@ async fn read_stdout<R: AsyncBufRead + Unpin>(mut stdout: R, output: mpsc::Sende
     }
 }
 
-/// Logs the child's stderr under the plugin's name, at most [`STDERR_LINES_PER_SECOND`] lines a
-/// second; the rest are counted and summarized.
-async fn log_stderr<R: AsyncBufRead + Unpin>(mut stderr: R, plugin: String, pid: Option<u32>) {
-    let mut framer = LineFramer::new(MAX_STDERR_LINE);
-    let mut window = Instant::now();
-    let mut logged = 0u32;
-    let mut suppressed = 0u64;
-    loop {
-        let text = match read_line(&mut stderr, &mut framer).await {
-            Ok(None) | Err(_) => break,
-            Ok(Some(Framed::TooLong(n))) => format!("<{n}-byte line cut>"),
-            Ok(Some(Framed::Line)) => String::from_utf8_lossy(framer.line()).into_owned(),
-        };
-        if window.elapsed() >= Duration::from_secs(1) {
-            if suppressed > 0 {
-                tracing::warn!(message = "plugin stderr lines dropped (rate limit)", plugin = %plugin, pid, suppressed);
+/// What is left to clean up after an instance: the rest of its tree and its cgroup.
+#[derive(Debug)]
+struct Cleanup {
+    launcher: Option<u32>,
+    record: Option<(u32, TreeRecord)>,
+    cgroup: Option<PluginCgroup>,
+}
+
+impl Cleanup {
+    /// Kills what remains of the tree (a launcher killed from outside leaves orphans) and removes
+    /// the cgroup, off the async threads.
+    async fn finish_blocking(self) {
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some((root, record)) = &self.record {
+                let killed = tree::kill_remains(*root, record, 20);
+                if killed > 0 {
+                    tracing::debug!(
+                        message = "killed what the plugin left behind",
+                        launcher = root,
+                        killed
+                    );
+                }
             }
-            window = Instant::now();
-            logged = 0;
-            suppressed = 0;
-        }
-        if logged < STDERR_LINES_PER_SECOND {
-            logged += 1;
-            tracing::info!(target: "rosey::plugin::stderr", plugin = %plugin, pid, "{text}");
-        } else {
-            suppressed += 1;
-        }
-    }
-    if suppressed > 0 {
-        tracing::warn!(message = "plugin stderr lines dropped (rate limit)", plugin = %plugin, pid, suppressed);
+            if let Some(cgroup) = &self.cgroup {
+                cgroup.remove();
+            }
+        })
+        .await;
     }
 }
 
-/// Waits for the child to exit (or kills it on request or when the instance is dropped), cleans up
-/// its process group, lets the stdout reader finish, and reports the exit last.
+/// Waits for the launcher to exit (or stops it on request or when the instance is dropped: SIGTERM,
+/// on which it kills the plugin's tree, then SIGKILL to the group after [`LAUNCHER_GRACE`]), kills
+/// what remains, lets the stdout reader finish, and reports the exit last.
 async fn watch_exit(
     mut child: Child,
-    pid: Option<u32>,
+    launcher: Option<u32>,
     kill: oneshot::Receiver<()>,
     reader: tokio::task::JoinHandle<()>,
     output: mpsc::Sender<InstanceOutput>,
+    cleanup: Cleanup,
 ) {
     let status = tokio::select! {
         status = child.wait() => status,
         _ = kill => {
-            if let Some(pid) = pid {
-                sys::kill_group(pid);
+            if let Some(launcher) = launcher {
+                sys::signal(launcher, libc::SIGTERM);
             }
-            let _ = child.start_kill();
-            child.wait().await
+            match tokio::time::timeout(LAUNCHER_GRACE, child.wait()).await {
+                Ok(status) => status,
+                Err(_) => {
+                    if let Some(launcher) = launcher {
+                        sys::kill_group(launcher);
+                    }
+                    let _ = child.start_kill();
+                    child.wait().await
+                }
+            }
         }
     };
-    // Whatever the plugin left behind in its group goes with it.
-    if let Some(pid) = pid {
-        sys::kill_group(pid);
+    // Whatever the plugin left behind in its group or its tree goes with it.
+    if let Some(launcher) = launcher {
+        sys::kill_group(launcher);
     }
+    cleanup.finish_blocking().await;
     let reason = match status {
         Ok(status) => {
             use std::os::unix::process::ExitStatusExt;
@@ -319,38 +392,17 @@ async fn watch_exit(
 /// The few system calls std does not wrap.
 #[allow(unsafe_code)]
 mod sys {
-    use tokio::process::Command;
-
-    /// Arranges for the child to get SIGKILL when the spawning thread (the host) dies (Linux
-    /// parent-death signal).
-    #[cfg(target_os = "linux")]
-    pub(super) fn die_with_parent(command: &mut Command) {
-        // Everything the child needs is computed here, before the fork.
-        let parent = std::process::id();
-        // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-        // calls (prctl, getppid). It allocates nothing, on the error paths too: `last_os_error` and
-        // `from_raw_os_error` build an io::Error from an errno without a heap allocation, which
-        // another thread of the parent may have held the allocator's lock for at fork time.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The parent may have died between fork and prctl: then the signal will never come,
-                // so do not run at all (ESRCH: the parent process is gone).
-                if libc::getppid() as u32 != parent {
-                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                Ok(())
-            });
+    /// Sends `signal` to one process.
+    pub(super) fn signal(pid: u32, signal: libc::c_int) {
+        if let Ok(pid) = i32::try_from(pid)
+            && pid > 0
+        {
+            // SAFETY: kill(2) on a positive pid; no memory is involved.
+            unsafe {
+                libc::kill(pid, signal);
+            }
         }
     }
-
-    /// Outside Linux there is no parent-death signal: a plugin still sees its stdin close when the
-    /// host exits (and the protocol tells it to exit then), but one that ignores its stdin may outlive
-    /// a host that is SIGKILLed.
-    #[cfg(not(target_os = "linux"))]
-    pub(super) fn die_with_parent(_command: &mut Command) {}
 
     /// SIGKILL to the process group led by `pid` (the plugin and anything it spawned).
     pub(super) fn kill_group(pid: u32) {

@@ -1,17 +1,23 @@
-//! CPU and memory of a plugin process, read from `/proc` (Linux), and the limit rule.
+//! CPU and memory of a plugin's whole process tree, read from `/proc` (Linux), and the limit rule.
 //!
-//! [`ProcessSampler`] reads `/proc/<pid>/stat` (CPU ticks) and `/proc/<pid>/statm` (resident pages).
-//! CPU % is the share of one core used between two samples (100 % = one full core); the first sample
-//! of a sampler reports the average since the process started. Memory is resident set size in MB,
-//! where 1 MB = 1 048 576 bytes. [`LimitWatch`] flags a process over a limit on two samples in a row
+//! [`ProcessSampler`] walks `/proc/*/stat` for the plugin's tree: the process it was made for, every
+//! descendant (children by parent pid), every process of its process group, and every descendant it
+//! saw before whose parent has died (remembered by pid and start time). CPU % is the tree's share of
+//! one core used between two samples (100 % = one full core; a tree can use several); the first
+//! sample of a sampler reports each process's average since it started. Memory is the sum of the
+//! tree's resident set sizes in MB, where 1 MB = 1 048 576 bytes (pages shared between the processes
+//! count once per process, so a forking plugin reads high rather than low). [`LimitWatch`] flags a process over a limit on two samples in a row
 //! (DESIGN §5).
 //!
 //! Sampling is Linux only. Elsewhere every sample is [`SampleError::Unsupported`] (logged once as a
 //! warning), so no plugin is ever killed for its limits there.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::time::Instant;
+
+use super::tree::{self, TreeRecord};
 
 /// One measurement of a process.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,21 +53,29 @@ pub enum SampleError {
     Parse(String),
 }
 
-/// Samples one process; keeps the previous reading to compute CPU use between samples.
+/// CPU ticks of each process of a tree at one sample: pid → (start time, ticks).
+type CpuTicks = HashMap<u32, (u64, u64)>;
+
+/// Samples one plugin instance's process tree (see the module docs): the process `pid` and all
+/// its descendants, its process group, and descendants seen before whose parent died. Keeps each
+/// process's previous CPU reading to compute CPU use between samples.
 #[derive(Debug, Clone)]
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub struct ProcessSampler {
     pid: u32,
-    previous: Option<(u64, Instant)>,
+    previous: Option<(CpuTicks, Instant)>,
+    record: TreeRecord,
     ticks_per_second: f64,
     page_size: f64,
 }
 
 impl ProcessSampler {
-    /// A sampler for process `pid`.
+    /// A sampler for the tree rooted at process `pid`. For an instance started by
+    /// [`ProcessRuntime`](super::ProcessRuntime), `pid` is its launcher, which is not counted itself
+    /// (it shares the host's pages) and whose tree record the runtime shares with the sampler.
     pub fn new(pid: u32) -> Self {
         let (ticks_per_second, page_size) = sys::clock_and_page();
-        Self { pid, previous: None, ticks_per_second, page_size }
+        Self { pid, previous: None, record: tree::record_for(pid), ticks_per_second, page_size }
     }
 
     /// Takes a sample on the blocking thread pool, so that reading `/proc` never holds up an async
@@ -82,38 +96,46 @@ impl ProcessSampler {
         result
     }
 
-    /// Takes a sample, reading `/proc` (this blocks; async code uses
-    /// [`sample_async`](Self::sample_async)).
+    /// Takes a sample of the whole tree, reading `/proc` (this blocks; async code uses
+    /// [`sample_async`](Self::sample_async)). [`SampleError::Gone`] once the root process is gone.
+    ///
+    /// CPU is the sum over the tree's processes of the CPU time used since the previous sample (all
+    /// of it for a process new since then; a process that ended between two samples loses its last
+    /// share); memory is the sum of their resident sets.
     #[cfg(target_os = "linux")]
     pub fn sample(&mut self) -> Result<ResourceSample, SampleError> {
-        let pid = self.pid;
-        let read = |file: &str| {
-            let path = PathBuf::from(format!("/proc/{pid}/{file}"));
-            std::fs::read_to_string(&path).map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => SampleError::Gone,
-                _ if e.raw_os_error() == Some(libc::ESRCH) => SampleError::Gone,
-                _ => SampleError::Read { path, source: e },
-            })
-        };
-        let stat = parse_stat(&read("stat")?)?;
-        if stat.state == 'Z' || stat.state == 'X' {
+        if tree::read_stat(self.pid)?.is_dead() {
             return Err(SampleError::Gone);
         }
-        let resident_pages = parse_statm(&read("statm")?)?;
-        let now = Instant::now();
-        let cpu_percent = match self.previous {
-            Some((ticks, at)) => {
-                let wall = now.saturating_duration_since(at).as_secs_f64();
-                if wall > 0.0 {
-                    (stat.cpu_ticks.saturating_sub(ticks) as f64 / self.ticks_per_second) / wall
-                        * 100.0
-                } else {
-                    0.0
-                }
+        let walked = tree::walk(self.pid, &mut self.record.lock());
+        let members: Vec<tree::Stat> = match walked {
+            Some(members) => members,
+            None => {
+                let table = tree::snapshot()?;
+                let mut tracked = self.record.lock();
+                tree::members(&table, self.pid, &mut tracked).into_iter().copied().collect()
             }
-            None => self.average_since_start(&stat),
         };
-        self.previous = Some((stat.cpu_ticks, now));
+        let now = Instant::now();
+        let resident_pages: u64 = members.iter().map(|s| s.rss_pages).sum();
+        let cpu_percent = match &self.previous {
+            Some((before, at)) => {
+                let wall = now.saturating_duration_since(*at).as_secs_f64();
+                let ticks: u64 = members
+                    .iter()
+                    .map(|s| match before.get(&s.pid) {
+                        Some((start, ticks)) if *start == s.start_ticks => {
+                            s.cpu_ticks.saturating_sub(*ticks)
+                        }
+                        _ => s.cpu_ticks,
+                    })
+                    .sum();
+                if wall > 0.0 { ticks as f64 / self.ticks_per_second / wall * 100.0 } else { 0.0 }
+            }
+            None => members.iter().map(|s| self.average_since_start(s)).sum(),
+        };
+        self.previous =
+            Some((members.iter().map(|s| (s.pid, (s.start_ticks, s.cpu_ticks))).collect(), now));
         Ok(ResourceSample {
             cpu_percent,
             memory_mb: resident_pages as f64 * self.page_size / 1_048_576.0,
@@ -137,7 +159,7 @@ impl ProcessSampler {
     }
 
     #[cfg(target_os = "linux")]
-    fn average_since_start(&self, stat: &Stat) -> f64 {
+    fn average_since_start(&self, stat: &tree::Stat) -> f64 {
         let uptime = std::fs::read_to_string("/proc/uptime")
             .ok()
             .and_then(|u| u.split_whitespace().next().and_then(|s| s.parse::<f64>().ok()));
@@ -145,40 +167,6 @@ impl ProcessSampler {
         let age = uptime - stat.start_ticks as f64 / self.ticks_per_second;
         if age > 0.0 { stat.cpu_ticks as f64 / self.ticks_per_second / age * 100.0 } else { 0.0 }
     }
-}
-
-/// The fields of `/proc/<pid>/stat` we use.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stat {
-    state: char,
-    cpu_ticks: u64,
-    start_ticks: u64,
-}
-
-/// Parses `/proc/<pid>/stat`. The command name is in parentheses and may contain anything, `)`
-/// included, so fields are counted from the last `)`.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-fn parse_stat(text: &str) -> Result<Stat, SampleError> {
-    let bad = |what: &str| SampleError::Parse(format!("stat: {what}"));
-    let rest = text.rfind(')').map(|i| &text[i + 1..]).ok_or_else(|| bad("no command name"))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state is field 3 of the file, utime 14, stime 15, starttime 22.
-    let field = |n: usize| fields.get(n - 3).copied().ok_or_else(|| bad("too few fields"));
-    let number = |n: usize| -> Result<u64, SampleError> {
-        field(n)?.parse::<u64>().map_err(|_| bad(&format!("field {n} is not a number")))
-    };
-    let state = field(3)?.chars().next().ok_or_else(|| bad("empty state"))?;
-    Ok(Stat { state, cpu_ticks: number(14)? + number(15)?, start_ticks: number(22)? })
-}
-
-/// Parses `/proc/<pid>/statm`: the second field is resident pages.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-fn parse_statm(text: &str) -> Result<u64, SampleError> {
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|f| f.parse().ok())
-        .ok_or_else(|| SampleError::Parse("statm: no resident page count".to_owned()))
 }
 
 /// The verdict of a [`LimitWatch`] on a sample.
@@ -256,25 +244,6 @@ mod tests {
     use std::process::{Command, Stdio};
     use std::time::Duration;
 
-    const STAT: &str =
-        "1234 (a) b (c) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 9876 1000 200";
-
-    #[test]
-    fn stat_is_parsed_from_the_last_parenthesis() {
-        let stat = parse_stat(STAT).unwrap();
-        assert_eq!(stat, Stat { state: 'S', cpu_ticks: 300, start_ticks: 9876 });
-    }
-
-    #[test]
-    fn odd_proc_content_is_an_error_not_a_panic() {
-        assert!(parse_stat("").is_err());
-        assert!(parse_stat("12 (x) S 1 2").is_err());
-        assert!(parse_stat("12 (x) S 1 1 1 0 -1 0 0 0 0 0 ten 5 0 0 0 0 1 0 9 0 0").is_err());
-        assert!(parse_statm("").is_err());
-        assert!(parse_statm("100 abc").is_err());
-        assert_eq!(parse_statm("1000 250 30 1 0 100 0\n").unwrap(), 250);
-    }
-
     fn sample(cpu: f64, mem: f64) -> ResourceSample {
         ResourceSample { cpu_percent: cpu, memory_mb: mem, at: Instant::now() }
     }
@@ -311,7 +280,10 @@ mod tests {
         let first = sampler.sample_async().await.unwrap();
         assert!(first.memory_mb > 0.0);
         let second = sampler.sample_async().await.unwrap();
-        assert!(second.at >= first.at && sampler.previous.is_some_and(|(_, at)| at == second.at));
+        assert!(
+            second.at >= first.at
+                && sampler.previous.as_ref().is_some_and(|(_, at)| *at == second.at)
+        );
     }
 
     #[test]

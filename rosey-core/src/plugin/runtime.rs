@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use rosey_plugin::protocol::{HostMessage, PluginMessage};
 use tokio::sync::{mpsc, oneshot};
 
+use super::launcher::MemoryEnforcement;
 use super::manifest::Manifest;
 
 /// Why an instance could not be started.
@@ -110,6 +111,7 @@ pub struct Instance {
     input: mpsc::Sender<HostMessage>,
     output: mpsc::Receiver<InstanceOutput>,
     kill: Option<oneshot::Sender<()>>,
+    memory: MemoryEnforcement,
 }
 
 /// The parts of an [`Instance`], for a slot that polls the outputs of several instances together.
@@ -123,6 +125,9 @@ pub(crate) struct InstanceParts {
     pub(crate) output: mpsc::Receiver<InstanceOutput>,
     /// Kills the instance when used or dropped.
     pub(crate) kill: KillSwitch,
+    /// How its memory limit is enforced beyond sampling.
+    #[allow(dead_code)] // for the status, which the slot does not show yet
+    pub(crate) memory: MemoryEnforcement,
 }
 
 /// How many messages may wait for an instance to read them. Runtimes create an instance's input
@@ -175,7 +180,19 @@ impl Instance {
         output: mpsc::Receiver<InstanceOutput>,
         kill: oneshot::Sender<()>,
     ) -> Self {
-        Self { pid, input, output, kill: Some(kill) }
+        Self { pid, input, output, kill: Some(kill), memory: MemoryEnforcement::SampledOnly }
+    }
+
+    /// Says how the instance's memory limit is enforced beyond sampling (default
+    /// [`MemoryEnforcement::SampledOnly`]); used by runtimes that set a kernel cap.
+    pub fn with_memory_enforcement(mut self, memory: MemoryEnforcement) -> Self {
+        self.memory = memory;
+        self
+    }
+
+    /// How the instance's memory limit is enforced beyond sampling: a cgroup, an rlimit, or none.
+    pub fn memory_enforcement(&self) -> MemoryEnforcement {
+        self.memory
     }
 
     /// Process id, when the instance is a process.
@@ -207,6 +224,7 @@ impl Instance {
             input: InstanceInput(self.input.clone()),
             output: std::mem::replace(&mut self.output, mpsc::channel(1).1),
             kill: KillSwitch(self.kill.take()),
+            memory: self.memory,
         }
     }
 }

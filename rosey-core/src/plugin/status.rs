@@ -111,8 +111,10 @@ pub struct PluginStatus {
     pub restart_count: u64,
     /// Latest CPU use of the instance's process, percent of one core.
     pub cpu_percent: Option<f64>,
-    /// Latest resident memory of the instance's process, MB (MiB).
+    /// Latest resident memory of the instance's process tree, MB (MiB).
     pub memory_mb: Option<f64>,
+    /// How the serving instance's memory limit is enforced beyond sampling (cgroup, rlimit, none).
+    pub memory_cap: Option<super::MemoryEnforcement>,
     /// Event counters.
     pub events: EventCounts,
     /// Response times.

@@ -105,6 +105,7 @@ impl Shared {
                 restart_count: 0,
                 cpu_percent: None,
                 memory_mb: None,
+                memory_cap: None,
                 events: EventCounts::default(),
                 latency: LatencySummary::default(),
                 last_error: None,
@@ -178,6 +179,7 @@ enum Timer {
 struct Live {
     generation: u64,
     pid: Option<u32>,
+    memory: super::MemoryEnforcement,
     input: InstanceInput,
     kill: KillSwitch,
     /// What the instance said in `ready` (the manifest's version until then).

@@ -59,6 +59,7 @@ impl Slot {
             live: Live {
                 generation,
                 pid: parts.pid,
+                memory: parts.memory,
                 input: parts.input,
                 kill: parts.kill,
                 version: manifest.version.clone(),
@@ -282,6 +283,7 @@ impl Slot {
             let mut cell = self.shared.lock();
             cell.serving_since = Some(serving.started_at);
             cell.status.pid = pid;
+            cell.status.memory_cap = Some(serving.live.memory);
             cell.status.version = version.clone();
             cell.status.loaded_at = Some(now_millis());
             cell.status.cpu_percent = None;

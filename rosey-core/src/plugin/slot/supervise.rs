@@ -223,6 +223,7 @@ impl Slot {
             let mut cell = self.shared.lock();
             cell.serving_since = None;
             cell.status.pid = None;
+            cell.status.memory_cap = None;
             cell.status.cpu_percent = None;
             cell.status.memory_mb = None;
         }
