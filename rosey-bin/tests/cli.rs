@@ -907,3 +907,79 @@ fn a_piped_flood_of_twenty_thousand_rolls_gets_twenty_thousand_answers() {
         stdout.iter().filter(|l| !l.starts_with("rosey: 🎲")).take(5).collect();
     assert_eq!(rolls, LINES, "every line answered with a roll; other lines: {others:?}");
 }
+
+// ---- Containment with the bundled plugins (issue 10) ----
+
+/// The pids of `root`'s descendants whose command line contains `needle`.
+fn descendants_running(root: u32, needle: &str) -> Vec<u32> {
+    let mut parents = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // The parent pid is the second field after the command name, which may hold spaces.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        if let Some(ppid) = after.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) {
+            parents.insert(pid, ppid);
+        }
+    }
+    let descends = |mut pid: u32| {
+        while let Some(&parent) = parents.get(&pid) {
+            if parent == root {
+                return true;
+            }
+            pid = parent;
+        }
+        false
+    };
+    parents
+        .keys()
+        .copied()
+        .filter(|&pid| descends(pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+#[test]
+fn a_roll_sent_right_after_the_dice_roller_is_killed_gets_a_dice_answer() {
+    let dir = scratch_dir();
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let config = config_with_plugins(&dir, &plugins);
+    let mut child = rosey(&dir, &["run", "--config", config.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    let mut roll = |line: &str| -> String {
+        use std::io::Write as _;
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+        lines.recv_timeout(Duration::from_secs(60)).expect("an answer")
+    };
+    assert!(roll("dave: !roll 1d6").starts_with("rosey: 🎲"), "the dice-roller is up");
+    let pids = descendants_running(child.id(), "rosey-dice-roller");
+    assert_eq!(pids.len(), 1, "one dice-roller process: {pids:?}");
+    let killed = Command::new("kill").args(["-9", &pids[0].to_string()]).status().unwrap();
+    assert!(killed.success());
+    // At once: the plugin died before this command reached it, or while it had it in hand; either
+    // way the restarted process answers it.
+    let answer = roll("dave: !roll 1d20");
+    assert!(answer.starts_with("rosey: 🎲"), "a dice answer, not an error: {answer}");
+    let new_pids = descendants_running(child.id(), "rosey-dice-roller");
+    assert!(!new_pids.contains(&pids[0]), "a new process answered");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -374,11 +374,14 @@ mod tests {
         let mut store = bus.subscribe("rosey.db.kv.set").await.unwrap();
         let mut announced = bus.subscribe("memo.stored").await.unwrap();
         let mut said = bus.subscribe("cytube.chat.send").await.unwrap();
-        manager.add(Manifest::in_process("memo", "1.0.0", ["remember", "boom"])).await.unwrap();
+        let mut manifest = Manifest::in_process("memo", "1.0.0", ["remember", "boom"]);
+        manifest.publish = vec!["memo.>".to_owned()];
+        manager.add(manifest).await.unwrap();
         manager.wait_running("memo", Duration::from_secs(5)).await.unwrap();
 
         bus.publish_json("rosey.command.remember", &command("remember", "tea")).await.unwrap();
-        let request = store.next().await.unwrap();
+        let next = |sub| tokio::time::timeout(Duration::from_secs(10), sub);
+        let request = next(store.next()).await.unwrap().unwrap();
         let asked: serde_json::Value = request.decode().unwrap();
         assert_eq!(
             asked,
@@ -386,9 +389,10 @@ mod tests {
             "stamped by the host"
         );
         bus.respond(&request, json!({"ok": true}).to_string().into()).await.unwrap();
-        let text: ChatSend = said.next().await.unwrap().decode().unwrap();
+        let text: ChatSend = next(said.next()).await.unwrap().unwrap().decode().unwrap();
         assert_eq!(text.message, "alice remembered (true)");
-        let event: serde_json::Value = announced.next().await.unwrap().decode().unwrap();
+        let event: serde_json::Value =
+            next(announced.next()).await.unwrap().unwrap().decode().unwrap();
         assert_eq!(event, json!({"by": "alice"}));
 
         // A panicking handler fails its event; the plugin keeps serving.
