@@ -308,11 +308,16 @@ impl Routing {
         let this = self.clone();
         let counters = counters.clone();
         let channel = event.channel;
+        // The request is sent here, in chat order; only the wait for its answer runs in a task.
+        let sent =
+            router.bus.send_request(&routed.subject, payload, router.options.answer_timeout).await;
         waiting.spawn(async move {
             let _permit = permit;
             let router = &this.router;
-            let timeout = router.options.answer_timeout;
-            let answer = router.bus.request(&routed.subject, payload, timeout).await;
+            let answer = match sent {
+                Ok(reply) => reply.await,
+                Err(err) => Err(err),
+            };
             let text = match answer {
                 Ok(_) => None,
                 Err(BusError::NoResponders { .. }) => {

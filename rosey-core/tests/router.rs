@@ -188,3 +188,31 @@ async fn a_command_whose_answer_never_comes_is_answered_when_the_wait_runs_out()
     assert_eq!(router.stats().unanswered, 1);
     router.shutdown().await.unwrap();
 }
+
+async fn commands_reach_their_plugin_in_chat_order(bus: Arc<dyn EventBus>) {
+    let command = format!("o{}", unique_prefix().replace(['-', '.'], ""));
+    let (router, _said, channel) = lone_router(bus.clone(), &command, PATIENCE).await;
+    let mut taker = bus.subscribe(&format!("rosey.command.{command}")).await.unwrap();
+    for i in 0..200 {
+        let msg = ChatMessage::new(&channel, "alice", &format!("!{command} {i}"), 1);
+        bus.publish_json("cytube.chat.message", &msg).await.unwrap();
+    }
+    for i in 0..200 {
+        let msg = tokio::time::timeout(PATIENCE, taker.next()).await.unwrap().unwrap();
+        let event: CommandEvent = msg.decode().unwrap();
+        assert_eq!(event.args, i.to_string(), "in the order they were said");
+        bus.respond(&msg, "{}".into()).await.unwrap();
+    }
+    router.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_reach_their_plugin_in_chat_order_on_memory_bus() {
+    commands_reach_their_plugin_in_chat_order(Arc::new(MemoryBus::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_reach_their_plugin_in_chat_order_on_nats() {
+    let bus = Arc::new(NatsBus::connect(&nats_url()).await.unwrap());
+    commands_reach_their_plugin_in_chat_order(bus).await;
+}

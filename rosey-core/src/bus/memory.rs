@@ -13,7 +13,7 @@ use futures_core::Stream;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{BusError, EventBus, Message, Subscription};
+use super::{BusError, EventBus, Message, PendingReply, Subscription};
 use crate::subject::{self, INBOX_PREFIX, Pattern};
 
 /// Tuning for a [`MemoryBus`]: how much one subscription may hold undelivered, by count and by bytes.
@@ -310,12 +310,12 @@ impl Drop for Unsubscribe {
 }
 
 /// Removes a pending request's inbox however the request ends (reply, timeout or cancellation).
-struct InboxGuard<'a> {
-    bus: &'a Inner,
+struct InboxGuard {
+    bus: Arc<Inner>,
     inbox: Arc<str>,
 }
 
-impl Drop for InboxGuard<'_> {
+impl Drop for InboxGuard {
     fn drop(&mut self) {
         self.bus.inboxes.lock().remove(&self.inbox);
     }
@@ -343,20 +343,34 @@ impl EventBus for MemoryBus {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Message, BusError> {
+        self.send_request(subject, payload, timeout).await?.await
+    }
+
+    async fn send_request(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<PendingReply, BusError> {
         subject::validate_publish(subject)?;
         let n = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let inbox: Arc<str> = format!("{INBOX_PREFIX}.mem.{n}").into();
         let (tx, rx) = oneshot::channel();
         self.inner.inboxes.lock().insert(inbox.clone(), tx);
-        let _guard = InboxGuard { bus: &self.inner, inbox: inbox.clone() };
+        let guard = InboxGuard { bus: self.inner.clone(), inbox: inbox.clone() };
+        // Delivered before this returns: requests sent one after another arrive in that order.
         if self.deliver(subject, Some(inbox), payload) == 0 {
             return Err(BusError::NoResponders { subject: subject.to_owned() });
         }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) => Err(BusError::Closed),
-            Err(_) => Err(BusError::Timeout { subject: subject.to_owned(), timeout }),
-        }
+        let subject = subject.to_owned();
+        Ok(Box::pin(async move {
+            let _guard = guard;
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(reply)) => Ok(reply),
+                Ok(Err(_)) => Err(BusError::Closed),
+                Err(_) => Err(BusError::Timeout { subject, timeout }),
+            }
+        }))
     }
 }
 

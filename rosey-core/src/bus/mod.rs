@@ -44,6 +44,9 @@ pub use memory::{MemoryBus, MemoryBusOptions, MemoryBusStats};
 #[cfg(feature = "nats")]
 pub use nats::{NatsAuthError, NatsBus, NatsOptions};
 
+/// The reply to a request sent with [`EventBus::send_request`], still to come.
+pub type PendingReply = Pin<Box<dyn Future<Output = Result<Message, BusError>> + Send + 'static>>;
+
 /// What went wrong talking to the bus.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -211,6 +214,18 @@ pub trait EventBus: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<Message, BusError>;
 
+    /// Sends a request and returns once it is on its way — in order with this client's other
+    /// publishes and sent requests, so a caller sending several in a row has them arrive in that order —
+    /// with a future of its first reply within `timeout`. [`request`](Self::request) is this and the
+    /// wait in one call. [`BusError::NoResponders`] comes from the send when the bus knows at once, or
+    /// from the future.
+    async fn send_request(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<PendingReply, BusError>;
+
     /// Waits until everything published so far has left this client (a no-op in process).
     async fn flush(&self) -> Result<(), BusError> {
         Ok(())
@@ -260,6 +275,14 @@ impl<B: EventBus + ?Sized> EventBus for Arc<B> {
         timeout: Duration,
     ) -> Result<Message, BusError> {
         (**self).request(subject, payload, timeout).await
+    }
+    async fn send_request(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<PendingReply, BusError> {
+        (**self).send_request(subject, payload, timeout).await
     }
     async fn flush(&self) -> Result<(), BusError> {
         (**self).flush().await

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::{BusError, EventBus, Message, Subscription};
+use super::{BusError, EventBus, Message, PendingReply, Subscription};
 use crate::config::NatsCredentials;
 use crate::error::BoxError;
 use crate::subject;
@@ -341,6 +341,35 @@ impl EventBus for NatsBus {
             .map_err(transport("subscribe"))?;
         self.sync_with_server(pattern).await?;
         Ok(Subscription::new(sub.map(convert)))
+    }
+
+    async fn send_request(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<PendingReply, BusError> {
+        subject::validate_publish(subject)?;
+        // A subscription of its own, then the publish: both go through the connection's one queue
+        // of commands, so requests sent one after another reach the server in that order.
+        let inbox = self.client.new_inbox();
+        let mut replies =
+            self.client.subscribe(inbox.clone()).await.map_err(transport("subscribe"))?;
+        self.client
+            .publish_with_reply(subject.to_owned(), inbox, payload)
+            .await
+            .map_err(transport("publish"))?;
+        let subject = subject.to_owned();
+        Ok(Box::pin(async move {
+            match tokio::time::timeout(timeout, replies.next()).await {
+                Ok(Some(reply)) if reply.status == Some(async_nats::StatusCode::NO_RESPONDERS) => {
+                    Err(BusError::NoResponders { subject })
+                }
+                Ok(Some(reply)) => Ok(convert(reply)),
+                Ok(None) => Err(BusError::Closed),
+                Err(_) => Err(BusError::Timeout { subject, timeout }),
+            }
+        }))
     }
 
     async fn request(
