@@ -241,19 +241,25 @@ impl Slot {
         match candidate {
             // A reload candidate is starting: it carries on alone, and serves if it passes.
             Some(candidate) => {
+                self.record_crash(&reason);
                 self.enter(State::Starting(candidate));
-                self.count_crash(&reason, pid).await;
+                self.announce_crash(&reason, pid).await;
             }
             None => self.after_crash(reason, serving.started_at, pid).await,
         }
     }
 
-    /// Counts and announces a crash without scheduling anything.
-    async fn count_crash(&mut self, reason: &str, pid: Option<u32>) {
+    /// Counts a crash in the status (before any state change, so whoever wakes on the new state reads
+    /// the new count).
+    fn record_crash(&self, reason: &str) {
         self.update(|s| {
             s.crash_count += 1;
             s.last_error = Some(reason.to_owned());
         });
+    }
+
+    /// Logs and announces a crash already recorded.
+    async fn announce_crash(&mut self, reason: &str, pid: Option<u32>) {
         tracing::warn!(message = "plugin crashed", plugin = %self.manifest.name, pid, reason = %reason);
         self.sink.plugin_crashed(&self.manifest.name, reason);
         let version = self.shared.lock().status.version.clone();
@@ -269,6 +275,10 @@ impl Slot {
     ) {
         let now = Instant::now();
         let decision = self.restarts.on_crash(now.into_std(), started_at.into_std());
+        self.record_crash(&reason);
+        if decision == RestartDecision::GiveUp {
+            self.update(|s| s.last_error = Some(format!("{reason} (gave up restarting)")));
+        }
         // The state changes before the `crashed` event goes out, so whoever hears it and asks for the
         // status sees CRASHED (or FAILED), not the RUNNING of the instance that just died.
         match decision {
@@ -285,9 +295,8 @@ impl Slot {
                 tracing::error!(message = "plugin FAILED: too many crashes; restart it by hand", plugin = %self.manifest.name);
             }
         }
-        self.count_crash(&reason, pid).await;
+        self.announce_crash(&reason, pid).await;
         if decision == RestartDecision::GiveUp {
-            self.update(|s| s.last_error = Some(format!("{reason} (gave up restarting)")));
             self.refuse_queue("plugin failed").await;
         }
     }
