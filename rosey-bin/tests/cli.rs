@@ -142,6 +142,12 @@ struct Running {
 /// Sends each line of `stream` on a new channel, from a thread.
 fn lines_of(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, lines) = mpsc::channel();
+    forward_lines(stream, tx);
+    lines
+}
+
+/// Sends each line of `stream` to `tx`, from a thread, until either ends.
+fn forward_lines(stream: impl std::io::Read + Send + 'static, tx: mpsc::Sender<String>) {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
@@ -149,7 +155,6 @@ fn lines_of(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Strin
             }
         }
     });
-    lines
 }
 
 /// Waits for a line of `lines` containing `needle`; returns everything read up to it.
@@ -470,18 +475,8 @@ fn console_kept_open(mut cmd: Command) -> Command {
 /// Every line `rosey` writes, stdout and stderr alike (logs may go to either), as it arrives.
 fn merged_lines(child: &mut Child) -> mpsc::Receiver<String> {
     let (tx, lines) = mpsc::channel();
-    let stdout: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
-    let stderr: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().unwrap());
-    for stream in [stdout, stderr] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-    }
+    forward_lines(child.stdout.take().unwrap(), tx.clone());
+    forward_lines(child.stderr.take().unwrap(), tx);
     lines
 }
 
@@ -953,15 +948,7 @@ fn a_roll_sent_right_after_the_dice_roller_is_killed_gets_a_dice_answer() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let lines = lines_of(child.stdout.take().unwrap());
     let mut stdin = child.stdin.take().unwrap();
     let mut roll = |line: &str| -> String {
         use std::io::Write as _;

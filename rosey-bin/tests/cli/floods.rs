@@ -1,13 +1,13 @@
 //! Hostile plugins flooding a real `rosey run`: the host's memory stays bounded and the other plugins
 //! keep answering. (How fast they answer meanwhile is a speed target: benches/RESULTS.md.)
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use super::{ROSEY, scratch_dir, write_config};
+use super::{ROSEY, lines_of, scratch_dir, write_config};
 
 /// The host's memory budget under any flood.
 const HOST_RSS_LIMIT_MB: f64 = 64.0;
@@ -59,15 +59,7 @@ impl Host {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = lines_of(child.stdout.take().unwrap());
         let stdin = child.stdin.take().unwrap();
         let mut host = Self { child, stdin, lines };
         // Both plugins answer before any flood starts.

@@ -228,9 +228,7 @@ impl Slot {
         if let Some(input) = input {
             input.send_if_room(HostMessage::Error { message: why.to_owned() });
         }
-        if let Some(suppressed) = self.refusal_logs.due_summary() {
-            tracing::warn!(message = "refusals not logged", plugin = %self.manifest.name, suppressed);
-        }
+        self.sum_up_suppressed_logs();
         if self.refusal_logs.allow() {
             tracing::warn!(message = "refused what the plugin sent", plugin = %self.manifest.name, reason = %why);
         }
@@ -389,9 +387,7 @@ impl Slot {
     }
 
     pub(super) fn log_from_plugin(&mut self, level: &str, message: &str) {
-        if let Some(suppressed) = self.plugin_logs.due_summary() {
-            tracing::warn!(message = "plugin log lines suppressed (over the rate limit)", plugin = %self.manifest.name, suppressed);
-        }
+        self.sum_up_suppressed_logs();
         if !self.plugin_logs.allow() {
             return;
         }

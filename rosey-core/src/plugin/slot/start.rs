@@ -31,14 +31,13 @@ impl Slot {
             && self.subscription.is_none()
             && let Err(err) = self.subscribe().await
         {
-            self.start_failed(reason, StartStep::Spawn, format!("cannot subscribe: {err}"), None)
-                .await;
+            self.start_failed(StartStep::Spawn, format!("cannot subscribe: {err}"), None).await;
             return;
         }
         let instance = match self.runtime.start(&manifest).await {
             Ok(instance) => instance,
             Err(err) => {
-                self.start_failed(reason, StartStep::Spawn, err.to_string(), None).await;
+                self.start_failed(StartStep::Spawn, err.to_string(), None).await;
                 return;
             }
         };
@@ -222,7 +221,7 @@ impl Slot {
             candidate.live.kill.kill();
             let step = candidate.current_step();
             let pid = candidate.live.pid;
-            self.start_failed(candidate.reason, step, reason, pid).await;
+            self.start_failed(step, reason, pid).await;
         }
     }
 
@@ -231,7 +230,7 @@ impl Slot {
         if let Some(candidate) = self.take_candidate() {
             let step = candidate.current_step();
             let pid = candidate.live.pid;
-            self.start_failed(candidate.reason, step, reason, pid).await;
+            self.start_failed(step, reason, pid).await;
         }
     }
 
@@ -323,13 +322,7 @@ impl Slot {
 
     /// A start failed at `step`. A reload rolls back; any other start counts as a crash against the
     /// restart budget (and answers an operator restart with the failure).
-    pub(super) async fn start_failed(
-        &mut self,
-        reason: StartReason,
-        step: StartStep,
-        why: String,
-        pid: Option<u32>,
-    ) {
+    pub(super) async fn start_failed(&mut self, step: StartStep, why: String, pid: Option<u32>) {
         if matches!(self.op, Some(Op::Reload { manifest: None, .. })) {
             self.reload_failed(step, why).await;
             return;
@@ -346,9 +339,6 @@ impl Slot {
             for done in waiters {
                 let _ = done.send(Err(ControlError::StartFailed(failure.clone())));
             }
-        }
-        if reason == StartReason::CrashRestart {
-            tracing::debug!(message = "crash restart failed", plugin = %self.manifest.name);
         }
         self.after_crash(format!("{step}: {why}"), Instant::now(), pid).await;
     }
@@ -371,11 +361,7 @@ fn probe_event(probe: &str) -> (String, serde_json::Value) {
     (subject, serde_json::to_value(&event).unwrap_or_default())
 }
 
-/// Resident memory of `pid` in MB, read off the async threads; `None` when it cannot be read.
+/// Resident memory of `pid`'s tree in MB, read off the async threads; `None` when it cannot be read.
 async fn sample_once(pid: u32) -> Option<f64> {
-    tokio::task::spawn_blocking(move || ProcessSampler::new(pid).sample().ok())
-        .await
-        .ok()
-        .flatten()
-        .map(|sample| sample.memory_mb)
+    ProcessSampler::new(pid).sample_async().await.ok().map(|sample| sample.memory_mb)
 }

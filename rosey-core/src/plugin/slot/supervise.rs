@@ -307,16 +307,12 @@ impl Slot {
     /// over a limit twice in a row.
     pub(super) async fn sample_resources(&mut self) {
         let Some(serving) = self.serving_mut() else { return };
-        let Some(sampler) = serving.sampler.clone() else { return };
+        let Some(mut sampler) = serving.sampler.clone() else { return };
         let generation = serving.live.generation;
         let name = self.manifest.name.clone();
-        let sampled = tokio::task::spawn_blocking(move || {
-            let mut sampler = sampler;
-            let sample = sampler.sample();
-            (sampler, sample)
-        })
-        .await;
-        let Ok((sampler, Ok(sample))) = sampled else { return };
+        // /proc is read on the blocking pool; the instance may be gone (or replaced) by the time the
+        // sample comes back, so it is taken on a copy and put back only into the same instance.
+        let Ok(sample) = sampler.sample_async().await else { return };
         let Some(serving) = self.serving_mut().filter(|s| s.live.generation == generation) else {
             return;
         };
