@@ -18,6 +18,9 @@
 //!   [`ServiceHandle`](service::ServiceHandle) stops it and says how it ended);
 //! - [`health`]: the [`HealthRegistry`](health::HealthRegistry) components report into, with the
 //!   node's start time.
+//! - [`storage`]: the [`Storage`](storage::Storage) trait (audit log, plugin history, plugin key-value
+//!   store) with SQLite and PostgreSQL on sqlx, the record writer that rides out outages and the
+//!   key-value service for plugins;
 //! - [`error`]: [`Chain`](error::Chain) prints an error with its causes (`a: b: c`) for people, and
 //!   [`is_caused_by`](error::is_caused_by) finds a cause for code.
 //!
@@ -44,4 +47,5 @@ pub mod plugin;
 mod quiet;
 pub mod router;
 pub mod service;
+pub mod storage;
 pub mod subject;

@@ -6,7 +6,11 @@
 //! record and return, never block or await.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::event::LifecycleEvent;
+use crate::subject::LifecycleKind;
 
 /// How a reload ended, as the sink hears it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +64,13 @@ pub trait MetricsSink: Send + Sync + 'static {
         let _ = command;
     }
 
+    /// A lifecycle event happened to a plugin (the same one published on
+    /// `rosey.plugin.<name>.<kind>`): started, stopped, crashed, restarted, failed, reloaded,
+    /// reload_failed. Storage records these in `plugin_events`.
+    fn plugin_lifecycle(&self, kind: LifecycleKind, event: &LifecycleEvent) {
+        let _ = (kind, event);
+    }
+
     /// A plugin reported a metric of its own (`kind` is `counter` or `gauge`).
     fn plugin_metric(
         &self,
@@ -78,3 +89,67 @@ pub trait MetricsSink: Send + Sync + 'static {
 pub struct NoopSink;
 
 impl MetricsSink for NoopSink {}
+
+/// A [`MetricsSink`] that passes everything on to several sinks, in order (e.g. the metrics collector
+/// and storage's lifecycle recorder).
+#[derive(Clone, Default)]
+pub struct FanoutSink(Vec<Arc<dyn MetricsSink>>);
+
+impl std::fmt::Debug for FanoutSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FanoutSink").field("sinks", &self.0.len()).finish()
+    }
+}
+
+impl FanoutSink {
+    /// A fan-out to `sinks`.
+    pub fn new(sinks: Vec<Arc<dyn MetricsSink>>) -> Self {
+        Self(sinks)
+    }
+
+    /// Adds one more sink.
+    pub fn push(&mut self, sink: Arc<dyn MetricsSink>) {
+        self.0.push(sink);
+    }
+}
+
+impl MetricsSink for FanoutSink {
+    fn event_processed(&self, plugin: &str, latency: Duration, ok: bool) {
+        self.0.iter().for_each(|s| s.event_processed(plugin, latency, ok));
+    }
+
+    fn event_received(&self, plugin: &str, kind: &str) {
+        self.0.iter().for_each(|s| s.event_received(plugin, kind));
+    }
+
+    fn plugin_crashed(&self, plugin: &str, reason: &str) {
+        self.0.iter().for_each(|s| s.plugin_crashed(plugin, reason));
+    }
+
+    fn plugin_restarted(&self, plugin: &str) {
+        self.0.iter().for_each(|s| s.plugin_restarted(plugin));
+    }
+
+    fn plugin_reloaded(&self, plugin: &str, outcome: ReloadOutcome, duration: Duration) {
+        self.0.iter().for_each(|s| s.plugin_reloaded(plugin, outcome, duration));
+    }
+
+    fn admin_command(&self, command: &str) {
+        self.0.iter().for_each(|s| s.admin_command(command));
+    }
+
+    fn plugin_lifecycle(&self, kind: LifecycleKind, event: &LifecycleEvent) {
+        self.0.iter().for_each(|s| s.plugin_lifecycle(kind, event));
+    }
+
+    fn plugin_metric(
+        &self,
+        plugin: &str,
+        name: &str,
+        kind: &str,
+        value: f64,
+        labels: &BTreeMap<String, String>,
+    ) {
+        self.0.iter().for_each(|s| s.plugin_metric(plugin, name, kind, value, labels));
+    }
+}

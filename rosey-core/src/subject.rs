@@ -226,6 +226,9 @@ pub enum LifecycleKind {
     Crashed,
     /// The supervisor restarted the plugin after a crash.
     Restarted,
+    /// The plugin crashed too often (or could not start) and stays down until an operator restarts
+    /// it (state FAILED).
+    Failed,
     /// A blue-green reload swapped in a new version.
     Reloaded,
     /// A reload was rolled back; the old version keeps serving.
@@ -240,6 +243,7 @@ impl LifecycleKind {
             Self::Stopped => "stopped",
             Self::Crashed => "crashed",
             Self::Restarted => "restarted",
+            Self::Failed => "failed",
             Self::Reloaded => "reloaded",
             Self::ReloadFailed => "reload_failed",
         }

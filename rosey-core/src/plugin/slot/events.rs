@@ -356,9 +356,16 @@ impl Slot {
             });
             return;
         }
-        if let Value::Object(map) = &mut data {
-            map.insert("plugin".to_owned(), Value::String(plugin));
-        }
+        let Value::Object(map) = &mut data else {
+            input.send_if_room(HostMessage::Response {
+                id,
+                data: None,
+                error: Some("the request's data must be a JSON object".to_owned()),
+            });
+            return;
+        };
+        // Whatever the plugin put there, the store sees the name the host knows it by.
+        map.insert("plugin".to_owned(), Value::String(plugin));
         let bus = self.bus.clone();
         // Reap the requests already answered, so the set holds only those in progress.
         while self.requests.try_join_next().is_some() {}
@@ -377,7 +384,16 @@ impl Slot {
             let response = match bus.request(&subject, Bytes::from(data.to_string()), timeout).await
             {
                 Ok(reply) => match serde_json::from_slice::<Value>(reply.payload()) {
-                    Ok(data) => HostMessage::Response { id, data: Some(data), error: None },
+                    // A refusal (`{"error": "…", "code": "…"}`) is an `error` response that still
+                    // carries the whole answer, so a plugin can tell the codes apart.
+                    Ok(data) => match data.get("error").and_then(Value::as_str) {
+                        Some(error) => HostMessage::Response {
+                            id,
+                            error: Some(error.to_owned()),
+                            data: Some(data),
+                        },
+                        None => HostMessage::Response { id, data: Some(data), error: None },
+                    },
                     Err(e) => HostMessage::Response { id, data: None, error: Some(e.to_string()) },
                 },
                 Err(e) => HostMessage::Response { id, data: None, error: Some(e.to_string()) },

@@ -62,6 +62,10 @@ impl Slot {
             self.update(|s| s.last_error = Some(reason.clone()));
             self.enter(State::Failed);
             self.refuse_queue("plugin failed").await;
+            let failed =
+                format!("reload to {to_version} failed at {step}: {reason}; nothing serving");
+            self.announce(LifecycleKind::Failed, Some(to_version.clone()), None, Some(failed))
+                .await;
         }
         self.sink.plugin_reloaded(&self.manifest.name, ReloadOutcome::RolledBack, duration);
         let pid = self.serving_mut().and_then(|s| s.live.pid);

@@ -297,6 +297,9 @@ impl Slot {
         }
         self.announce_crash(&reason, pid).await;
         if decision == RestartDecision::GiveUp {
+            let reason = format!("{reason} (gave up restarting)");
+            let version = self.shared.lock().status.version.clone();
+            self.announce(LifecycleKind::Failed, Some(version), None, Some(reason)).await;
             self.refuse_queue("plugin failed").await;
         }
     }
@@ -352,6 +355,7 @@ impl Slot {
     }
 
     pub(super) async fn publish_lifecycle(&self, kind: LifecycleKind, event: &LifecycleEvent) {
+        self.sink.plugin_lifecycle(kind, event);
         let Ok(subject) = subject::plugin_lifecycle(&self.manifest.name, kind) else { return };
         if let Err(err) = self.bus.publish_json(&subject, event).await {
             tracing::warn!(message = "cannot publish lifecycle event", plugin = %self.manifest.name, %err);
