@@ -26,6 +26,8 @@ use tokio::sync::watch;
 pub const BUS: &str = "bus";
 /// The chat connector: healthy while joined; the detail says where, or why not (reconnecting…).
 pub const CONNECTOR: &str = "connector";
+/// The database: healthy while it takes records; the detail says how many wait when it does not.
+pub const STORAGE: &str = "storage";
 /// The plugins: healthy when every plugin runs; the detail says `running N/M` and names the others.
 pub const PLUGINS: &str = "plugins";
 

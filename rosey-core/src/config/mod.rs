@@ -23,7 +23,7 @@
 //! config.validate()?;
 //! assert_eq!(config.dashboard.port, 9090);
 //! assert_eq!(config.database.url.to_string(), "postgres://rosey:***@db/rosey");
-//! assert_eq!(config.unused_sections(), ["owner", "database", "dashboard"]);
+//! assert_eq!(config.unused_sections(), ["owner", "dashboard"]);
 //!
 //! let errors = Config::from_json_str(r#"{ "dashboard": { "prot": 9090 }, "metrics": { "poll_interval": 0 } }"#)
 //!     .unwrap_err();
@@ -63,7 +63,7 @@ pub use sections::{CytubeConfig, DashboardConfig, DatabaseConfig, LoggingConfig,
 
 /// Sections and keys that are accepted (so that a file written for the full product loads) but not
 /// used by anything yet; each leaves this list when its feature lands.
-const UNUSED_SECTIONS: [&str; 5] = ["owner", "admins", "database", "metrics", "dashboard"];
+const UNUSED_SECTIONS: [&str; 4] = ["owner", "admins", "metrics", "dashboard"];
 
 /// The whole configuration of a Rosey node. `Debug` is safe to log: secrets print as `***`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -188,17 +188,16 @@ impl Config {
         if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
     }
 
-    /// Sections and keys that are accepted but not used yet (`owner`, `admins`, `database`,
-    /// `metrics`, `dashboard`), when the file or the environment gave them or they differ from
+    /// Sections and keys that are accepted but not used yet (`owner`, `admins`, `metrics`,
+    /// `dashboard`), when the file or the environment gave them or they differ from
     /// their defaults, in that order. **Temporary:** each leaves this list when the feature that
-    /// uses it lands (admin commands, storage, metrics, dashboard), and the method goes with the
+    /// uses it lands (admin commands, metrics, dashboard), and the method goes with the
     /// last one.
     pub fn unused_sections(&self) -> Vec<&'static str> {
         let defaults = Config::default();
         let differs = |name: &str| match name {
             "owner" => self.owner != defaults.owner,
             "admins" => self.admins != defaults.admins,
-            "database" => self.database != defaults.database,
             "metrics" => self.metrics != defaults.metrics,
             "dashboard" => self.dashboard != defaults.dashboard,
             _ => false,

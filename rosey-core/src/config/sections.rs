@@ -16,11 +16,21 @@ pub struct DatabaseConfig {
     pub url: SecretUrl,
     /// Maximum number of pooled connections, at least 1.
     pub pool_size: u32,
+    /// Days the audit log and the plugin lifecycle history are kept (an addition to the spec's
+    /// keys); `0` keeps them forever. The key-value store never expires.
+    pub retention_days: u64,
+    /// Keys each plugin may keep in the key-value store, at least 1 (an addition to the spec's keys).
+    pub kv_max_keys: u64,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: SecretUrl::new("sqlite://rosey.db".to_owned()), pool_size: 5 }
+        Self {
+            url: SecretUrl::new("sqlite://rosey.db".to_owned()),
+            pool_size: 5,
+            retention_days: 30,
+            kv_max_keys: 10_000,
+        }
     }
 }
 

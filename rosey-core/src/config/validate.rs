@@ -43,6 +43,15 @@ pub(super) fn check(config: &Config, stage: Stage) -> Vec<ConfigError> {
     if database.pool_size == 0 {
         fail("database.pool_size", "must be at least 1".to_owned());
     }
+    if database.kv_max_keys == 0 {
+        fail("database.kv_max_keys", "must be at least 1".to_owned());
+    }
+    if database.retention_days > 36_500 {
+        fail(
+            "database.retention_days",
+            "must be at most 36500 (100 years); 0 keeps records forever".to_owned(),
+        );
+    }
 
     if let Some(cytube) = &config.cytube {
         // A server URL is not meant to hold credentials, but if it does, keep them out.
