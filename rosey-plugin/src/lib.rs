@@ -13,10 +13,19 @@
 //!         .run()
 //! }
 //! ```
+//!
+//! A handler registered with [`Plugin::command_with`] also gets a [`Context`]: the plugin's own
+//! key-value store on the host ([`kv`]: `get`, `get_as`, `set`, `delete`, `list`, `keys`), `publish`
+//! and `log`. The SDK stays synchronous: while a handler waits for the store it answers the host's
+//! pings and queues new events ([`context`] says how).
 #![deny(missing_docs)]
 
+pub mod context;
 pub mod framing;
+pub mod kv;
 pub mod protocol;
 pub mod sdk;
 
+pub use context::Context;
+pub use kv::{Kv, KvError, KvErrorCode, KvPage};
 pub use sdk::{Command, Event, Plugin, Response};

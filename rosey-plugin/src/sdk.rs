@@ -15,6 +15,29 @@
 //! oversize lines, and turns each event into the handler's replies followed by `done`. A handler that
 //! returns `Err` or panics ends its event with an error; the plugin keeps running. Handlers run one at
 //! a time, in arrival order.
+//!
+//! A handler that keeps state in the host's key-value store is registered with
+//! [`Plugin::command_with`] (or [`Plugin::on_event_with`]) and gets a [`Context`] as well:
+//!
+//! ```no_run
+//! use rosey_plugin::{Plugin, Response};
+//!
+//! fn main() -> std::process::ExitCode {
+//!     Plugin::new("greeter", env!("CARGO_PKG_VERSION"))
+//!         .command_with("hello", |cmd, ctx| {
+//!             let key = format!("seen:{}", cmd.user.to_lowercase());
+//!             let mut kv = ctx.kv();
+//!             let known = kv.get(&key).map_err(|e| e.to_string())?.is_some();
+//!             kv.set(&key, &cmd.time).map_err(|e| e.to_string())?;
+//!             let again = if known { " again" } else { "" };
+//!             Ok(Response::reply(format!("👋 Hello{again}, {}!", cmd.user)))
+//!         })
+//!         .run()
+//! }
+//! ```
+//!
+//! While a handler waits for the store, the SDK still answers `ping`s and queues new events; see
+//! [`context`](crate::context) for the details.
 
 use std::io::{self, BufRead, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -22,8 +45,8 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-use crate::framing::{Framed, LineFramer};
-use crate::protocol::{Decoded, HostMessage, MAX_LINE_BYTES, PluginMessage};
+use crate::context::{Context, Link};
+use crate::protocol::{HostMessage, PluginMessage};
 
 /// A command event, as the handler sees it.
 #[derive(Debug, Clone, Copy)]
@@ -88,8 +111,8 @@ impl Response {
     }
 }
 
-type CommandHandler = Box<dyn FnMut(&Command<'_>) -> Result<Response, String>>;
-type EventHandler = Box<dyn FnMut(&Event<'_>) -> Result<Response, String>>;
+type CommandHandler = Box<dyn FnMut(&Command<'_>, &mut Context<'_>) -> Result<Response, String>>;
+type EventHandler = Box<dyn FnMut(&Event<'_>, &mut Context<'_>) -> Result<Response, String>>;
 
 /// A plugin under construction; see the [module docs](self).
 pub struct Plugin {
@@ -98,6 +121,8 @@ pub struct Plugin {
     commands: Vec<(String, CommandHandler)>,
     on_event: Option<EventHandler>,
     config: Value,
+    /// Request ids are unique for the life of the plugin, across `serve` calls.
+    next_request_id: u64,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -120,14 +145,25 @@ impl Plugin {
             commands: Vec::new(),
             on_event: None,
             config: Value::Null,
+            next_request_id: 1,
         }
     }
 
     /// Handles the chat command `name` (without prefix).
     pub fn command(
+        self,
+        name: impl Into<String>,
+        mut handler: impl FnMut(&Command<'_>) -> Result<Response, String> + 'static,
+    ) -> Self {
+        self.command_with(name, move |cmd, _| handler(cmd))
+    }
+
+    /// Handles the chat command `name` with a [`Context`], for handlers that use the key-value
+    /// store, publish or log while they work.
+    pub fn command_with(
         mut self,
         name: impl Into<String>,
-        handler: impl FnMut(&Command<'_>) -> Result<Response, String> + 'static,
+        handler: impl FnMut(&Command<'_>, &mut Context<'_>) -> Result<Response, String> + 'static,
     ) -> Self {
         self.commands.push((name.into(), Box::new(handler)));
         self
@@ -135,8 +171,16 @@ impl Plugin {
 
     /// Handles events that are not commands (the manifest's extra subscriptions).
     pub fn on_event(
+        self,
+        mut handler: impl FnMut(&Event<'_>) -> Result<Response, String> + 'static,
+    ) -> Self {
+        self.on_event_with(move |event, _| handler(event))
+    }
+
+    /// Handles events that are not commands, with a [`Context`].
+    pub fn on_event_with(
         mut self,
-        handler: impl FnMut(&Event<'_>) -> Result<Response, String> + 'static,
+        handler: impl FnMut(&Event<'_>, &mut Context<'_>) -> Result<Response, String> + 'static,
     ) -> Self {
         self.on_event = Some(Box::new(handler));
         self
@@ -159,26 +203,29 @@ impl Plugin {
     }
 
     /// Serves protocol v1 on any reader and writer until `shutdown` or end of input.
+    ///
+    /// Handlers' requests are answered from the same input, so a test can play the host with a
+    /// script: every line the host would send, answers to requests included, in order.
     pub fn serve(&mut self, mut input: impl BufRead, mut output: impl Write) -> io::Result<()> {
-        let mut framer = LineFramer::new(MAX_LINE_BYTES);
-        loop {
-            match read_line(&mut input, &mut framer)? {
-                None => return Ok(()),
-                Some(Framed::TooLong(n)) => {
-                    log(&mut output, "warn", &format!("skipped a {n}-byte line over the limit"))?
-                }
-                Some(Framed::Line) => match HostMessage::decode(framer.line()) {
-                    Ok(Decoded::Message(HostMessage::Shutdown {})) => return Ok(()),
-                    Ok(Decoded::Message(message)) => self.handle(message, &mut output)?,
-                    Ok(Decoded::Unknown(_)) => {}
-                    Err(err) => log(&mut output, "warn", &format!("skipped a bad line: {err}"))?,
-                },
-            }
-            output.flush()?;
-        }
+        let mut link = Link::new(&mut input, &mut output, self.next_request_id);
+        let served = self.serve_link(&mut link);
+        self.next_request_id = link.next_request_id();
+        served
     }
 
-    fn handle(&mut self, message: HostMessage, output: &mut impl Write) -> io::Result<()> {
+    fn serve_link(&mut self, link: &mut Link<'_>) -> io::Result<()> {
+        // A `shutdown` that came while a handler waited ends serving once that handler is done.
+        while !link.shutting_down() {
+            match link.next_message()? {
+                None | Some(HostMessage::Shutdown {}) => return Ok(()),
+                Some(message) => self.handle(message, link)?,
+            }
+            link.output.flush()?;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, message: HostMessage, link: &mut Link<'_>) -> io::Result<()> {
         match message {
             HostMessage::Init { config, .. } => {
                 self.config = config;
@@ -188,11 +235,14 @@ impl Plugin {
                     commands: self.commands.iter().map(|(c, _)| c.clone()).collect(),
                     subscribe: Vec::new(),
                 };
-                output.write_all(&ready.to_line())
+                link.output.write_all(&ready.to_line())
             }
-            HostMessage::Ping { id } => output.write_all(&PluginMessage::Pong { id }.to_line()),
+            HostMessage::Ping { id } => {
+                link.output.write_all(&PluginMessage::Pong { id }.to_line())
+            }
             HostMessage::Event { id, subject, data } => {
-                let result = self.dispatch(id, &subject, &data);
+                let result = self.dispatch(id, &subject, &data, &mut Context::new(link));
+                let output = &mut link.output;
                 let error = match result {
                     Ok(response) => {
                         for message in response.lines {
@@ -212,7 +262,13 @@ impl Plugin {
         }
     }
 
-    fn dispatch(&mut self, id: u64, subject: &str, data: &Value) -> Result<Response, String> {
+    fn dispatch(
+        &mut self,
+        id: u64,
+        subject: &str,
+        data: &Value,
+        ctx: &mut Context<'_>,
+    ) -> Result<Response, String> {
         let text = |key: &str| data.get(key).and_then(Value::as_str).unwrap_or_default();
         let command_name = match text("command") {
             "" => subject
@@ -239,12 +295,12 @@ impl Plugin {
                     data,
                     config,
                 };
-                catch_unwind(AssertUnwindSafe(|| handler(&cmd)))
+                catch_unwind(AssertUnwindSafe(|| handler(&cmd, ctx)))
             }
             _ => match self.on_event.as_mut() {
                 Some(handler) => {
                     let event = Event { id, subject, data, config };
-                    catch_unwind(AssertUnwindSafe(|| handler(&event)))
+                    catch_unwind(AssertUnwindSafe(|| handler(&event, ctx)))
                 }
                 None => return Err(format!("no handler for {subject}")),
             },
@@ -261,30 +317,13 @@ pub fn log(output: &mut impl Write, level: &str, message: &str) -> io::Result<()
     )
 }
 
-/// Reads one framed line from a blocking reader; `None` at end of input.
-fn read_line(input: &mut impl BufRead, framer: &mut LineFramer) -> io::Result<Option<Framed>> {
-    loop {
-        let available = match input.fill_buf() {
-            Ok(available) => available,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(err),
-        };
-        if available.is_empty() {
-            return Ok(framer.finish());
-        }
-        let (used, framed) = framer.feed(available);
-        input.consume(used);
-        if framed.is_some() {
-            return Ok(framed);
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::protocol::MAX_LINE_BYTES;
 
-    fn talk(plugin: &mut Plugin, input: &str) -> Vec<Value> {
+    /// Serves `input` (the host's lines) and returns what the plugin wrote.
+    pub(crate) fn talk(plugin: &mut Plugin, input: &str) -> Vec<Value> {
         let mut out = Vec::new();
         plugin.serve(input.as_bytes(), &mut out).unwrap();
         String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
@@ -298,7 +337,8 @@ mod tests {
             .command("two", |_| Ok(Response::replies(vec!["a".into(), "b".into()])))
     }
 
-    fn event(id: u64, command: &str, args: &str) -> String {
+    /// An `event` line for `!<command> <args>` said by alice.
+    pub(crate) fn event(id: u64, command: &str, args: &str) -> String {
         format!(
             r#"{{"type":"event","id":{id},"subject":"rosey.command.{command}","data":{{"channel":"c","user":"alice","command":"{command}","args":"{args}","message":"","time":1}}}}"#
         )
