@@ -275,10 +275,10 @@ impl Answerer {
                 tracing::error!(message = "a key-value request panicked", operation);
                 Err(KvError::Internal)
             });
-        if let Err(error) = &reply {
-            if !matches!(error, KvError::Unavailable | KvError::Internal) {
-                tracing::debug!(message = "key-value request refused", operation, code = error.code(), %error);
-            }
+        if let Err(error) = &reply
+            && !matches!(error, KvError::Unavailable | KvError::Internal)
+        {
+            tracing::debug!(message = "key-value request refused", operation, code = error.code(), %error);
         }
         self.send(&request, reply).await;
     }
