@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use async_trait::async_trait;
 
 use super::*;
-use crate::storage::{AuditQuery, KvEntry, MemoryStorage, PluginEventQuery, Pruned, StorageError};
+use crate::storage::{
+    AuditQuery, EpochMicros, KvEntry, MemoryStorage, PluginEventQuery, Pruned, StorageError,
+};
 
 /// A [`MemoryStorage`] that can be switched to "unreachable", and refuses audit records whose actor
 /// is `refused`, as a database refuses a row it cannot store.
