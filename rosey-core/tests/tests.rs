@@ -9,6 +9,7 @@ mod containment_tree;
 mod cytube;
 mod cytube_fixtures;
 mod errors;
+mod kv;
 mod nats_auth;
 mod plugins;
 mod reload;

@@ -23,11 +23,13 @@ mod writer;
 
 use async_trait::async_trait;
 
-pub use kv::{KvError, KvLimits, KvService, KvServiceError};
+pub use kv::{KV_GROUP, KvError, KvHandle, KvLimits, KvService, KvServiceError, KvStats};
 pub use memory::MemoryStorage;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sql::SqlStorage;
-pub use writer::{RecordWriter, StorageSink, WriterHandle, WriterOptions, WriterStats};
+pub use writer::{
+    RecordWriter, StorageSink, WriterError, WriterHandle, WriterOptions, WriterStats,
+};
 
 /// Microseconds since the Unix epoch.
 pub type EpochMicros = i64;
