@@ -13,4 +13,5 @@ mod nats_auth;
 mod plugins;
 mod reload;
 mod router;
+mod storage;
 mod support;

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 pub use kv::{KvError, KvLimits, KvService, KvServiceError};
 pub use memory::MemoryStorage;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use sql::SqlStorage;
+pub use sql::{SqlOptions, SqlStorage};
 pub use writer::{RecordWriter, StorageSink, WriterHandle, WriterOptions, WriterStats};
 
 /// Microseconds since the Unix epoch.
