@@ -14,4 +14,5 @@ mod nats_auth;
 mod plugins;
 mod reload;
 mod router;
+mod storage;
 mod support;

@@ -46,6 +46,7 @@ mod channel;
 mod chat;
 mod conn;
 mod http;
+pub mod postgres;
 mod session;
 mod state;
 mod text;
@@ -62,6 +63,7 @@ use tokio::sync::broadcast::{self, Receiver, error::RecvError};
 use tokio::sync::watch;
 
 pub use channel::ChannelHandle;
+pub use postgres::TestDatabase;
 
 /// The fake CyTube server's API under one path: `use rosey_testkit::cytube::*`.
 pub mod cytube {

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 pub use kv::{KV_GROUP, KvError, KvHandle, KvLimits, KvService, KvServiceError, KvStats};
 pub use memory::MemoryStorage;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use sql::SqlStorage;
+pub use sql::{SqlOptions, SqlStorage};
 pub use writer::{
     RecordWriter, StorageSink, WriterError, WriterHandle, WriterOptions, WriterStats,
 };
