@@ -39,6 +39,9 @@
 //! [`ChannelHandle::change_media`] broadcasts a `changeMedia`), polls, emotes,
 //! moderator commands sent as chat (`/rank`, `/kick`, ...) and the per-IP connection
 //! count kick. Unknown events get no reply, as on the real server.
+//!
+//! [`FaultProxy`] is a TCP proxy that cuts, stalls or delays the connection to a real server
+//! (PostgreSQL, NATS) on demand, for tests of how a client rides out an outage.
 
 #![deny(missing_docs)]
 
@@ -52,6 +55,8 @@ mod state;
 mod text;
 mod wire;
 
+pub mod proxy;
+
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
@@ -64,6 +69,7 @@ use tokio::sync::watch;
 
 pub use channel::ChannelHandle;
 pub use postgres::TestDatabase;
+pub use proxy::FaultProxy;
 
 /// The fake CyTube server's API under one path: `use rosey_testkit::cytube::*`.
 pub mod cytube {
