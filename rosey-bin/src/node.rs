@@ -20,6 +20,10 @@ use rosey_core::control::{ControlHandle, ControlService, ControlServiceError};
 use rosey_core::health::{self, HealthRegistry};
 use rosey_core::plugin::{PluginManager, PluginState, ProcessRuntime};
 use rosey_core::router::{Router, RouterError, RouterHandle, RouterOptions};
+use rosey_core::storage::{
+    KvHandle, KvLimits, KvService, KvServiceError, RecordWriter, Storage, StorageError,
+    WriterHandle, WriterOptions,
+};
 use tokio::task::JoinSet;
 
 /// How long startup waits for the plugins, all of them together, to be RUNNING or FAILED.
@@ -48,6 +52,10 @@ pub(crate) enum NodeError {
     #[cfg(not(feature = "cytube"))]
     #[error("the config has a cytube section but this build of rosey has no `cytube` feature")]
     CytubeNotBuilt,
+    #[error("database.url: {0}")]
+    Database(#[from] StorageError),
+    #[error("key-value store: {0}")]
+    Kv(#[from] KvServiceError),
     #[error("router: {0}")]
     Router(#[from] RouterError),
     #[error("control API: {0}")]
@@ -64,6 +72,8 @@ pub(crate) enum NodeError {
 #[derive(Default)]
 struct Parts {
     bus: Option<Arc<dyn EventBus>>,
+    writer: Option<WriterHandle>,
+    kv: Option<KvHandle>,
     manager: Option<Arc<PluginManager>>,
     control: Option<ControlHandle>,
     router: Option<RouterHandle>,
@@ -104,16 +114,29 @@ async fn start(
     parts: &mut Parts,
 ) -> Result<Option<ConsoleProgress>, NodeError> {
     health.expect(health::BUS);
+    health.expect(health::STORAGE);
     health.expect(health::PLUGINS);
     health.expect(health::CONNECTOR);
     // 1. EventBus
     let (bus, bus_kind) = start_bus(config).await?;
     parts.bus = Some(bus.clone());
     health.report(health::BUS, true, format!("connected ({bus_kind})"));
-    // 2. Database: arrives with the storage work.
+    // 2. Database: opened (and migrated) before anything can write to it; lifecycle records and the
+    //    audit log go through the writer, which rides out an outage; plugins reach their keys through
+    //    the key-value service.
+    let storage = open_storage(config).await?;
+    let writer = RecordWriter::new(storage.clone(), writer_options(config)).start();
+    let records = writer.sink();
+    parts.writer = Some(writer);
+    health.report(health::STORAGE, true, format!("reachable ({})", storage.backend()));
+    parts.kv = Some(KvService::new(bus.clone(), storage, kv_limits(config)).start().await?);
     // 3. PluginManager: every plugin starts at once; chat starts flowing only once they have all had
     //    their chance, bounded by one timeout for all of them together.
-    let manager = Arc::new(PluginManager::new(bus.clone(), Arc::new(ProcessRuntime::new())));
+    let manager = Arc::new(
+        PluginManager::builder(bus.clone(), Arc::new(ProcessRuntime::new()))
+            .metrics_sink(Arc::new(records))
+            .build(),
+    );
     parts.manager = Some(manager.clone());
     for error in manager.load_dir(&config.plugin_dir).await {
         tracing::error!(message = "plugin not loaded", %error);
@@ -238,6 +261,9 @@ async fn serve(
                 if let Some(manager) = &parts.manager {
                     report_plugins(manager, health);
                 }
+                if let Some(writer) = &parts.writer {
+                    report_storage(writer, health);
+                }
             }
         }
     }
@@ -280,6 +306,14 @@ impl Parts {
         }
         if let Some(manager) = self.manager {
             step("plugins", manager.shutdown()).await;
+        }
+        if let Some(kv) = self.kv {
+            step("key-value store", kv.shutdown()).await;
+        }
+        // The writer writes what is still queued (the plugins' last lifecycle records) before it
+        // stops, within its own bound.
+        if let Some(writer) = self.writer {
+            step("database writer", writer.shutdown()).await;
         }
         if let Some(bus) = self.bus {
             step("event bus flush", bus.flush()).await;
@@ -347,6 +381,53 @@ async fn start_bus(config: &Config) -> Result<(Arc<dyn EventBus>, &'static str),
         }
         #[cfg(not(feature = "nats"))]
         Some(_) => Err(NodeError::NatsNotBuilt),
+    }
+}
+
+/// Opens the database of `database.url` (creating a SQLite file on first run) and applies the
+/// migrations. The error names the URL with its password as `***`.
+async fn open_storage(config: &Config) -> Result<Arc<dyn Storage>, NodeError> {
+    use rosey_core::storage::{SqlOptions, SqlStorage};
+    let database = &config.database;
+    tracing::info!(message = "opening the database", url = %database.url, pool_size = database.pool_size);
+    let options = SqlOptions { pool_size: database.pool_size, ..SqlOptions::default() };
+    let storage = SqlStorage::open(database.url.expose(), options).await?;
+    Ok(Arc::new(storage))
+}
+
+fn writer_options(config: &Config) -> WriterOptions {
+    let days = config.database.retention_days;
+    WriterOptions {
+        node: node_name(),
+        retention: (days > 0).then(|| Duration::from_secs(days.saturating_mul(86_400))),
+        ..WriterOptions::default()
+    }
+}
+
+fn kv_limits(config: &Config) -> KvLimits {
+    KvLimits { max_keys: config.database.kv_max_keys, ..KvLimits::default() }
+}
+
+/// The name this node signs its records with: the machine's host name.
+fn node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "rosey".to_owned())
+}
+
+/// Reports whether the database takes the records, and how many wait while it does not.
+fn report_storage(writer: &WriterHandle, health: &HealthRegistry) {
+    let stats = writer.stats();
+    if stats.available {
+        health.report(health::STORAGE, true, "reachable".to_owned());
+    } else {
+        health.report(
+            health::STORAGE,
+            false,
+            format!("unreachable; {} records waiting", stats.queued),
+        );
     }
 }
 

@@ -15,6 +15,8 @@ const ROSEY: &str = env!("CARGO_BIN_EXE_rosey");
 
 #[path = "cli/floods.rs"]
 mod floods;
+#[path = "cli/storage.rs"]
+mod storage;
 
 /// A fresh, empty working directory for one test.
 fn scratch_dir() -> PathBuf {

@@ -1,6 +1,7 @@
 //! Plugin containment with real, hostile plugin processes: one owner per command, identity only from
 //! connectors, bounded replies and requests, redelivery after a crash, quiet log floods.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -163,6 +164,34 @@ async fn a_plugin_gets_at_most_64_requests_outstanding() {
     assert_eq!(status.crash_count, 0);
     assert_eq!(replies(&bed.ask("asker", "echo still-here").await), ["still-here"]);
     bed.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_requests_beyond_the_rate_limit_is_refused_at_once() {
+    let bed = Bed::memory().await;
+    // A real store behind the bus: requests within the budget are answered, the rest refused.
+    let storage = Arc::new(rosey_core::storage::MemoryStorage::new());
+    let limits = rosey_core::storage::KvLimits::default();
+    let kv = rosey_core::storage::KvService::new(bed.bus.clone(), storage, limits)
+        .queue_group(None)
+        .start()
+        .await
+        .unwrap();
+    let extra = "[limits]\nrequests_per_second = 10";
+    bed.start(testbed_manifest("greedy", "greedy", &[], extra)).await;
+    bed.ask("greedy", "requests 200").await;
+    // 10 may go at once (one second's budget); a few more may trickle in while the 200 arrive.
+    let status = status_until(&bed, "greedy", |s| s.events.refused_requests >= 180).await;
+    assert!(status.events.refused_requests <= 190, "{:?}", status.events);
+    let refused = status.events.refused_requests;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while kv.stats().requests + refused < 200 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(kv.stats().requests + refused, 200, "each one either served or refused");
+    assert_eq!(replies(&bed.ask("greedy", "echo still-here").await), ["still-here"]);
+    bed.manager.shutdown().await;
+    kv.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ mod cytube_fixtures;
 mod errors;
 mod kv;
 mod nats_auth;
+mod outage;
 mod plugins;
 mod reload;
 mod router;

@@ -109,7 +109,10 @@ impl FaultProxy {
     pub async fn start(upstream: impl ToSocketAddrs) -> io::Result<Self> {
         let upstream: Arc<[SocketAddr]> = lookup_host(upstream).await?.collect();
         if upstream.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "upstream resolves to no address"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "upstream resolves to no address",
+            ));
         }
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;

@@ -53,7 +53,10 @@ impl Echo {
     }
 
     async fn wait_closed(&mut self) {
-        timeout(WAIT, self.closed.recv()).await.expect("the upstream connection stays open").unwrap();
+        timeout(WAIT, self.closed.recv())
+            .await
+            .expect("the upstream connection stays open")
+            .unwrap();
     }
 }
 
@@ -135,7 +138,11 @@ async fn cut_closes_open_connections_and_refuses_new_ones_until_resume() {
     let mut refused = connect(&proxy).await; // accepted by the kernel, closed by the proxy
     assert_closed(&mut refused).await;
     eventually("the refusal counted", || proxy.stats().refused == 1).await;
-    assert_eq!(echo_server.accepted.load(Ordering::SeqCst), 1, "a refused connection reached the server");
+    assert_eq!(
+        echo_server.accepted.load(Ordering::SeqCst),
+        1,
+        "a refused connection reached the server"
+    );
 
     proxy.resume();
     let mut fresh = connect(&proxy).await;
@@ -157,7 +164,11 @@ async fn stall_hangs_every_connection_until_resume_then_delivers() {
     let mut new = connect(&proxy).await;
     new.write_all(b"waiting").await.unwrap();
     tokio::join!(assert_hangs(&mut open), assert_hangs(&mut new));
-    assert_eq!(echo_server.accepted.load(Ordering::SeqCst), 1, "a stalled connection reached the server");
+    assert_eq!(
+        echo_server.accepted.load(Ordering::SeqCst),
+        1,
+        "a stalled connection reached the server"
+    );
     eventually("both connections open", || proxy.stats().open == 2).await;
 
     proxy.resume();

@@ -170,7 +170,13 @@ pub struct Limits {
     /// Bytes of reply text one event may send to the chat (default 65 536); the rest is dropped and
     /// counted.
     pub reply_bytes_per_event: usize,
+    /// Requests (`rosey.db.kv.*`) the plugin may make per second, on average over a second (default
+    /// 1 000); more are answered at once with an error, so a flood of requests costs the host little.
+    pub requests_per_second: usize,
 }
+
+/// Requests a plugin may make per second by default.
+const DEFAULT_REQUESTS_PER_SECOND: usize = 1000;
 
 /// Reply messages one event may send by default.
 const DEFAULT_REPLIES_PER_EVENT: usize = 10;
@@ -184,6 +190,7 @@ impl Default for Limits {
             cpu_percent: None,
             replies_per_event: DEFAULT_REPLIES_PER_EVENT,
             reply_bytes_per_event: DEFAULT_REPLY_BYTES_PER_EVENT,
+            requests_per_second: DEFAULT_REQUESTS_PER_SECOND,
         }
     }
 }

@@ -70,6 +70,7 @@ pub(super) fn parse_table(
         replies_per_event: section.at_least_one("replies_per_event", d.replies_per_event),
         reply_bytes_per_event: section
             .at_least_one("reply_bytes_per_event", d.reply_bytes_per_event),
+        requests_per_second: section.at_least_one("requests_per_second", d.requests_per_second),
     };
     section.close(&mut top.problems);
 

@@ -369,6 +369,18 @@ impl Slot {
         let bus = self.bus.clone();
         // Reap the requests already answered, so the set holds only those in progress.
         while self.requests.try_join_next().is_some() {}
+        let rate = self.manifest.limits.requests_per_second;
+        if !self.request_budget.take(rate, Instant::now()) {
+            input.send_if_room(HostMessage::Response {
+                id,
+                data: None,
+                error: Some(format!(
+                    "too many requests: at most {rate} a second (limits.requests_per_second); slow down"
+                )),
+            });
+            self.counts(|c| c.refused_requests += 1);
+            return;
+        }
         if self.requests.len() >= MAX_OUTSTANDING_REQUESTS {
             input.send_if_room(HostMessage::Response {
                 id,

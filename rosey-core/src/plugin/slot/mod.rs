@@ -346,6 +346,8 @@ pub(crate) struct Slot {
     refusal_logs: LogLimit,
     /// Requests plugins made of the bus, answered in their own tasks; aborted when the slot ends.
     requests: JoinSet<()>,
+    /// The plugin's budget of requests (`limits.requests_per_second`).
+    request_budget: RequestBudget,
     /// Set once the slot should end (after a shutdown).
     exit: bool,
 }
@@ -386,6 +388,7 @@ impl Slot {
             plugin_logs: LogLimit::new(PLUGIN_LOG_BURST),
             refusal_logs: LogLimit::new(REFUSAL_LOG_BURST),
             requests: JoinSet::new(),
+            request_budget: RequestBudget::default(),
             exit: false,
         }
     }
@@ -505,5 +508,30 @@ async fn next_message(subscription: &mut Option<SelectAll<Subscription>>) -> Opt
     match subscription {
         Some(all) if !all.is_empty() => all.next().await,
         _ => std::future::pending().await,
+    }
+}
+
+/// A token bucket of requests: `rate` a second, at most `rate` saved up (a one-second burst).
+#[derive(Debug, Default)]
+pub(super) struct RequestBudget {
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl RequestBudget {
+    /// Takes one request from the budget at `now`; false when it is spent.
+    pub(super) fn take(&mut self, rate: usize, now: Instant) -> bool {
+        let rate = rate as f64;
+        self.tokens = match self.last {
+            None => rate,
+            Some(last) => (self.tokens + now.duration_since(last).as_secs_f64() * rate).min(rate),
+        };
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }
