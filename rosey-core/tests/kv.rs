@@ -311,38 +311,64 @@ pub(crate) mod scenarios {
     }
 }
 
-fn memory() -> Arc<dyn Storage> {
-    Arc::new(MemoryStorage::new())
+/// The key-value scenarios as tests on one storage; `$open` is an async expression giving
+/// `(Arc<dyn Storage>, guard)`, the guard removing the database when dropped.
+macro_rules! kv_scenarios {
+    ($open:expr) => {
+        #[tokio::test]
+        async fn set_get_delete_and_list_round_trip() {
+            let (storage, _guard) = $open.await;
+            scenarios::round_trips(storage).await;
+        }
+
+        #[tokio::test]
+        async fn a_plugin_sees_only_its_own_keys() {
+            let (storage, _guard) = $open.await;
+            scenarios::scoping(storage).await;
+        }
+
+        #[tokio::test]
+        async fn every_limit_answers_with_its_code() {
+            let (storage, _guard) = $open.await;
+            scenarios::every_limit_has_its_code(storage).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn max_keys_is_enforced_per_plugin_even_under_concurrent_sets() {
+            let (storage, _guard) = $open.await;
+            scenarios::max_keys_holds_even_for_concurrent_sets(storage).await;
+        }
+
+        #[tokio::test]
+        async fn list_pages_return_every_key_once() {
+            let (storage, _guard) = $open.await;
+            scenarios::pagination_returns_every_key_once(storage).await;
+        }
+
+        #[tokio::test]
+        async fn plugins_use_the_store_through_the_host_and_cannot_reach_each_others_keys() {
+            let (storage, _guard) = $open.await;
+            scenarios::through_the_plugin_host(storage).await;
+        }
+    };
 }
 
-#[tokio::test]
-async fn set_get_delete_and_list_round_trip() {
-    scenarios::round_trips(memory()).await;
+mod in_memory {
+    use super::*;
+
+    kv_scenarios!(async { (Arc::new(MemoryStorage::new()) as Arc<dyn Storage>, ()) });
 }
 
-#[tokio::test]
-async fn a_plugin_sees_only_its_own_keys() {
-    scenarios::scoping(memory()).await;
+mod on_sqlite {
+    use super::*;
+
+    kv_scenarios!(crate::storage::open_sqlite());
 }
 
-#[tokio::test]
-async fn every_limit_answers_with_its_code() {
-    scenarios::every_limit_has_its_code(memory()).await;
-}
+mod on_postgres {
+    use super::*;
 
-#[tokio::test]
-async fn max_keys_is_enforced_per_plugin_even_under_concurrent_sets() {
-    scenarios::max_keys_holds_even_for_concurrent_sets(memory()).await;
-}
-
-#[tokio::test]
-async fn list_pages_return_every_key_once() {
-    scenarios::pagination_returns_every_key_once(memory()).await;
-}
-
-#[tokio::test]
-async fn plugins_use_the_store_through_the_host_and_cannot_reach_each_others_keys() {
-    scenarios::through_the_plugin_host(memory()).await;
+    kv_scenarios!(crate::storage::open_postgres());
 }
 
 /// A storage that never answers (a database behind a dead connection), or that says at once it is

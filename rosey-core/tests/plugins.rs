@@ -390,6 +390,31 @@ async fn the_python_example_plugin_written_from_the_protocol_doc_works() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_key_value_example_keeps_notes_in_a_real_database() {
+    use rosey_core::storage::{KvLimits, KvService};
+    let bed = Bed::memory().await;
+    let (storage, _dir) = crate::storage::open_sqlite().await;
+    let kv = KvService::new(bed.bus.clone(), storage.clone(), KvLimits::default())
+        .queue_group(None)
+        .start()
+        .await
+        .unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python-plugin/remember");
+    bed.start(Manifest::load(&dir).unwrap()).await;
+    assert_eq!(replies(&bed.ask("remember", "tea at five").await), ["🧠 Got it, alice"]);
+    assert_eq!(replies(&bed.ask("recall", "").await), ["🧠 alice said: \"tea at five\""]);
+    assert_eq!(
+        replies(&bed.ask("recall", "bob").await),
+        ["🤷 Nothing from bob (I remember 1 people)"]
+    );
+    // The note is in the database under the plugin's own name.
+    let entry = storage.kv_get("python-remember", "note:alice").await.unwrap().unwrap();
+    assert_eq!(entry.value, r#"{"by":"alice","text":"tea at five"}"#);
+    bed.manager.shutdown().await;
+    kv.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bundled_plugins_answer_through_the_host() {
     let bed = Bed::memory().await;
     let errors =

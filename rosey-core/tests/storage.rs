@@ -18,8 +18,6 @@ use sqlx::Row as _;
 
 // ---------------------------------------------------------------------------------------------
 // The conformance suite: what every Storage promises. Written once over `Arc<dyn Storage>`.
-// TODO(storage): run MemoryStorage through these too (a `memory` module next to `sqlite` and
-// `postgres` below, built with `conformance_suite!`).
 // ---------------------------------------------------------------------------------------------
 
 fn audit(time_us: i64, node: &str, actor: &str, command: &str) -> AuditRecord {
@@ -346,7 +344,7 @@ macro_rules! conformance_suite {
 // ---------------------------------------------------------------------------------------------
 
 /// A directory of its own under the system's temporary directory, removed when dropped.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> Self {
@@ -380,14 +378,18 @@ fn unique_suffix() -> String {
     format!("{}-{nanos}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-async fn open_sqlite() -> (Arc<dyn Storage>, TempDir) {
+async fn open_memory() -> (Arc<dyn Storage>, ()) {
+    (Arc::new(rosey_core::storage::MemoryStorage::new()), ())
+}
+
+pub(crate) async fn open_sqlite() -> (Arc<dyn Storage>, TempDir) {
     let dir = TempDir::new();
     let storage =
         SqlStorage::open(&dir.sqlite_url("rosey.db"), SqlOptions::default()).await.unwrap();
     (Arc::new(storage), dir)
 }
 
-async fn open_postgres() -> (Arc<dyn Storage>, TestDatabase) {
+pub(crate) async fn open_postgres() -> (Arc<dyn Storage>, TestDatabase) {
     let db = TestDatabase::create().await;
     let storage = SqlStorage::open(db.url(), SqlOptions::default()).await.unwrap();
     (Arc::new(storage), db)
@@ -441,6 +443,16 @@ async fn upgrade_from_the_first_migration_keeps_the_data(url: &str) -> SqlStorag
     assert_eq!((version, latest), (2, 2));
     new.close().await;
     storage
+}
+
+// ---------------------------------------------------------------------------------------------
+// In memory: the same contract.
+// ---------------------------------------------------------------------------------------------
+
+mod memory {
+    use super::*;
+
+    conformance_suite!(open_memory());
 }
 
 // ---------------------------------------------------------------------------------------------
