@@ -12,6 +12,7 @@ use rosey_core::bus::{EventBus, EventBusExt, MemoryBus, Subscription};
 use rosey_core::event::{ChatSend, CommandEvent};
 use rosey_core::plugin::{
     InProcessPlugin, InProcessRuntime, Manifest, PluginContext, PluginManager, PluginReply,
+    RequestError,
 };
 use rosey_core::storage::{
     AuditQuery, AuditRecord, EpochMicros, KvEntry, KvHandle, KvLimits, KvService, MemoryStorage,
@@ -60,7 +61,7 @@ fn code(reply: &Value) -> &str {
 }
 
 /// Plugin commands `!<name> <operation> <json>` send the JSON to `rosey.db.kv.<operation>` through
-/// the host and say the answer, or `error: <message>`.
+/// the host and say the answer, or `error (<code>): <message>`.
 struct KvTool;
 
 #[async_trait]
@@ -72,6 +73,7 @@ impl InProcessPlugin for KvTool {
         let answer = ctx.request(&subject, data, Duration::from_secs(5)).await;
         Ok(vec![match answer {
             Ok(reply) => reply.to_string(),
+            Err(RequestError::Refused { message, code }) => format!("error ({code}): {message}"),
             Err(error) => format!("error: {error}"),
         }])
     }
@@ -297,7 +299,7 @@ pub(crate) mod scenarios {
         let long_key = json!({"key": "k".repeat(257), "value": 1});
         assert_eq!(
             host.run("alpha", "set", long_key).await,
-            "error: key is 257 bytes; at most 256"
+            "error (key_too_long): key is 257 bytes; at most 256"
         );
         assert_eq!(
             host.run("beta", "delete", json!({"key": "color"})).await,

@@ -82,9 +82,18 @@ pub enum RequestError {
     /// The host or the responder answered with an error.
     #[error("{0}")]
     Failed(String),
+    /// The responder refused the request with a code, as the key-value store does
+    /// (`{"error": "…", "code": "too_many_keys"}`; docs/PROTOCOL.md lists the codes).
+    #[error("{message}")]
+    Refused {
+        /// The sentence for people.
+        message: String,
+        /// The code for code (`bad_request`, `key_too_long`, `unavailable`…).
+        code: String,
+    },
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>>;
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, RequestError>>>>>;
 
 /// What an in-process plugin can do besides replying: publish and make requests, with the same rules
 /// the host applies to process plugins (docs/PROTOCOL.md). Cheap to clone.
@@ -135,7 +144,7 @@ impl PluginContext {
         self.pending.lock().remove(&id);
         match answer {
             Ok(Ok(Ok(data))) => Ok(data),
-            Ok(Ok(Err(error))) => Err(RequestError::Failed(error)),
+            Ok(Ok(Err(error))) => Err(error),
             Ok(Err(_)) => Err(RequestError::Stopping),
             Err(_) => Err(RequestError::Timeout(timeout)),
         }
@@ -222,9 +231,13 @@ async fn read_input(
         match message {
             HostMessage::Response { id, data, error } => {
                 if let Some(waiter) = pending.lock().remove(&id) {
-                    let _ = waiter.send(match (data, error) {
-                        (_, Some(error)) => Err(error),
-                        (data, None) => Ok(data.unwrap_or(Value::Null)),
+                    let code = data.as_ref().and_then(|d| d.get("code")).and_then(Value::as_str);
+                    let _ = waiter.send(match (code, error) {
+                        (Some(code), Some(message)) => {
+                            Err(RequestError::Refused { message, code: code.to_owned() })
+                        }
+                        (None, Some(error)) => Err(RequestError::Failed(error)),
+                        (_, None) => Ok(data.unwrap_or(Value::Null)),
                     });
                 }
             }
