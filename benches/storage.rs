@@ -6,6 +6,8 @@
 //!   `KvService` to the database and back. The plugin times each round trip itself, from the request
 //!   written to its response read; criterion gets the sum of those times, and the plugin's p50/p99
 //!   over every round trip of the bench (warm-up included) are printed.
+//! - `kv_storage_alone/<backend>/<set|get>`: the same operations as `Storage` calls in the host, for
+//!   what the database alone costs (p50/p99 printed).
 //! - `audit_insert/<backend>/writer_batched`: 1,000 audit records pushed into a `RecordWriter`
 //!   (default options: batches of up to 256 records per transaction), then `flush`; throughput in
 //!   records/s. `audit_insert/<backend>/write_one_per_call`: `Storage::write` of one record per call
@@ -176,9 +178,54 @@ fn kv_round_trip(c: &mut Criterion, rt: &tokio::runtime::Runtime, db: &Database)
         eprintln!("kv_round_trip/{}/{op} (timed in the plugin): {stats}", db.name);
     }
     group.finish();
+    kv_storage_alone(c, rt, db);
     let stats = node.kv.stats();
     assert_eq!(stats.errors, 0, "no key-value request may fail: {stats:?}");
     rt.block_on(node.stop());
+}
+
+/// The same operations as `kv_round_trip`, as `Storage` calls in the host: what the database costs
+/// without the plugin process, its slot, the bus and the `KvService`.
+fn kv_storage_alone(c: &mut Criterion, rt: &tokio::runtime::Runtime, db: &Database) {
+    let storage = &db.storage;
+    let value = r#"{"user":"alice","count":1,"tags":["quote","bench","rosey"],"text":"the quick brown fox jumps over the lazy dog"}"#;
+    let mut group = c.benchmark_group(format!("kv_storage_alone/{}", db.name));
+    for op in ["set", "get"] {
+        let mut samples = Vec::new();
+        group.bench_function(op, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for n in 0..iters {
+                        let key = format!("bench:{:03}", n % 100);
+                        let t = Instant::now();
+                        if op == "set" {
+                            storage
+                                .kv_set("kvbench", &key, value, 10_000, now_micros())
+                                .await
+                                .expect("kv_set");
+                        } else {
+                            let found = storage.kv_get("kvbench", &key).await.expect("kv_get");
+                            assert!(found.is_some(), "{key} was filled");
+                        }
+                        samples.push(t.elapsed());
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        percentiles(&format!("kv_storage_alone/{}/{op}", db.name), &mut samples);
+    }
+    group.finish();
+}
+
+fn percentiles(name: &str, samples: &mut [Duration]) {
+    if samples.is_empty() {
+        return;
+    }
+    samples.sort_unstable();
+    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p) as usize];
+    eprintln!("{name}: {} samples, p50 {:?}, p99 {:?}", samples.len(), pct(0.5), pct(0.99));
 }
 
 fn audit_record(n: u64) -> AuditRecord {
