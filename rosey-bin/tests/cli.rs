@@ -343,11 +343,14 @@ fn run_with_nats_url_uses_nats_and_never_logs_credentials() {
     let url =
         std::env::var("ROSEY_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
     let with_creds = url.replacen("nats://", "nats://rosey:s3cr3t-nats@", 1);
+    // The test PostgreSQL trusts loopback, so it accepts (and ignores) the password.
+    let database = storage::test_database();
+    let database_url = storage::with_password(database.url(), "s3cr3t-db");
     let config = write_config(
         &dir,
         &format!(
             r#"{{"owner": "alice", "nats_url": "{with_creds}",
-                 "database": {{"url": "postgres://rosey:s3cr3t-db@127.0.0.1/rosey"}},
+                 "database": {{"url": "{database_url}"}},
                  "cytube": {{"server": "{}", "channel": "lobby", "username": "rosey",
                              "password": "s3cr3t-cytube"}}}}"#,
             cytube.server.url()
@@ -447,7 +450,7 @@ fn killing_the_host_leaves_no_plugin_processes_behind() {
         .filter_map(|p| p.split_whitespace().next())
         .filter_map(|p| p.parse().ok())
         .collect();
-    assert_eq!(pids.len(), 2, "both bundled plugins started:\n{startup}");
+    assert_eq!(pids.len(), 3, "the three bundled plugins started:\n{startup}");
     running.signal("KILL");
     let (status, _) = running.wait_exit();
     assert!(!status.success());
@@ -665,7 +668,7 @@ fn run_warns_once_per_section_that_is_accepted_but_not_used_yet() {
     );
     let running = Running::start(rosey(&dir, &["run", "--config", config.to_str().unwrap()]));
     let startup = running.wait_for("rosey ready");
-    for section in ["owner", "database", "dashboard"] {
+    for section in ["owner", "dashboard"] {
         let warning = format!("config section \"{section}\" is accepted but not used yet");
         let count = startup.lines().filter(|line| line.contains(&warning)).count();
         assert_eq!(count, 1, "one warning for {section}:\n{startup}");
@@ -677,6 +680,7 @@ fn run_warns_once_per_section_that_is_accepted_but_not_used_yet() {
     for quiet in ["admins", "metrics"] {
         assert!(!startup.contains(&format!("\"{quiet}\"")), "{quiet} not given:\n{startup}");
     }
+    assert!(!startup.contains("section \"database\""), "database is used now:\n{startup}");
     running.signal("TERM");
     let (status, _) = running.wait_exit();
     assert!(status.success());
@@ -703,13 +707,15 @@ fn run_reports_environment_overrides_by_name_after_logging_starts() {
     let dir = scratch_dir();
     let nats =
         std::env::var("ROSEY_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let database = storage::test_database();
+    let database_url = storage::with_password(database.url(), "s3cr3t-env-db");
     let cmd = rosey_with_env(
         &dir,
         &["run"],
         &[
             ("ROSEY_NATS_URL", &nats),
             ("ROSEY_CYTUBE_PASSWORD", "s3cr3t-env-pw"),
-            ("ROSEY_DATABASE_URL", "postgres://rosey:s3cr3t-env-db@db/rosey"),
+            ("ROSEY_DATABASE_URL", &database_url),
         ],
     );
     let running = Running::start(cmd);
@@ -729,7 +735,10 @@ fn run_reports_environment_overrides_by_name_after_logging_starts() {
     assert!(applied.contains("taken from the environment") && applied.contains("nats_url"));
     assert!(line_with("rosey ready").contains("nats"), "the override took effect:\n{startup}");
     assert!(line_with("ROSEY_DATABASE_URL").contains("database.url"));
-    assert!(startup.contains("config section \"database\" is accepted but not used yet"));
+    assert!(
+        line_with("storage opened").contains(":***@"),
+        "the override took effect, redacted:\n{startup}"
+    );
     running.signal("TERM");
     let (status, rest) = running.wait_exit();
     assert!(status.success(), "{rest}");

@@ -50,6 +50,18 @@ fn chat(dir: &Path, config: &Path, input: &str) -> Vec<String> {
     out
 }
 
+/// A database of its own on the test PostgreSQL (`ROSEY_TEST_POSTGRES_URL`), dropped with the value.
+pub(crate) fn test_database() -> rosey_testkit::postgres::TestDatabase {
+    runtime().block_on(rosey_testkit::postgres::TestDatabase::create())
+}
+
+/// `url` (`scheme://user@host…`) with `password` added to its user.
+pub(crate) fn with_password(url: &str, password: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (user, host) = rest.split_once('@').expect("a URL with a user");
+    format!("{scheme}://{user}:{password}@{host}")
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
@@ -94,14 +106,12 @@ fn on_embedded_defaults_rosey_creates_rosey_db_and_quotes_survive_a_restart() {
 
 #[test]
 fn on_postgresql_quotes_survive_a_restart() {
-    let rt = runtime();
-    let database = rt.block_on(rosey_testkit::postgres::TestDatabase::create());
+    let database = test_database();
     let dir = scratch_dir();
     let config = bundled_config(&dir, Some(database.url()));
     quotes_survive_a_restart(&dir, &config);
     assert!(!dir.join("rosey.db").exists(), "no SQLite file when the database is PostgreSQL");
     assert_eq!(history(database.url(), "quotes").first(), Some(&PluginEventKind::Started));
-    rt.block_on(database.drop_now());
 }
 
 #[test]
