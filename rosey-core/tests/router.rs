@@ -159,6 +159,11 @@ async fn a_command_nobody_takes_is_answered_not_running(bus: Arc<dyn EventBus>) 
     let msg = ChatMessage::new(&channel, "alice", &format!("!{command} now"), 1);
     bus.publish_json("cytube.chat.message", &msg).await.unwrap();
     assert_eq!(said_in(&mut said, &channel).await, "❌ sleepy is not running");
+    // The answer goes out before the router counts the command done: wait for the count.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while router.stats().in_flight > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let stats = router.stats();
     assert_eq!((stats.routed, stats.not_running, stats.in_flight), (1, 1, 0));
     router.shutdown().await.unwrap();
