@@ -54,6 +54,11 @@ pub(crate) enum NodeError {
     CytubeNotBuilt,
     #[error("database.url: {0}")]
     Database(#[from] StorageError),
+    #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+    #[error(
+        "database.url: this build of rosey has neither the `sqlite` nor the `postgres` feature"
+    )]
+    DatabaseNotBuilt,
     #[error("key-value store: {0}")]
     Kv(#[from] KvServiceError),
     #[error("router: {0}")]
@@ -386,6 +391,7 @@ async fn start_bus(config: &Config) -> Result<(Arc<dyn EventBus>, &'static str),
 
 /// Opens the database of `database.url` (creating a SQLite file on first run) and applies the
 /// migrations. The error names the URL with its password as `***`.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 async fn open_storage(config: &Config) -> Result<Arc<dyn Storage>, NodeError> {
     use rosey_core::storage::{SqlOptions, SqlStorage};
     let database = &config.database;
@@ -393,6 +399,12 @@ async fn open_storage(config: &Config) -> Result<Arc<dyn Storage>, NodeError> {
     let options = SqlOptions { pool_size: database.pool_size, ..SqlOptions::default() };
     let storage = SqlStorage::open(database.url.expose(), options).await?;
     Ok(Arc::new(storage))
+}
+
+/// A build without any database feature cannot open `database.url`.
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+async fn open_storage(_config: &Config) -> Result<Arc<dyn Storage>, NodeError> {
+    Err(NodeError::DatabaseNotBuilt)
 }
 
 fn writer_options(config: &Config) -> WriterOptions {

@@ -56,6 +56,7 @@ use serde::Deserialize;
 
 pub use env::{EnvOverride, EnvOverrides, IgnoredOverride};
 pub use error::{ConfigError, ConfigErrors};
+#[cfg(feature = "nats")]
 pub(crate) use nats::is_user_seed;
 pub use nats::{NatsConfig, NatsCredentials};
 pub use secret::{Secret, SecretUrl};

@@ -184,6 +184,10 @@ impl SqlStorage {
             pool_options = pool_options.idle_timeout(None).max_lifetime(None);
         }
         if backend == Backend::Sqlite {
+            // A connection to a local file does not go stale: skip the ping sqlx would make before
+            // every use (half the cost of a key-value get). PostgreSQL keeps it, so connections the
+            // server dropped are replaced before a request meets them.
+            pool_options = pool_options.test_before_acquire(false);
             pool_options = pool_options.after_connect(|connection, _meta| {
                 Box::pin(async move {
                     // WAL is persistent in the file; readers then never wait for the writer.
