@@ -88,6 +88,18 @@ fn each_semantic_error_names_its_key() {
         (r#"{"owner": ""}"#, "owner", "must not be empty"),
         (r#"{"owner": "a", "admins": ["b", " "]}"#, "admins[1]", "must not be empty"),
         (r#"{"database": {"pool_size": 0}}"#, "database.pool_size", "must be at least 1"),
+        (r#"{"database": {"kv_max_keys": 0}}"#, "database.kv_max_keys", "must be at least 1"),
+        (r#"{"database": {"retention_days": 40000}}"#, "database.retention_days", "at most 36500"),
+        (
+            r#"{"metrics": {"retention": {"quarter_tier_days": 0}}}"#,
+            "metrics.retention.quarter_tier_days",
+            "must be 1-90",
+        ),
+        (
+            r#"{"metrics": {"retention": {"minute_tier_hour": 5}}}"#,
+            "metrics.retention.minute_tier_hour",
+            "did you mean \"minute_tier_hours\"",
+        ),
         (r#"{"database": {"url": "mysql://db/rosey"}}"#, "database.url", "must start with sqlite:"),
         (
             r#"{"nats_url": "http://127.0.0.1:4222"}"#,

@@ -60,7 +60,9 @@ pub use error::{ConfigError, ConfigErrors};
 pub(crate) use nats::is_user_seed;
 pub use nats::{NatsConfig, NatsCredentials};
 pub use secret::{Secret, SecretUrl};
-pub use sections::{CytubeConfig, DashboardConfig, DatabaseConfig, LoggingConfig, MetricsConfig};
+pub use sections::{
+    CytubeConfig, DashboardConfig, DatabaseConfig, LoggingConfig, MetricsConfig, MetricsRetention,
+};
 
 /// Sections and keys that are accepted (so that a file written for the full product loads) but not
 /// used by anything yet; each leaves this list when its feature lands.

@@ -24,7 +24,7 @@ use serde_json::Value;
 use super::nats::Stage;
 use super::{
     Config, ConfigError, ConfigErrors, CytubeConfig, DashboardConfig, DatabaseConfig,
-    LoggingConfig, MetricsConfig, NatsConfig, validate,
+    LoggingConfig, MetricsConfig, MetricsRetention, NatsConfig, validate,
 };
 
 /// Unknown keys reported by name. Locating a key reads the text up to it, so thousands of them would
@@ -282,6 +282,9 @@ fn known_keys(parent: &[Step]) -> &'static [&'static str] {
             "logging" => field_names::<LoggingConfig>(),
             _ => &[],
         },
+        [Step::Key(section), Step::Key(sub)] if section == "metrics" && sub == "retention" => {
+            field_names::<MetricsRetention>()
+        }
         _ => &[],
     }
 }

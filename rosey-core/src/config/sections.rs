@@ -70,11 +70,37 @@ pub struct MetricsConfig {
     pub poll_interval: u64,
     /// Seconds of samples kept per plugin, at least `poll_interval`.
     pub history_duration: u64,
+    /// Whether `/metrics` serves the Prometheus registry (PRD Appendix A); off, it serves nothing.
+    pub prometheus_enabled: bool,
+    /// How long the downsampled history is kept (an addition to the spec's keys).
+    pub retention: MetricsRetention,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { enabled: true, poll_interval: 5, history_duration: 3600 }
+        Self {
+            enabled: true,
+            poll_interval: 5,
+            history_duration: 3600,
+            prometheus_enabled: true,
+            retention: MetricsRetention::default(),
+        }
+    }
+}
+
+/// `metrics.retention`: the downsampled tiers of the history, beyond `history_duration`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, expecting = "a JSON object")]
+pub struct MetricsRetention {
+    /// Hours of 1-minute buckets (avg/min/max) kept per plugin, 1-168 (default 24).
+    pub minute_tier_hours: u64,
+    /// Days of 15-minute buckets kept per plugin, 1-90 (default 7).
+    pub quarter_tier_days: u64,
+}
+
+impl Default for MetricsRetention {
+    fn default() -> Self {
+        Self { minute_tier_hours: 24, quarter_tier_days: 7 }
     }
 }
 

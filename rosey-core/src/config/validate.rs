@@ -107,6 +107,12 @@ pub(super) fn check(config: &Config, stage: Stage) -> Vec<ConfigError> {
             ),
         );
     }
+    if !(1..=168).contains(&metrics.retention.minute_tier_hours) {
+        fail("metrics.retention.minute_tier_hours", "must be 1-168 (hours)".to_owned());
+    }
+    if !(1..=90).contains(&metrics.retention.quarter_tier_days) {
+        fail("metrics.retention.quarter_tier_days", "must be 1-90 (days)".to_owned());
+    }
 
     let dashboard = &config.dashboard;
     if dashboard.host.trim().is_empty() {
