@@ -12,33 +12,42 @@ fn docs() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs")
 }
 
+const INSTALL: &str = "Install it with\n\n    sudo apt-get install prometheus\n\n(or set PROMTOOL to its \
+                       path), or run scripts/test, which installs it when it can.";
+
 /// The promtool to run: `PROMTOOL` when set, else the first in PATH, /usr/bin or /usr/local/bin.
 fn promtool() -> PathBuf {
     if let Some(path) = std::env::var_os("PROMTOOL") {
-        return PathBuf::from(path);
+        let path = PathBuf::from(path);
+        assert!(path.is_file(), "PROMTOOL={} is not a file. {INSTALL}", path.display());
+        return path;
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
         .map(|dir| dir.join("promtool"))
         .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "promtool is not installed; these tests need it. Install it with\n\n    sudo apt-get install \
-                 prometheus\n\n(or set PROMTOOL to its path), or run scripts/test, which installs it when it can."
-            )
-        })
+        .unwrap_or_else(|| panic!("promtool is not installed; these tests need it. {INSTALL}"))
 }
 
 /// Runs promtool with `args` in docs/ and fails with its output unless it succeeds.
 fn run_promtool(args: &[&str]) -> String {
-    let output = Command::new(promtool()).args(args).current_dir(docs()).output().unwrap();
+    let promtool = promtool();
+    let output =
+        Command::new(&promtool).args(args).current_dir(docs()).output().unwrap_or_else(|error| {
+            panic!("cannot run {}: {error}. {INSTALL}", promtool.display())
+        });
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(output.status.success(), "promtool {} failed ({}):\n{text}", args.join(" "), output.status);
+    assert!(
+        output.status.success(),
+        "promtool {} failed ({}):\n{text}",
+        args.join(" "),
+        output.status
+    );
     text
 }
 
@@ -78,12 +87,18 @@ fn the_recommended_alerts_are_all_there_tested_and_explained() {
         "ReloadFailed",
         "ConnectorDown",
     ] {
-        assert!(names.iter().any(|name| name == expected), "{expected} missing from alerts.yml: {names:?}");
+        assert!(
+            names.iter().any(|name| name == expected),
+            "{expected} missing from alerts.yml: {names:?}"
+        );
     }
     let tests = read("alerts.test.yml");
     let metrics = read("METRICS.md");
     for name in &names {
-        assert!(tests.contains(&format!("alertname: {name}\n")), "no test fires {name} in alerts.test.yml");
+        assert!(
+            tests.contains(&format!("alertname: {name}\n")),
+            "no test fires {name} in alerts.test.yml"
+        );
         assert!(metrics.contains(&format!("`{name}`")), "{name} is not explained in METRICS.md");
     }
 }
@@ -100,6 +115,9 @@ fn every_metric_the_alerts_use_is_documented() {
         .collect();
     assert!(used.len() >= 6, "{used:?}");
     for metric in used {
-        assert!(metrics.contains(&format!("`{metric}")), "{metric} (used in alerts.yml) is not in METRICS.md");
+        assert!(
+            metrics.contains(&format!("`{metric}")),
+            "{metric} (used in alerts.yml) is not in METRICS.md"
+        );
     }
 }
