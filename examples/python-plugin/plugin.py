@@ -2,6 +2,9 @@
 """A Rosey plugin in plain Python, written from docs/PROTOCOL.md alone (no SDK, stdlib only).
 
 !greet [name]  ->  👋 Hello, <name or the user>!
+
+Each greeting also counts in a metric of the plugin's own (docs/PROTOCOL.md, "Plugin metrics"), which
+Rosey exposes as rosey_custom_greetings_total{plugin="python-greeter",target="self"|"other"}.
 """
 import json
 import sys
@@ -16,8 +19,12 @@ def send(message):
 def handle_event(event):
     data = event.get("data") or {}
     if data.get("command") == "greet":
-        name = (data.get("args") or "").strip() or data.get("user") or "stranger"
+        other = (data.get("args") or "").strip()
+        name = other or data.get("user") or "stranger"
         send({"type": "reply", "id": event["id"], "message": "👋 Hello, %s!" % name})
+        # A counter: the value is added. Labels with few values only: each value is a new series.
+        send({"type": "metric", "name": "greetings_total", "kind": "counter", "value": 1,
+              "labels": {"target": "other" if other else "self"}})
         send({"type": "done", "id": event["id"]})
     else:
         send({"type": "done", "id": event["id"], "error": "unexpected subject " + event.get("subject", "")})
