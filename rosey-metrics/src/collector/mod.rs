@@ -28,10 +28,13 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), rosey_metrics::collector::CollectorError> {
-//! let manager = Arc::new(PluginManager::new(Arc::new(MemoryBus::new()), Arc::new(InProcessRuntime::new())));
-//! let collector = MetricsCollector::new(manager.clone(), CollectorOptions::default());
-//! let _sink = collector.sink(); // give it to the plugin manager's builder for response times
-//! let handle = collector.start().await;
+//! let collector = MetricsCollector::new(CollectorOptions::default());
+//! // The manager reports response times to the collector's sink…
+//! let manager = PluginManager::builder(Arc::new(MemoryBus::new()), Arc::new(InProcessRuntime::new()))
+//!     .metrics_sink(Arc::new(collector.sink()))
+//!     .build();
+//! // …and the collector polls the manager.
+//! let handle = collector.start(Arc::new(manager)).await;
 //! let metrics = handle.reader(); // for the dashboard
 //! metrics.polled(1).await;
 //! for plugin in metrics.plugins() {
@@ -51,6 +54,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rosey_core::event::EpochMillis;
 use rosey_core::plugin::PluginControl;
 use rosey_core::service::{ServiceHandle, Stopper, TaskFailed};
 use rosey_core::storage::Storage;
@@ -100,7 +104,6 @@ pub enum CollectorError {
 
 /// The metrics collector, before it starts: see the [module docs](self).
 pub struct MetricsCollector {
-    source: Arc<dyn PluginControl>,
     shared: Arc<Shared>,
     storage: Option<(Arc<dyn Storage>, Duration)>,
 }
@@ -115,11 +118,20 @@ impl std::fmt::Debug for MetricsCollector {
 }
 
 impl MetricsCollector {
-    /// A collector polling `source` (the [`PluginManager`](rosey_core::plugin::PluginManager), through
-    /// [`PluginControl::list`]). Its clock starts now: wall-clock time plus `tokio::time` elapsed.
-    pub fn new(source: Arc<dyn PluginControl>, mut options: CollectorOptions) -> Self {
+    /// A collector with `options`. The source it polls is given at [`start`](Self::start), so that
+    /// its [`sink`](Self::sink) can be handed to the plugin manager's builder first. Its clock starts
+    /// now: wall-clock time plus `tokio::time` elapsed since.
+    pub fn new(mut options: CollectorOptions) -> Self {
         options.poll_interval = options.poll_interval.max(Duration::from_millis(1));
-        Self { source, shared: Arc::new(Shared::new(options)), storage: None }
+        Self { shared: Arc::new(Shared::new(options)), storage: None }
+    }
+
+    /// Starts the collector's clock at `epoch_millis` instead of the wall-clock time now (then
+    /// `tokio::time` elapsed since is added): for tests and replays that need tier buckets at known
+    /// boundaries.
+    pub fn clock_start(self, epoch_millis: EpochMillis) -> Self {
+        self.shared.set_clock_start(epoch_millis);
+        self
     }
 
     /// Saves the tiers to `storage` every `save_every` (at least 1 s) and when stopped, and loads
@@ -141,13 +153,14 @@ impl MetricsCollector {
         MetricsHistory { shared: Arc::clone(&self.shared) }
     }
 
-    /// Loads the saved history (when storage is set), then starts polling (the first poll at once)
-    /// and returns.
+    /// Loads the saved history (when storage is set), then starts polling `source` (the
+    /// [`PluginManager`](rosey_core::plugin::PluginManager), through [`PluginControl::list`]; the
+    /// first poll at once) and returns.
     ///
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub async fn start(self) -> CollectorHandle {
+    pub async fn start(self, source: Arc<dyn PluginControl>) -> CollectorHandle {
         let mut saved = HashSet::new();
         if let Some((storage, _)) = &self.storage {
             match tokio::time::timeout(STORAGE_TIMEOUT, persist::load(&self.shared, storage)).await
@@ -160,17 +173,18 @@ impl MetricsCollector {
             }
         }
         let reader = self.reader();
-        let service = ServiceHandle::spawn("metrics", move |stop| run(self, saved, stop));
+        let service = ServiceHandle::spawn("metrics", move |stop| run(self, source, saved, stop));
         CollectorHandle { service, reader }
     }
 }
 
 async fn run(
     collector: MetricsCollector,
+    source: Arc<dyn PluginControl>,
     mut saved: HashSet<String>,
     stop: CancellationToken,
 ) -> Result<(), CollectorError> {
-    let MetricsCollector { source, shared, storage } = collector;
+    let MetricsCollector { shared, storage } = collector;
     let mut poll = tokio::time::interval(shared.options.poll_interval);
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let save_every = storage.as_ref().map_or(Duration::from_secs(3600), |(_, every)| *every);

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::mem::size_of;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -20,7 +21,7 @@ use super::series::{Aggregate, Point, Sample, Series};
 /// sample times follow `tokio::time` (and paused time in tests).
 #[derive(Debug)]
 struct Clock {
-    epoch_at_start: EpochMillis,
+    epoch_at_start: AtomicI64,
     instant_at_start: Instant,
 }
 
@@ -28,7 +29,7 @@ impl Clock {
     fn now(&self) -> EpochMillis {
         let elapsed =
             i64::try_from(self.instant_at_start.elapsed().as_millis()).unwrap_or(i64::MAX);
-        self.epoch_at_start.saturating_add(elapsed)
+        self.epoch_at_start.load(Ordering::Relaxed).saturating_add(elapsed)
     }
 }
 
@@ -58,7 +59,10 @@ impl Shared {
             .unwrap_or(usize::MAX)
             .max(1);
         Self {
-            clock: Clock { epoch_at_start: now_millis(), instant_at_start: Instant::now() },
+            clock: Clock {
+                epoch_at_start: AtomicI64::new(now_millis()),
+                instant_at_start: Instant::now(),
+            },
             raw_capacity,
             minute: TierSpec { bucket_ms: 60_000, span_ms: millis(options.minute_tier) },
             quarter: TierSpec { bucket_ms: 15 * 60_000, span_ms: millis(options.quarter_tier) },
@@ -67,6 +71,10 @@ impl Shared {
             polls: watch::Sender::new(0),
             options,
         }
+    }
+
+    pub(crate) fn set_clock_start(&self, epoch_millis: EpochMillis) {
+        self.clock.epoch_at_start.store(epoch_millis, Ordering::Relaxed);
     }
 
     pub(crate) fn now(&self) -> EpochMillis {
