@@ -336,3 +336,42 @@ pub(crate) fn aggregate_points(points: &[Point], series: Series) -> Option<Aggre
     let p95 = nearest_rank(&mut averages, 0.95)?;
     Some(Aggregate { avg: sum / count as f64, min, max, p95, count })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rosey_core::plugin::PluginState;
+
+    use super::*;
+
+    fn sample(time: EpochMillis) -> Sample {
+        Sample {
+            time,
+            version: Arc::from("1.0.0"),
+            state: PluginState::Running,
+            cpu_percent: Some(1.0),
+            memory_mb: Some(2.0),
+            uptime_seconds: 3.0,
+            event_count: 4,
+            crash_count: 0,
+            events_per_second: 0.5,
+            latency_p95_seconds: Some(0.01),
+        }
+    }
+
+    #[test]
+    fn a_plugin_history_at_the_defaults_stays_within_the_documented_budget() {
+        let minute = TierSpec { bucket_ms: 60_000, span_ms: 24 * 3_600_000 };
+        let quarter = TierSpec { bucket_ms: 900_000, span_ms: 7 * 24 * 3_600_000 };
+        let mut history = PluginHistory::new(720, 3_600_000, minute, quarter);
+        // Closing one bucket of each tier allocates its whole ring; the raw ring is allocated at once.
+        for minutes in [0, 16, 32] {
+            history.push(sample(minutes * 60_000));
+        }
+        let bytes = history.memory_bytes();
+        let raw = 720 * size_of::<Sample>();
+        assert!(raw * 10 < 1_000_000, "1 h of raw samples for 10 plugins under 1 MB");
+        assert!(bytes * 50 < 20_000_000, "all tiers of 50 plugins under 20 MB: {bytes} per plugin");
+    }
+}
