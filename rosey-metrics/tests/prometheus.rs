@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use parking_lot::Mutex;
 use rosey_core::bus::MemoryBusStats;
 use rosey_core::metrics::{MetricsSink, ReloadOutcome};
 use rosey_core::plugin::{EventCounts, LatencySummary, PluginState, PluginStatus};
@@ -254,13 +255,13 @@ fn gauges_follow_the_snapshot_and_a_removed_plugin_disappears() {
         status("b", PluginState::Running, Some(4.0), Some(6.0)),
     ]));
     let source = plugins.clone();
-    metrics.set_plugin_source(move || source.lock().unwrap().clone());
+    metrics.set_plugin_source(move || source.lock().clone());
     let body = metrics.render();
     assert_eq!(value(&body, r#"rosey_plugin_cpu_percent{plugin="b"}"#), Some(4.0));
     assert_eq!(value(&body, "rosey_total_plugins"), Some(2.0));
 
-    plugins.lock().unwrap().retain(|p| p.name == "a");
-    plugins.lock().unwrap()[0].cpu_percent = Some(7.0);
+    plugins.lock().retain(|p| p.name == "a");
+    plugins.lock()[0].cpu_percent = Some(7.0);
     let body = metrics.render();
     assert_eq!(value(&body, r#"rosey_plugin_cpu_percent{plugin="a"}"#), Some(7.0));
     for name in
@@ -362,13 +363,16 @@ fn custom_metrics_add_set_and_observe() {
     promtool_check(&body);
 }
 
+/// name, kind, value, labels, the expected refusal reason.
+type Case<'a> = (&'a str, &'a str, f64, BTreeMap<String, String>, &'a str);
+
 #[test]
 fn invalid_custom_metrics_are_refused_and_counted() {
     let metrics = PrometheusMetrics::new(PrometheusOptions::default());
     let none = BTreeMap::new();
     let long = "x".repeat(65);
     let long_value = "v".repeat(129);
-    let cases: Vec<(&str, &str, f64, BTreeMap<String, String>, &str)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         ("rolls", "summary", 1.0, none.clone(), "unknown_kind"),
         ("9lives", "gauge", 1.0, none.clone(), "invalid_name"),
         ("has-dash", "gauge", 1.0, none.clone(), "invalid_name"),
@@ -433,7 +437,7 @@ struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        self.0.lock().extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -483,7 +487,7 @@ fn the_series_cap_refuses_the_101st_series_with_one_warning_per_plugin() {
             Err(CustomMetricError::SeriesLimit)
         );
     });
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = String::from_utf8(captured.0.lock().clone()).unwrap();
     assert_eq!(log.matches("plugin metric refused").count(), 1, "{log}");
     assert!(log.contains("chatty"), "{log}");
 

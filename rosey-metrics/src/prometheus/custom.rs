@@ -24,8 +24,8 @@
 //!   one warning per plugin.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Mutex, PoisonError};
 
+use parking_lot::Mutex;
 use prometheus::core::Collector;
 use prometheus::proto::MetricFamily;
 use prometheus::{Counter, Gauge, Histogram, HistogramOpts, Opts};
@@ -194,7 +194,7 @@ impl CustomMetrics {
         value: f64,
         labels: &BTreeMap<String, String>,
     ) -> Result<(), CustomMetricError> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.state.lock();
         let result = state.record(plugin, name, kind, value, labels);
         if let Err(err) = &result {
             let entry = state.plugins.entry(plugin.to_owned()).or_default();
@@ -209,7 +209,7 @@ impl CustomMetrics {
 
     /// Every plugin-defined family, merged across plugins, in name order.
     pub(super) fn families(&self) -> Vec<MetricFamily> {
-        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = self.state.lock();
         let mut merged: BTreeMap<String, MetricFamily> = BTreeMap::new();
         for plugin in state.plugins.values() {
             for series in plugin.series.values() {

@@ -53,9 +53,10 @@ mod family;
 mod process;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use parking_lot::RwLock;
 use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
@@ -333,19 +334,18 @@ impl PrometheusMetrics {
         &self,
         source: impl Fn() -> Vec<PluginStatus> + Send + Sync + 'static,
     ) {
-        *self.inner.plugins.write().unwrap_or_else(PoisonError::into_inner) =
-            Some(Arc::new(source));
+        *self.inner.plugins.write() = Some(Arc::new(source));
     }
 
     /// Sets where the node's component counters come from; called at each render.
     pub fn set_node_stats(&self, source: impl Fn() -> NodeStats + Send + Sync + 'static) {
-        *self.inner.node.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(source));
+        *self.inner.node.write() = Some(Arc::new(source));
     }
 
     /// Sets when the bot started (`rosey_bot_uptime_seconds`), e.g. the health registry's
     /// `started_at()`.
     pub fn set_started_at(&self, started_at: SystemTime) {
-        *self.inner.started_at.write().unwrap_or_else(PoisonError::into_inner) = started_at;
+        *self.inner.started_at.write() = started_at;
     }
 
     /// Records one plugin-defined metric (what [`MetricsSink::plugin_metric`] does), returning why it
@@ -377,8 +377,7 @@ impl PrometheusMetrics {
         let mut families = pushed.registry.gather();
         families.extend(self.plugin_families(&plugins));
         families.extend(self.node_families(&plugins));
-        if let Some(source) = self.inner.node.read().unwrap_or_else(PoisonError::into_inner).clone()
-        {
+        if let Some(source) = self.inner.node.read().clone() {
             families.extend(stats_families(&source()));
         }
         if let Some(process) = process::ProcessStats::read() {
@@ -398,7 +397,7 @@ impl PrometheusMetrics {
     }
 
     fn snapshot(&self) -> Vec<PluginStatus> {
-        let source = self.inner.plugins.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let source = self.inner.plugins.read().clone();
         source.map(|source| source()).unwrap_or_default()
     }
 
@@ -432,7 +431,7 @@ impl PrometheusMetrics {
     }
 
     fn node_families(&self, plugins: &[PluginStatus]) -> Vec<MetricFamily> {
-        let started_at = *self.inner.started_at.read().unwrap_or_else(PoisonError::into_inner);
+        let started_at = *self.inner.started_at.read();
         let uptime = SystemTime::now().duration_since(started_at).unwrap_or(Duration::ZERO);
         let running = plugins.iter().filter(|p| p.state == PluginState::Running).count();
         let crashed = plugins
