@@ -45,7 +45,7 @@
 //! counter `rosey_admin_commands_total{command,user}`; `process_cpu_seconds_total`,
 //! `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_start_time_seconds`,
 //! `process_open_fds` (Linux); the operator metrics of [`NodeStats`] (see its fields); and the
-//! plugin-defined `rosey_custom_*` (see [`custom`](self::custom)) with
+//! plugin-defined `rosey_custom_*` (see [`custom`]) with
 //! `rosey_custom_metrics_refused_total{plugin,reason}`.
 
 pub mod custom;
@@ -349,7 +349,7 @@ impl PrometheusMetrics {
     }
 
     /// Records one plugin-defined metric (what [`MetricsSink::plugin_metric`] does), returning why it
-    /// was refused; see [`custom`](self::custom) for the rules. Always `Ok` when disabled.
+    /// was refused; see [`custom`] for the rules. Always `Ok` when disabled.
     pub fn record_custom(
         &self,
         plugin: &str,
