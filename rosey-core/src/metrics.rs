@@ -39,7 +39,9 @@ pub trait MetricsSink: Send + Sync + 'static {
         let _ = (plugin, latency, ok);
     }
 
-    /// A bus event of `kind` (its subject's last meaningful token, e.g. `command`) reached `plugin`.
+    /// A bus event of `kind` reached `plugin`. `kind` is one of a fixed set derived from the subject:
+    /// `command`, `chat`, `pm`, `user_join`, `user_leave`, `media_change`, `lifecycle`, `other` (the
+    /// `type` label of `rosey_events_total`; the plugin slot defines the mapping).
     fn event_received(&self, plugin: &str, kind: &str) {
         let _ = (plugin, kind);
     }
@@ -59,9 +61,10 @@ pub trait MetricsSink: Send + Sync + 'static {
         let _ = (plugin, outcome, duration);
     }
 
-    /// An `!admin` command ran.
-    fn admin_command(&self, command: &str) {
-        let _ = command;
+    /// An `!admin` command ran: `command` is its sub-command (`reload`, `status`, …) and `user` the
+    /// CyTube name of the admin who gave it.
+    fn admin_command(&self, command: &str, user: &str) {
+        let _ = (command, user);
     }
 
     /// A lifecycle event happened to a plugin (the same one published on
@@ -71,7 +74,9 @@ pub trait MetricsSink: Send + Sync + 'static {
         let _ = (kind, event);
     }
 
-    /// A plugin reported a metric of its own (`kind` is `counter` or `gauge`).
+    /// A plugin reported a metric of its own, as sent in the protocol's `metric` message, unchecked:
+    /// `kind` should be `counter` (value is an increment), `gauge` (value is the new value) or
+    /// `histogram` (value is one observation); the sink validates everything.
     fn plugin_metric(
         &self,
         plugin: &str,
@@ -134,8 +139,8 @@ impl MetricsSink for FanoutSink {
         self.0.iter().for_each(|s| s.plugin_reloaded(plugin, outcome, duration));
     }
 
-    fn admin_command(&self, command: &str) {
-        self.0.iter().for_each(|s| s.admin_command(command));
+    fn admin_command(&self, command: &str, user: &str) {
+        self.0.iter().for_each(|s| s.admin_command(command, user));
     }
 
     fn plugin_lifecycle(&self, kind: LifecycleKind, event: &LifecycleEvent) {

@@ -438,11 +438,60 @@ impl Slot {
     }
 }
 
-/// The kind of event for metrics: `command` for routed commands, else the subject's second token.
-fn event_kind(subject: &str) -> &str {
-    if subject.starts_with(subject::COMMAND_PREFIX) {
-        "command"
-    } else {
-        subject.split('.').nth(1).unwrap_or(subject)
+/// The kind of event for metrics: the `type` label of `rosey_events_total{plugin,type}` and the
+/// `kind` passed to [`MetricsSink::event_received`](crate::metrics::MetricsSink::event_received).
+///
+/// Defined once, here, from the subject the event arrived on; a fixed set so the label stays small:
+///
+/// | subject | type |
+/// |---|---|
+/// | `rosey.command.<command>[.<sub>]` (a routed command, chat or PM) | `command` |
+/// | `cytube.chat.message` (any chat line, command or not) | `chat` |
+/// | `cytube.pm.message` | `pm` |
+/// | `cytube.user.join` | `user_join` |
+/// | `cytube.user.leave` | `user_leave` |
+/// | `cytube.media.change` | `media_change` |
+/// | `rosey.plugin.<name>.<kind>` (lifecycle events) | `lifecycle` |
+/// | anything else (subjects a manifest subscribes to) | `other` |
+fn event_kind(subject: &str) -> &'static str {
+    match subject {
+        subject::CHAT_MESSAGE => "chat",
+        subject::PM_MESSAGE => "pm",
+        subject::USER_JOIN => "user_join",
+        subject::USER_LEAVE => "user_leave",
+        subject::MEDIA_CHANGE => "media_change",
+        _ if has_prefix(subject, subject::COMMAND_PREFIX) => "command",
+        _ if has_prefix(subject, subject::PLUGIN_PREFIX) => "lifecycle",
+        _ => "other",
+    }
+}
+
+/// Whether `subject` is `prefix` followed by at least one more token.
+fn has_prefix(subject: &str, prefix: &str) -> bool {
+    subject.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.') && rest.len() > 1)
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::event_kind;
+
+    #[test]
+    fn every_subject_maps_to_one_of_the_documented_types() {
+        let cases = [
+            ("rosey.command.roll", "command"),
+            ("rosey.command.admin.reload", "command"),
+            ("cytube.chat.message", "chat"),
+            ("cytube.pm.message", "pm"),
+            ("cytube.user.join", "user_join"),
+            ("cytube.user.leave", "user_leave"),
+            ("cytube.media.change", "media_change"),
+            ("rosey.plugin.dice-roller.crashed", "lifecycle"),
+            ("rosey.commander", "other"),
+            ("weather.alert", "other"),
+            ("cytube.chat.send", "other"),
+        ];
+        for (subject, kind) in cases {
+            assert_eq!(event_kind(subject), kind, "{subject}");
+        }
     }
 }
