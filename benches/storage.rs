@@ -5,7 +5,9 @@
 //!   `rosey-bench-kv` plugin in `benches/kv-plugin`) through its plugin slot, the MemoryBus and the
 //!   `KvService` to the database and back. The plugin times each round trip itself, from the request
 //!   written to its response read; criterion gets the sum of those times, and the plugin's p50/p99
-//!   over every round trip of the bench (warm-up included) are printed.
+//!   over every round trip of the bench (warm-up included) are printed. The `KvService` is built as
+//!   a node builds it: with its read cache on SQLite, without on PostgreSQL;
+//!   `kv_round_trip/sqlite_uncached/<set|get>` is SQLite without the cache, for comparison.
 //! - `kv_storage_alone/<backend>/<set|get>`: the same operations as `Storage` calls in the host, for
 //!   what the database alone costs (p50/p99 printed).
 //! - `audit_insert/<backend>/writer_batched`: 1,000 audit records pushed into a `RecordWriter`
@@ -27,8 +29,8 @@ use rosey_core::bus::{EventBus, EventBusExt, MemoryBus, Subscription};
 use rosey_core::event::{ChatSend, CommandEvent};
 use rosey_core::plugin::{Manifest, PluginManager, ProcessRuntime};
 use rosey_core::storage::{
-    AuditRecord, KvHandle, KvLimits, KvService, Record, RecordWriter, SqlOptions, SqlStorage,
-    Storage, WriterOptions, now_micros,
+    AuditRecord, KV_CACHE_BYTES, KvHandle, KvLimits, KvService, Record, RecordWriter, SqlOptions,
+    SqlStorage, Storage, WriterOptions, now_micros,
 };
 use rosey_testkit::postgres::TestDatabase;
 
@@ -101,9 +103,10 @@ struct KvNode {
 }
 
 impl KvNode {
-    async fn start(storage: Arc<dyn Storage>) -> Self {
+    async fn start(storage: Arc<dyn Storage>, cache: Option<usize>) -> Self {
         let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
         let kv = KvService::new(bus.clone(), storage, KvLimits::default())
+            .cache(cache)
             .start()
             .await
             .expect("key-value service");
@@ -163,23 +166,45 @@ impl KvNode {
     }
 }
 
-fn kv_round_trip(c: &mut Criterion, rt: &tokio::runtime::Runtime, db: &Database) {
+/// The round trips with the `KvService` as a node builds it, then (SQLite) without its cache.
+fn kv_round_trips(c: &mut Criterion, rt: &tokio::runtime::Runtime, db: &Database) {
+    // As rosey-bin's node: the read cache on a database of its own.
+    let node_cache = (db.storage.backend() == "sqlite").then_some(KV_CACHE_BYTES);
+    kv_round_trip(c, rt, db, db.name, node_cache);
+    if node_cache.is_some() {
+        kv_round_trip(c, rt, db, &format!("{}_uncached", db.name), None);
+    }
+    kv_storage_alone(c, rt, db);
+}
+
+fn kv_round_trip(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    db: &Database,
+    name: &str,
+    cache: Option<usize>,
+) {
     let mut node = rt.block_on(async {
-        let mut node = KvNode::start(Arc::new(db.storage.clone())).await;
+        let mut node = KvNode::start(Arc::new(db.storage.clone()), cache).await;
         node.ask("fill").await;
         node
     });
-    let mut group = c.benchmark_group(format!("kv_round_trip/{}", db.name));
+    let mut group = c.benchmark_group(format!("kv_round_trip/{name}"));
     for op in ["set", "get"] {
         group.bench_function(op, |b| {
             b.iter_custom(|iters| rt.block_on(node.round_trips(op, iters)))
         });
         let stats = rt.block_on(node.ask(&format!("stats {op}")));
-        eprintln!("kv_round_trip/{}/{op} (timed in the plugin): {stats}", db.name);
+        eprintln!("kv_round_trip/{name}/{op} (timed in the plugin): {stats}");
     }
     group.finish();
-    kv_storage_alone(c, rt, db);
     let stats = node.kv.stats();
+    eprintln!(
+        "kv_round_trip/{name}: cache {} (hits {}, misses {})",
+        if cache.is_some() { "on" } else { "off" },
+        stats.cache_hits,
+        stats.cache_misses
+    );
     assert_eq!(stats.errors, 0, "no key-value request may fail: {stats:?}");
     rt.block_on(node.stop());
 }
@@ -309,13 +334,13 @@ fn storage(c: &mut Criterion) {
     let rt = runtime();
     if wanted("sqlite") {
         let db = rt.block_on(Database::sqlite());
-        kv_round_trip(c, &rt, &db);
+        kv_round_trips(c, &rt, &db);
         audit_insert(c, &rt, &db);
         rt.block_on(db.remove());
     }
     if wanted("postgres") {
         let db = rt.block_on(Database::postgres());
-        kv_round_trip(c, &rt, &db);
+        kv_round_trips(c, &rt, &db);
         audit_insert(c, &rt, &db);
         rt.block_on(db.remove());
     }

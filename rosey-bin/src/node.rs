@@ -134,7 +134,12 @@ async fn start(
     let records = writer.sink();
     parts.writer = Some(writer);
     health.report(health::STORAGE, true, format!("reachable ({})", storage.backend()));
-    parts.kv = Some(KvService::new(bus.clone(), storage, kv_limits(config)).start().await?);
+    // A SQLite file is this node's alone and the key-value service its only writer of `kv`, so gets
+    // may be answered from memory; a shared database (PostgreSQL) is written by other nodes too.
+    let kv_cache = (storage.backend() == "sqlite").then_some(rosey_core::storage::KV_CACHE_BYTES);
+    parts.kv = Some(
+        KvService::new(bus.clone(), storage, kv_limits(config)).cache(kv_cache).start().await?,
+    );
     // 3. PluginManager: every plugin starts at once; chat starts flowing only once they have all had
     //    their chance, bounded by one timeout for all of them together.
     let manager = Arc::new(

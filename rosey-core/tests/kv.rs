@@ -3,6 +3,7 @@
 //! ones; here they run on `MemoryStorage`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -15,8 +16,8 @@ use rosey_core::plugin::{
     RequestError,
 };
 use rosey_core::storage::{
-    AuditQuery, AuditRecord, EpochMicros, KvEntry, KvHandle, KvLimits, KvService, MemoryStorage,
-    PluginEventQuery, PluginEventRecord, Pruned, Record, Storage, StorageError,
+    AuditQuery, AuditRecord, EpochMicros, KV_CACHE_BYTES, KvEntry, KvHandle, KvLimits, KvService,
+    MemoryStorage, PluginEventQuery, PluginEventRecord, Pruned, Record, Storage, StorageError,
 };
 use serde_json::{Value, json};
 
@@ -27,9 +28,15 @@ pub(crate) struct Store {
 }
 
 impl Store {
-    pub(crate) async fn start(storage: Arc<dyn Storage>, limits: KvLimits) -> Self {
+    /// With `cache` as [`KvService::cache`] gets it.
+    pub(crate) async fn start(
+        storage: Arc<dyn Storage>,
+        limits: KvLimits,
+        cache: Option<usize>,
+    ) -> Self {
         let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
-        let handle = KvService::new(bus.clone(), storage, limits).start().await.unwrap();
+        let handle =
+            KvService::new(bus.clone(), storage, limits).cache(cache).start().await.unwrap();
         Self { bus, handle }
     }
 
@@ -88,9 +95,13 @@ struct Host {
 }
 
 impl Host {
-    async fn start(storage: Arc<dyn Storage>) -> Self {
+    async fn start(storage: Arc<dyn Storage>, cache: Option<usize>) -> Self {
         let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
-        let kv = KvService::new(bus.clone(), storage, KvLimits::default()).start().await.unwrap();
+        let kv = KvService::new(bus.clone(), storage, KvLimits::default())
+            .cache(cache)
+            .start()
+            .await
+            .unwrap();
         let runtime = InProcessRuntime::new();
         for name in ["alpha", "beta"] {
             runtime.register(name, "1.0.0", || Box::new(KvTool));
@@ -132,8 +143,8 @@ impl Host {
 pub(crate) mod scenarios {
     use super::*;
 
-    pub(crate) async fn round_trips(storage: Arc<dyn Storage>) {
-        let kv = Store::start(storage, KvLimits::default()).await;
+    pub(crate) async fn round_trips(storage: Arc<dyn Storage>, cache: Option<usize>) {
+        let kv = Store::start(storage, KvLimits::default(), cache).await;
         let value = json!({"n": 1, "tags": ["a", "b"], "nested": {"ok": true}});
         assert_eq!(kv.set("p", "doc", value.clone()).await, json!({"ok": true}));
         let got = kv.ask("p", "get", json!({"key": "doc"})).await;
@@ -160,8 +171,8 @@ pub(crate) mod scenarios {
         kv.stop().await;
     }
 
-    pub(crate) async fn scoping(storage: Arc<dyn Storage>) {
-        let kv = Store::start(storage, KvLimits::default()).await;
+    pub(crate) async fn scoping(storage: Arc<dyn Storage>, cache: Option<usize>) {
+        let kv = Store::start(storage, KvLimits::default(), cache).await;
         // The host overwrites whatever `plugin` a plugin puts in its data; `ask` does the same.
         kv.set("a", "secret", json!("a's")).await;
         kv.set("b", "secret", json!("b's")).await;
@@ -174,8 +185,8 @@ pub(crate) mod scenarios {
         kv.stop().await;
     }
 
-    pub(crate) async fn every_limit_has_its_code(storage: Arc<dyn Storage>) {
-        let kv = Store::start(storage, KvLimits::default()).await;
+    pub(crate) async fn every_limit_has_its_code(storage: Arc<dyn Storage>, cache: Option<usize>) {
+        let kv = Store::start(storage, KvLimits::default(), cache).await;
         let long_key = "k".repeat(257);
         let reply = kv.ask("p", "set", json!({"key": long_key, "value": 1})).await;
         assert_eq!(
@@ -218,9 +229,12 @@ pub(crate) mod scenarios {
         kv.stop().await;
     }
 
-    pub(crate) async fn max_keys_holds_even_for_concurrent_sets(storage: Arc<dyn Storage>) {
+    pub(crate) async fn max_keys_holds_even_for_concurrent_sets(
+        storage: Arc<dyn Storage>,
+        cache: Option<usize>,
+    ) {
         let limits = KvLimits { max_keys: 3, ..KvLimits::default() };
-        let kv = Arc::new(Store::start(storage.clone(), limits).await);
+        let kv = Arc::new(Store::start(storage.clone(), limits, cache).await);
         for key in ["a", "b", "c"] {
             assert_eq!(kv.set("p", key, json!(1)).await, json!({"ok": true}));
         }
@@ -247,8 +261,11 @@ pub(crate) mod scenarios {
         Arc::into_inner(kv).unwrap().stop().await;
     }
 
-    pub(crate) async fn pagination_returns_every_key_once(storage: Arc<dyn Storage>) {
-        let kv = Store::start(storage, KvLimits::default()).await;
+    pub(crate) async fn pagination_returns_every_key_once(
+        storage: Arc<dyn Storage>,
+        cache: Option<usize>,
+    ) {
+        let kv = Store::start(storage, KvLimits::default(), cache).await;
         let expected: Vec<String> = (0..250).map(|i| format!("quote/{i:03}")).collect();
         for key in &expected {
             kv.set("p", key, json!(key)).await;
@@ -278,8 +295,8 @@ pub(crate) mod scenarios {
         kv.stop().await;
     }
 
-    pub(crate) async fn through_the_plugin_host(storage: Arc<dyn Storage>) {
-        let mut host = Host::start(storage).await;
+    pub(crate) async fn through_the_plugin_host(storage: Arc<dyn Storage>, cache: Option<usize>) {
+        let mut host = Host::start(storage, cache).await;
         assert_eq!(
             host.run("alpha", "set", json!({"key": "color", "value": "red"})).await,
             r#"{"ok":true}"#
@@ -314,43 +331,47 @@ pub(crate) mod scenarios {
 }
 
 /// The key-value scenarios as tests on one storage; `$open` is an async expression giving
-/// `(Arc<dyn Storage>, guard)`, the guard removing the database when dropped.
+/// `(Arc<dyn Storage>, guard)`, the guard removing the database when dropped; `$cache` is the
+/// service's read cache (none when not given).
 macro_rules! kv_scenarios {
     ($open:expr) => {
+        kv_scenarios!($open, None);
+    };
+    ($open:expr, $cache:expr) => {
         #[tokio::test]
         async fn set_get_delete_and_list_round_trip() {
             let (storage, _guard) = $open.await;
-            scenarios::round_trips(storage).await;
+            scenarios::round_trips(storage, $cache).await;
         }
 
         #[tokio::test]
         async fn a_plugin_sees_only_its_own_keys() {
             let (storage, _guard) = $open.await;
-            scenarios::scoping(storage).await;
+            scenarios::scoping(storage, $cache).await;
         }
 
         #[tokio::test]
         async fn every_limit_answers_with_its_code() {
             let (storage, _guard) = $open.await;
-            scenarios::every_limit_has_its_code(storage).await;
+            scenarios::every_limit_has_its_code(storage, $cache).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn max_keys_is_enforced_per_plugin_even_under_concurrent_sets() {
             let (storage, _guard) = $open.await;
-            scenarios::max_keys_holds_even_for_concurrent_sets(storage).await;
+            scenarios::max_keys_holds_even_for_concurrent_sets(storage, $cache).await;
         }
 
         #[tokio::test]
         async fn list_pages_return_every_key_once() {
             let (storage, _guard) = $open.await;
-            scenarios::pagination_returns_every_key_once(storage).await;
+            scenarios::pagination_returns_every_key_once(storage, $cache).await;
         }
 
         #[tokio::test]
         async fn plugins_use_the_store_through_the_host_and_cannot_reach_each_others_keys() {
             let (storage, _guard) = $open.await;
-            scenarios::through_the_plugin_host(storage).await;
+            scenarios::through_the_plugin_host(storage, $cache).await;
         }
     };
 }
@@ -361,10 +382,26 @@ mod in_memory {
     kv_scenarios!(async { (Arc::new(MemoryStorage::new()) as Arc<dyn Storage>, ()) });
 }
 
+mod in_memory_cached {
+    use super::*;
+
+    kv_scenarios!(
+        async { (Arc::new(MemoryStorage::new()) as Arc<dyn Storage>, ()) },
+        Some(KV_CACHE_BYTES)
+    );
+}
+
 mod on_sqlite {
     use super::*;
 
     kv_scenarios!(crate::storage::open_sqlite());
+}
+
+/// As a node runs SQLite: with the read cache.
+mod on_sqlite_cached {
+    use super::*;
+
+    kv_scenarios!(crate::storage::open_sqlite(), Some(KV_CACHE_BYTES));
 }
 
 mod on_postgres {
@@ -443,7 +480,7 @@ impl Storage for Broken {
 
 #[tokio::test]
 async fn a_store_that_hangs_is_answered_unavailable_within_about_a_second() {
-    let kv = Store::start(Arc::new(Broken { hangs: true }), KvLimits::default()).await;
+    let kv = Store::start(Arc::new(Broken { hangs: true }), KvLimits::default(), None).await;
     let started = Instant::now();
     let asks =
         ["get", "set", "delete", "list"].map(|op| kv.ask("p", op, json!({"key": "k", "value": 1})));
@@ -458,10 +495,185 @@ async fn a_store_that_hangs_is_answered_unavailable_within_about_a_second() {
 
 #[tokio::test]
 async fn an_unreachable_store_is_answered_unavailable_at_once() {
-    let kv = Store::start(Arc::new(Broken { hangs: false }), KvLimits::default()).await;
+    let kv = Store::start(Arc::new(Broken { hangs: false }), KvLimits::default(), None).await;
     let started = Instant::now();
     let reply = kv.set("p", "k", json!(1)).await;
     assert_eq!(reply, json!({"error": "storage unavailable", "code": "unavailable"}));
     assert!(started.elapsed() < Duration::from_millis(500));
+    kv.stop().await;
+}
+
+/// A real storage (SQLite here) that counts the gets reaching it, and whose writes can be made to
+/// go through yet be reported failed (the answer lost on the way back), or to be slow.
+struct Watched {
+    inner: Arc<dyn Storage>,
+    gets: AtomicU64,
+    lose_answers: AtomicBool,
+    write_delay_ms: AtomicU64,
+}
+
+impl Watched {
+    fn new(inner: Arc<dyn Storage>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            gets: AtomicU64::new(0),
+            lose_answers: AtomicBool::new(false),
+            write_delay_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn gets(&self) -> u64 {
+        self.gets.load(Ordering::SeqCst)
+    }
+
+    /// A write's result as this storage reports it: delayed, and turned into a failure when
+    /// answers are being lost.
+    async fn answer<T>(&self, result: Result<T, StorageError>) -> Result<T, StorageError> {
+        let delay = self.write_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        if self.lose_answers.load(Ordering::SeqCst) {
+            return Err(StorageError::Unavailable("connection reset".into()));
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl Storage for Watched {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn ping(&self) -> Result<(), StorageError> {
+        self.inner.ping().await
+    }
+    async fn write(&self, records: &[Record]) -> Result<(), StorageError> {
+        self.inner.write(records).await
+    }
+    async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StorageError> {
+        self.inner.audit_log(query).await
+    }
+    async fn plugin_events(
+        &self,
+        query: &PluginEventQuery,
+    ) -> Result<Vec<PluginEventRecord>, StorageError> {
+        self.inner.plugin_events(query).await
+    }
+    async fn prune(&self, before_us: EpochMicros) -> Result<Pruned, StorageError> {
+        self.inner.prune(before_us).await
+    }
+    async fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<KvEntry>, StorageError> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        self.inner.kv_get(plugin, key).await
+    }
+    async fn kv_set(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: &str,
+        max_keys: u64,
+        now_us: EpochMicros,
+    ) -> Result<(), StorageError> {
+        let written = self.inner.kv_set(plugin, key, value, max_keys, now_us).await;
+        self.answer(written).await
+    }
+    async fn kv_delete(&self, plugin: &str, key: &str) -> Result<bool, StorageError> {
+        let deleted = self.inner.kv_delete(plugin, key).await;
+        self.answer(deleted).await
+    }
+    async fn kv_list(
+        &self,
+        plugin: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, StorageError> {
+        self.inner.kv_list(plugin, prefix, after, limit).await
+    }
+    async fn kv_count(&self, plugin: &str) -> Result<u64, StorageError> {
+        self.inner.kv_count(plugin).await
+    }
+}
+
+/// A `Store` with the read cache, as a node runs it, on a watched SQLite file.
+async fn cached_sqlite() -> (Store, Arc<Watched>, impl Drop) {
+    let (sqlite, guard) = crate::storage::open_sqlite().await;
+    let watched = Watched::new(sqlite);
+    let kv = Store::start(watched.clone(), KvLimits::default(), Some(KV_CACHE_BYTES)).await;
+    (kv, watched, guard)
+}
+
+#[tokio::test]
+async fn with_the_cache_a_get_after_a_set_or_delete_is_answered_without_the_database() {
+    let (kv, storage, _guard) = cached_sqlite().await;
+    assert_eq!(kv.set("p", "k", json!({"n": 1})).await, json!({"ok": true}));
+    let got = kv.ask("p", "get", json!({"key": "k"})).await;
+    assert_eq!(got["value"], json!({"n": 1}));
+    // The cached reply is the one the database would give, `updated_at` included.
+    let stored = storage.inner.kv_get("p", "k").await.unwrap().unwrap();
+    assert_eq!(got["updated_at"].as_f64().unwrap(), stored.updated_at_us as f64 / 1e6);
+
+    assert_eq!(kv.set("p", "k", json!(2)).await, json!({"ok": true}));
+    assert_eq!(kv.ask("p", "get", json!({"key": "k"})).await["value"], 2);
+    assert_eq!(kv.ask("p", "delete", json!({"key": "k"})).await, json!({"deleted": true}));
+    assert_eq!(kv.ask("p", "get", json!({"key": "k"})).await, json!({"found": false}));
+    assert_eq!(kv.ask("q", "get", json!({"key": "k"})).await, json!({"found": false}));
+    assert_eq!(kv.ask("q", "get", json!({"key": "k"})).await, json!({"found": false}));
+    let stats = kv.handle.stats();
+    assert_eq!((stats.cache_hits, stats.cache_misses), (4, 1));
+    assert_eq!(storage.gets(), 1, "only q's first get reached the database");
+    kv.stop().await;
+}
+
+#[tokio::test]
+async fn with_the_cache_a_write_whose_answer_was_lost_is_read_back_from_the_database() {
+    let (kv, storage, _guard) = cached_sqlite().await;
+    kv.set("p", "k", json!("old")).await;
+    assert_eq!(kv.ask("p", "get", json!({"key": "k"})).await["value"], "old");
+    assert_eq!(storage.gets(), 0);
+
+    // The database takes the write, but the service is told it failed: the outcome is unknown.
+    storage.lose_answers.store(true, Ordering::SeqCst);
+    assert_eq!(code(&kv.set("p", "k", json!("new")).await), "unavailable");
+    storage.lose_answers.store(false, Ordering::SeqCst);
+    assert_eq!(kv.ask("p", "get", json!({"key": "k"})).await["value"], "new");
+    assert_eq!(storage.gets(), 1, "the get went to the database");
+
+    storage.lose_answers.store(true, Ordering::SeqCst);
+    assert_eq!(code(&kv.ask("p", "delete", json!({"key": "k"})).await), "unavailable");
+    storage.lose_answers.store(false, Ordering::SeqCst);
+    assert_eq!(kv.ask("p", "get", json!({"key": "k"})).await, json!({"found": false}));
+    assert_eq!(storage.gets(), 2);
+    let stats = kv.handle.stats();
+    assert_eq!((stats.cache_hits, stats.cache_misses), (1, 2));
+    kv.stop().await;
+}
+
+#[tokio::test]
+async fn with_the_cache_a_set_that_ends_after_its_timeout_is_seen_once_it_ends() {
+    let (sqlite, _guard) = crate::storage::open_sqlite().await;
+    let storage = Watched::new(sqlite);
+    let limits = KvLimits { timeout: Duration::from_millis(100), ..KvLimits::default() };
+    let kv = Store::start(storage.clone(), limits, Some(KV_CACHE_BYTES)).await;
+    kv.set("p", "k", json!("old")).await;
+
+    storage.write_delay_ms.store(400, Ordering::SeqCst);
+    assert_eq!(code(&kv.set("p", "k", json!("new")).await), "unavailable");
+    storage.write_delay_ms.store(0, Ordering::SeqCst);
+    // The write went on after the requester was told `unavailable`; until it ends either value is
+    // a fair answer, and once it has, the cache must not keep the old one.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let got = kv.ask("p", "get", json!({"key": "k"})).await;
+        if got["value"] == "new" {
+            break;
+        }
+        assert_eq!(got["value"], "old");
+        assert!(Instant::now() < deadline, "the late write never showed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(storage.inner.kv_get("p", "k").await.unwrap().unwrap().value, r#""new""#);
+    assert_eq!(storage.gets(), 0, "every get was answered from the cache");
     kv.stop().await;
 }

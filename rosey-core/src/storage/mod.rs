@@ -23,7 +23,9 @@ mod writer;
 
 use async_trait::async_trait;
 
-pub use kv::{KV_GROUP, KvError, KvHandle, KvLimits, KvService, KvServiceError, KvStats};
+pub use kv::{
+    KV_CACHE_BYTES, KV_GROUP, KvError, KvHandle, KvLimits, KvService, KvServiceError, KvStats,
+};
 pub use memory::MemoryStorage;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sql::{SqlOptions, SqlStorage};

@@ -13,7 +13,11 @@
 //! A refusal is `{"error": "<sentence>", "code": "<code>"}` (see [`KvError`]); the limits are
 //! [`KvLimits`]. A storage call that fails or takes longer than [`KvLimits::timeout`] is answered
 //! `{"error": "storage unavailable", "code": "unavailable"}`, so a plugin never hangs on an outage.
+//!
+//! With [`KvService::cache`], gets are answered from memory once a key has been seen (read or
+//! written); that is only correct while this service is the only writer of the `kv` table.
 
+mod cache;
 mod request;
 
 use std::collections::HashMap;
@@ -26,19 +30,25 @@ use futures_util::{FutureExt, StreamExt};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Storage, StorageError, now_micros};
+use super::{KvEntry, Storage, StorageError, now_micros};
 use crate::bus::{BusError, EventBus, EventBusExt, Message};
 use crate::quiet::LogLimit;
 use crate::service::{ServiceHandle, Stopper, TaskFailed};
 use crate::subject::KV_PREFIX;
 
+use cache::{Cached, KvCache, WriteTicket};
 pub use request::KvError;
 use request::{Operation, Request};
 
 /// The default queue group, so that with several nodes on one NATS each request is answered once.
 pub const KV_GROUP: &str = "rosey-kv";
+
+/// The read cache's size in a node whose database is its own (SQLite): 16 MiB of plugin names,
+/// keys and values; see [`KvService::cache`].
+pub const KV_CACHE_BYTES: usize = 16 << 20;
 
 /// Requests answered at the same time at most. Beyond, a request is answered `unavailable` at once
 /// rather than waiting: a requester that waits for a saturated store would time out anyway, and
@@ -87,6 +97,10 @@ pub struct KvStats {
     pub errors: u64,
     /// Requests answered `unavailable`.
     pub unavailable: u64,
+    /// Gets answered from the read cache (always 0 without [`KvService::cache`]).
+    pub cache_hits: u64,
+    /// Gets the read cache could not answer, so storage did (always 0 without the cache).
+    pub cache_misses: u64,
 }
 
 #[derive(Debug, Default)]
@@ -94,6 +108,8 @@ struct Counters {
     requests: AtomicU64,
     errors: AtomicU64,
     unavailable: AtomicU64,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
 }
 
 /// Why the key-value service could not start or ended badly.
@@ -133,6 +149,7 @@ pub struct KvService {
     storage: Arc<dyn Storage>,
     limits: KvLimits,
     group: Option<String>,
+    cache_bytes: Option<usize>,
 }
 
 impl std::fmt::Debug for KvService {
@@ -141,6 +158,7 @@ impl std::fmt::Debug for KvService {
             .field("backend", &self.storage.backend())
             .field("limits", &self.limits)
             .field("group", &self.group)
+            .field("cache_bytes", &self.cache_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -160,6 +178,8 @@ impl KvHandle {
             requests: self.counters.requests.load(Ordering::Relaxed),
             errors: self.counters.errors.load(Ordering::Relaxed),
             unavailable: self.counters.unavailable.load(Ordering::Relaxed),
+            cache_hits: self.counters.cache_hits.load(Ordering::Relaxed),
+            cache_misses: self.counters.cache_misses.load(Ordering::Relaxed),
         }
     }
 
@@ -187,7 +207,19 @@ impl KvHandle {
 impl KvService {
     /// A service answering from `storage` within `limits`, in the queue group [`KV_GROUP`].
     pub fn new(bus: Arc<dyn EventBus>, storage: Arc<dyn Storage>, limits: KvLimits) -> Self {
-        Self { bus, storage, limits, group: Some(KV_GROUP.to_owned()) }
+        Self { bus, storage, limits, group: Some(KV_GROUP.to_owned()), cache_bytes: None }
+    }
+
+    /// Keeps what gets and writes learn of each key in memory, up to about `max_bytes` of plugin
+    /// names, keys and values (the oldest-inserted forgotten first), so that a get of a key already
+    /// seen never reaches storage; `None` (the default) sends every get to storage.
+    ///
+    /// Only for a database this service alone writes, like a node's own SQLite file: a value
+    /// written to the `kv` table behind its back (another node on a shared PostgreSQL, a manual
+    /// `UPDATE`) is not seen until the service restarts. Lists always go to storage.
+    pub fn cache(mut self, max_bytes: Option<usize>) -> Self {
+        self.cache_bytes = max_bytes;
+        self
     }
 
     /// Answers as a member of queue group `group` (each request answered by one member), or, with
@@ -207,16 +239,20 @@ impl KvService {
         };
         let mut requests = subscribed.map_err(KvServiceError::Subscribe)?;
         let counters = Arc::new(Counters::default());
-        let answerer = Arc::new(Answerer {
-            bus: self.bus,
-            storage: self.storage,
-            limits: self.limits,
-            counters: counters.clone(),
-            set_turns: Mutex::default(),
-            storage_warnings: Mutex::new(LogLimit::new(STORAGE_WARN_BURST)),
-        });
+        let shared = counters.clone();
         let service = ServiceHandle::spawn("key-value store", move |token| async move {
             let tracker = TaskTracker::new();
+            let answerer = Arc::new(Answerer {
+                bus: self.bus,
+                storage: self.storage,
+                limits: self.limits,
+                counters: shared,
+                cache: self.cache_bytes.map(|max| Arc::new(KvCache::new(max))),
+                set_turns: Mutex::default(),
+                storage_warnings: Mutex::new(LogLimit::new(STORAGE_WARN_BURST)),
+                writes: tracker.clone(),
+                stopping: token.clone(),
+            });
             let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
             loop {
                 tokio::select! {
@@ -254,10 +290,14 @@ struct Answerer {
     storage: Arc<dyn Storage>,
     limits: KvLimits,
     counters: Arc<Counters>,
+    cache: Option<Arc<KvCache>>,
     /// One turn at a time per plugin for `set`, so concurrent sets of new keys cannot overshoot
     /// `max_keys` even on a storage that checks the count and inserts in two steps.
     set_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     storage_warnings: Mutex<LogLimit>,
+    /// Where writes run (see [`spawn_write`](Self::spawn_write)), and what cancels them on stop.
+    writes: TaskTracker,
+    stopping: CancellationToken,
 }
 
 impl Answerer {
@@ -300,7 +340,7 @@ impl Answerer {
         let Request { plugin, operation } = request::parse(operation, payload, &self.limits)?;
         match operation {
             Operation::Get { key } => {
-                let entry = self.call(self.storage.kv_get(&plugin, &key)).await?;
+                let entry = self.get(&plugin, &key).await?;
                 let Some(entry) = entry else { return Ok(json!({ "found": false })) };
                 let value: Value = serde_json::from_str(&entry.value).map_err(|error| {
                     tracing::error!(message = "a stored value is not JSON", plugin = %plugin, key = %key, %error);
@@ -314,7 +354,11 @@ impl Answerer {
                 Ok(json!({ "ok": true }))
             }
             Operation::Delete { key } => {
-                let deleted = self.call(self.storage.kv_delete(&plugin, &key)).await?;
+                let ticket = self.cache.as_ref().map(|cache| cache.begin_write(&plugin, &key));
+                let storage = self.storage.clone();
+                let delete = async move { storage.kv_delete(&plugin, &key).await };
+                let deleted =
+                    self.call(self.spawn_write(ticket, delete, |_| Cached::Absent)).await?;
                 Ok(json!({ "deleted": deleted }))
             }
             Operation::List { prefix, after, limit } => {
@@ -326,13 +370,46 @@ impl Answerer {
         }
     }
 
-    /// A `set`, in the plugin's turn; waiting for the turn counts against the timeout.
+    /// The entry of `plugin`'s `key`, from the cache when it knows it, else from storage (and then
+    /// remembered, unless a write of any key started or ended meanwhile).
+    async fn get(&self, plugin: &str, key: &str) -> Result<Option<KvEntry>, KvError> {
+        let Some(cache) = &self.cache else {
+            return self.call(self.storage.kv_get(plugin, key)).await;
+        };
+        if let Some(cached) = cache.get(plugin, key) {
+            self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(match cached {
+                Cached::Present(entry) => Some(entry),
+                Cached::Absent => None,
+            });
+        }
+        self.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
+        let seen = cache.generation();
+        let entry = self.call(self.storage.kv_get(plugin, key)).await?;
+        let state = entry.clone().map_or(Cached::Absent, Cached::Present);
+        cache.fill(seen, plugin, key, state);
+        Ok(entry)
+    }
+
+    /// A `set`, in the plugin's turn; waiting for the turn counts against the timeout, and the turn
+    /// is held until the write has ended, even past the timeout.
     async fn set(&self, plugin: &str, key: &str, value: &str) -> Result<(), KvError> {
         let turn = self.set_turns.lock().entry(plugin.to_owned()).or_default().clone();
         let result = self
             .call(async {
-                let _turn = turn.lock().await;
-                self.storage.kv_set(plugin, key, value, self.limits.max_keys, now_micros()).await
+                let my_turn = turn.clone().lock_owned().await;
+                let ticket = self.cache.as_ref().map(|cache| cache.begin_write(plugin, key));
+                let storage = self.storage.clone();
+                let (plugin, key, max_keys) =
+                    (plugin.to_owned(), key.to_owned(), self.limits.max_keys);
+                let now_us = now_micros();
+                let entry = KvEntry { value: value.to_owned(), updated_at_us: now_us };
+                let value = value.to_owned();
+                let set = async move {
+                    let _turn = my_turn;
+                    storage.kv_set(&plugin, &key, &value, max_keys, now_us).await
+                };
+                self.spawn_write(ticket, set, move |()| Cached::Present(entry)).await
             })
             .await;
         // Forget the plugin's turn when nobody else holds or waits for it (clones are made under
@@ -342,6 +419,35 @@ impl Answerer {
             turns.remove(plugin);
         }
         result
+    }
+
+    /// Runs the storage write `write` in a task of its own, which records its outcome in the cache
+    /// (through `ticket`; `cached` says what the key holds after a success) when the write ends —
+    /// even after the requester was answered `unavailable`, since a write cut short by the timeout
+    /// may still complete in the database. The service's stop cancels it (the cache goes too).
+    async fn spawn_write<T: Send + 'static>(
+        &self,
+        ticket: Option<WriteTicket>,
+        write: impl Future<Output = Result<T, StorageError>> + Send + 'static,
+        cached: impl FnOnce(&T) -> Cached + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let stopping = self.stopping.clone();
+        let task = self.writes.spawn(async move {
+            tokio::select! {
+                () = stopping.cancelled() => None,
+                result = write => {
+                    if let (Ok(done), Some(ticket)) = (&result, ticket) {
+                        ticket.succeeded(cached(done));
+                    }
+                    Some(result)
+                }
+            }
+        });
+        match task.await {
+            Ok(Some(result)) => result,
+            Ok(None) => Err(StorageError::Unavailable("the key-value store is stopping".into())),
+            Err(failed) => Err(StorageError::Database(Box::new(failed))),
+        }
     }
 
     /// Runs one storage call within the timeout, mapping its failures to what the requester is told.
@@ -406,7 +512,9 @@ mod tests {
             json!({"found": false})
         );
         assert_eq!(ask("rosey.db.kv.nope", r#"{"plugin":"p"}"#).await["code"], "bad_request");
-        assert_eq!(kv.stats(), KvStats { requests: 2, errors: 1, unavailable: 0 });
+        let stats = kv.stats();
+        assert_eq!((stats.requests, stats.errors, stats.unavailable), (2, 1, 0));
+        assert_eq!((stats.cache_hits, stats.cache_misses), (0, 0), "no cache unless asked");
         kv.shutdown().await.unwrap();
     }
 }
