@@ -141,15 +141,17 @@ pub enum PluginMessage {
         /// The text.
         message: String,
     },
-    /// A plugin-defined metric sample.
+    /// A plugin-defined metric sample, exposed by the host as `rosey_custom_<name>{plugin, …labels}`
+    /// (docs/PROTOCOL.md, "Plugin metrics").
     Metric {
-        /// Metric name.
+        /// Metric name: `[a-zA-Z_][a-zA-Z0-9_]*`, at most 64 characters.
         name: String,
-        /// `counter` or `gauge`.
+        /// `counter`, `gauge` or `histogram`.
         kind: String,
-        /// The value (for a counter: the increment).
+        /// For a counter: the increment (≥ 0); for a gauge: the new value; for a histogram: one
+        /// observation.
         value: f64,
-        /// Extra labels.
+        /// Extra labels (at most 8; not `plugin`; values at most 128 bytes).
         #[serde(default)]
         labels: BTreeMap<String, String>,
     },
