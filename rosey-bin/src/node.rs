@@ -18,11 +18,16 @@ use rosey_core::connector::console::{ConsoleConnector, ConsoleOptions, ConsolePr
 use rosey_core::connector::{Connector, ConnectorError, ConnectorHandle};
 use rosey_core::control::{ControlHandle, ControlService, ControlServiceError};
 use rosey_core::health::{self, HealthRegistry};
+use rosey_core::metrics::{FanoutSink, MetricsSink};
 use rosey_core::plugin::{PluginManager, PluginState, ProcessRuntime};
 use rosey_core::router::{Router, RouterError, RouterHandle, RouterOptions};
 use rosey_core::storage::{
     KvHandle, KvLimits, KvService, KvServiceError, RecordWriter, Storage, StorageError,
     WriterHandle, WriterOptions,
+};
+use rosey_metrics::{
+    CollectorHandle, CollectorOptions, ConnectorStats, MetricsCollector, NodeStats,
+    PrometheusMetrics, PrometheusOptions,
 };
 use tokio::task::JoinSet;
 
@@ -34,6 +39,9 @@ const STOP_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long, after the console's input ended, the node waits for the answers to what it read.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often the metrics collector saves its history to the database.
+const HISTORY_SAVE_EVERY: Duration = Duration::from_secs(300);
 
 /// How often the plugins' health is refreshed from the manager.
 const HEALTH_REFRESH: Duration = Duration::from_secs(5);
@@ -80,6 +88,10 @@ struct Parts {
     writer: Option<WriterHandle>,
     kv: Option<KvHandle>,
     manager: Option<Arc<PluginManager>>,
+    collector: Option<CollectorHandle>,
+    /// The Prometheus registry, for the dashboard's `/metrics` (issue 13) to serve.
+    #[allow(dead_code)]
+    prometheus: Option<PrometheusMetrics>,
     control: Option<ControlHandle>,
     router: Option<RouterHandle>,
     connector: Option<ConnectorHandle>,
@@ -123,7 +135,7 @@ async fn start(
     health.expect(health::PLUGINS);
     health.expect(health::CONNECTOR);
     // 1. EventBus
-    let (bus, bus_kind) = start_bus(config).await?;
+    let (bus, bus_kind, memory_bus) = start_bus(config).await?;
     parts.bus = Some(bus.clone());
     health.report(health::BUS, true, format!("connected ({bus_kind})"));
     // 2. Database: opened (and migrated) before anything can write to it; lifecycle records and the
@@ -137,14 +149,31 @@ async fn start(
     // A SQLite file is this node's alone and the key-value service its only writer of `kv`, so gets
     // may be answered from memory; a shared database (PostgreSQL) is written by other nodes too.
     let kv_cache = (storage.backend() == "sqlite").then_some(rosey_core::storage::KV_CACHE_BYTES);
-    parts.kv = Some(
-        KvService::new(bus.clone(), storage, kv_limits(config)).cache(kv_cache).start().await?,
-    );
+    let kv = KvService::new(bus.clone(), storage.clone(), kv_limits(config))
+        .cache(kv_cache)
+        .start()
+        .await?;
+    let kv_stats = kv.stats_reader();
+    parts.kv = Some(kv);
+    // The metrics collector and the Prometheus registry hear the plugins from their first start, so
+    // their sinks go into the manager now; the collector starts polling at step 4.
+    let prometheus = PrometheusMetrics::new(PrometheusOptions {
+        enabled: config.metrics.enabled && config.metrics.prometheus_enabled,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    });
+    let collector = config.metrics.enabled.then(|| {
+        MetricsCollector::new(collector_options(config)).storage(storage, HISTORY_SAVE_EVERY)
+    });
+    let mut sinks: Vec<Arc<dyn MetricsSink>> =
+        vec![Arc::new(records.clone()), Arc::new(prometheus.clone())];
+    if let Some(collector) = &collector {
+        sinks.push(Arc::new(collector.sink()));
+    }
     // 3. PluginManager: every plugin starts at once; chat starts flowing only once they have all had
     //    their chance, bounded by one timeout for all of them together.
     let manager = Arc::new(
         PluginManager::builder(bus.clone(), Arc::new(ProcessRuntime::new()))
-            .metrics_sink(Arc::new(records))
+            .metrics_sink(Arc::new(FanoutSink::new(sinks)))
             .build(),
     );
     parts.manager = Some(manager.clone());
@@ -154,13 +183,38 @@ async fn start(
     wait_for_plugins(&manager).await;
     // The control API (rosey.control.*) belongs with the plugin manager it drives.
     parts.control = Some(ControlService::new(bus.clone(), manager.clone()).start().await?);
-    // 4–6. MetricsCollector, Dashboard, AdminPlugin: arrive with their crates.
+    // 4. MetricsCollector (and the Prometheus registry's view of the plugins).
+    if let Some(collector) = collector {
+        parts.collector = Some(collector.start(manager.clone()).await);
+    }
+    prometheus.set_started_at(health.started_at());
+    let plugins_source = manager.clone();
+    prometheus.set_plugin_source(move || plugins_source.snapshot());
+    parts.prometheus = Some(prometheus.clone());
+    // 5–6. Dashboard, AdminPlugin: arrive with their crates.
     // 7. Router
     let bot_name = config.cytube.as_ref().map_or("rosey", |c| c.username.as_str()).to_owned();
     let router_options =
         RouterOptions { bot_name: Some(bot_name.clone()), ..RouterOptions::default() };
-    parts.router =
-        Some(Router::new(bus.clone(), manager.command_table(), router_options).start().await?);
+    let router = Router::new(bus.clone(), manager.command_table(), router_options).start().await?;
+    let router_stats = router.stats_reader();
+    parts.router = Some(router);
+    let health_source = health.clone();
+    prometheus.set_node_stats(move || NodeStats {
+        bus: memory_bus.as_ref().map(|bus| bus.stats()),
+        router: Some(router_stats()),
+        connector: Some(ConnectorStats {
+            connected: health_source
+                .snapshot()
+                .components
+                .iter()
+                .find(|c| c.name == health::CONNECTOR)
+                .map(|c| c.healthy),
+            ..ConnectorStats::default()
+        }),
+        writer: Some(records.stats()),
+        kv: Some(kv_stats()),
+    });
     // 8. Connector
     let (connector, console) = make_connector(config, bot_name, health)?;
     parts.connector = Some(connector.start(bus).await?);
@@ -311,6 +365,9 @@ impl Parts {
         if let Some(router) = self.router {
             step("router", router.shutdown()).await;
         }
+        if let Some(collector) = self.collector {
+            step("metrics collector", collector.shutdown()).await;
+        }
         if let Some(control) = self.control {
             step("control API", control.shutdown()).await;
         }
@@ -376,9 +433,15 @@ async fn step<T>(name: &str, work: impl Future<Output = T>) {
     }
 }
 
-async fn start_bus(config: &Config) -> Result<(Arc<dyn EventBus>, &'static str), NodeError> {
+/// The bus, its kind, and the in-process bus again when it is one (for its statistics).
+type StartedBus = (Arc<dyn EventBus>, &'static str, Option<Arc<MemoryBus>>);
+
+async fn start_bus(config: &Config) -> Result<StartedBus, NodeError> {
     match &config.nats_url {
-        None => Ok((Arc::new(MemoryBus::new()), "memory")),
+        None => {
+            let bus = Arc::new(MemoryBus::new());
+            Ok((bus.clone(), "memory", Some(bus)))
+        }
         #[cfg(feature = "nats")]
         Some(url) => {
             use rosey_core::bus::{NatsBus, NatsOptions};
@@ -387,7 +450,7 @@ async fn start_bus(config: &Config) -> Result<(Arc<dyn EventBus>, &'static str),
             tracing::info!(message = "connecting to NATS", url = %url, credentials = %credentials.summary());
             let options = NatsOptions { credentials, ..NatsOptions::default() };
             let bus = NatsBus::connect_with(url.expose(), options).await?;
-            Ok((Arc::new(bus), "nats"))
+            Ok((Arc::new(bus), "nats", None))
         }
         #[cfg(not(feature = "nats"))]
         Some(_) => Err(NodeError::NatsNotBuilt),
@@ -410,6 +473,16 @@ async fn open_storage(config: &Config) -> Result<Arc<dyn Storage>, NodeError> {
 #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
 async fn open_storage(_config: &Config) -> Result<Arc<dyn Storage>, NodeError> {
     Err(NodeError::DatabaseNotBuilt)
+}
+
+fn collector_options(config: &Config) -> CollectorOptions {
+    let metrics = &config.metrics;
+    CollectorOptions {
+        poll_interval: Duration::from_secs(metrics.poll_interval),
+        history_duration: Duration::from_secs(metrics.history_duration),
+        minute_tier: Duration::from_secs(metrics.retention.minute_tier_hours * 3600),
+        quarter_tier: Duration::from_secs(metrics.retention.quarter_tier_days * 86_400),
+    }
 }
 
 fn writer_options(config: &Config) -> WriterOptions {

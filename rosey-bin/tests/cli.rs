@@ -692,7 +692,8 @@ fn check_config_notes_unused_sections_and_still_says_ok() {
     assert!(out.status.success(), "{}", stderr(&out));
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(report.starts_with("OK: "), "{report}");
-    for section in ["owner", "admins", "metrics"] {
+    assert!(!report.contains("\"metrics\""), "metrics is used now: {report}");
+    for section in ["owner", "admins"] {
         assert!(
             report.contains(&format!("config section \"{section}\" is accepted but not used yet")),
             "{report}"

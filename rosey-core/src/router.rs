@@ -103,6 +103,20 @@ struct Counters {
     unanswered: AtomicU64,
 }
 
+impl Counters {
+    fn read(&self) -> RouterStats {
+        RouterStats {
+            routed: self.routed.load(Ordering::Relaxed),
+            ignored: self.ignored.load(Ordering::Relaxed),
+            malformed: self.malformed.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            not_running: self.not_running.load(Ordering::Relaxed),
+            unanswered: self.unanswered.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Why the router could not start or stopped routing.
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
@@ -157,15 +171,13 @@ pub struct RouterHandle {
 impl RouterHandle {
     /// Counters since start.
     pub fn stats(&self) -> RouterStats {
-        RouterStats {
-            routed: self.counters.routed.load(Ordering::Relaxed),
-            ignored: self.counters.ignored.load(Ordering::Relaxed),
-            malformed: self.counters.malformed.load(Ordering::Relaxed),
-            failed: self.counters.failed.load(Ordering::Relaxed),
-            in_flight: self.counters.in_flight.load(Ordering::Relaxed),
-            not_running: self.counters.not_running.load(Ordering::Relaxed),
-            unanswered: self.counters.unanswered.load(Ordering::Relaxed),
-        }
+        self.counters.read()
+    }
+
+    /// A reader of the same counters that outlives the handle (for a metrics exporter).
+    pub fn stats_reader(&self) -> impl Fn() -> RouterStats + Send + Sync + 'static {
+        let counters = self.counters.clone();
+        move || counters.read()
     }
 
     /// Asks the router to stop; see [`ServiceHandle::stop`].

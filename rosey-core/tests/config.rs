@@ -589,7 +589,7 @@ fn unused_sections_are_named_when_the_file_gives_them() {
             "database": {"pool_size": 5}}"#,
     )
     .unwrap();
-    assert_eq!(config.unused_sections(), ["owner", "admins", "metrics", "dashboard"]);
+    assert_eq!(config.unused_sections(), ["owner", "admins", "dashboard"]);
 }
 
 #[test]

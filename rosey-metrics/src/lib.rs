@@ -17,7 +17,7 @@
 pub mod collector;
 pub mod prometheus;
 
+pub use self::prometheus::{ConnectorStats, NodeStats, PrometheusMetrics, PrometheusOptions};
 pub use collector::{
     CollectorHandle, CollectorOptions, CollectorSink, MetricsCollector, MetricsHistory,
 };
-pub use self::prometheus::{ConnectorStats, NodeStats, PrometheusMetrics, PrometheusOptions};

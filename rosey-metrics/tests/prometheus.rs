@@ -72,7 +72,7 @@ fn all_node_stats() -> NodeStats {
             failures: 1,
             available: true,
         }),
-        kv: Some(KvStats { requests: 3, errors: 1, unavailable: 0 }),
+        kv: Some(KvStats { requests: 3, errors: 1, unavailable: 0, ..KvStats::default() }),
     }
 }
 

@@ -66,7 +66,7 @@ pub use sections::{
 
 /// Sections and keys that are accepted (so that a file written for the full product loads) but not
 /// used by anything yet; each leaves this list when its feature lands.
-const UNUSED_SECTIONS: [&str; 4] = ["owner", "admins", "metrics", "dashboard"];
+const UNUSED_SECTIONS: [&str; 3] = ["owner", "admins", "dashboard"];
 
 /// The whole configuration of a Rosey node. `Debug` is safe to log: secrets print as `***`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -191,17 +191,15 @@ impl Config {
         if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
     }
 
-    /// Sections and keys that are accepted but not used yet (`owner`, `admins`, `metrics`,
-    /// `dashboard`), when the file or the environment gave them or they differ from
+    /// Sections and keys that are accepted but not used yet (`owner`, `admins`, `dashboard`), when the file or the environment gave them or they differ from
     /// their defaults, in that order. **Temporary:** each leaves this list when the feature that
-    /// uses it lands (admin commands, metrics, dashboard), and the method goes with the
+    /// uses it lands (admin commands, dashboard), and the method goes with the
     /// last one.
     pub fn unused_sections(&self) -> Vec<&'static str> {
         let defaults = Config::default();
         let differs = |name: &str| match name {
             "owner" => self.owner != defaults.owner,
             "admins" => self.admins != defaults.admins,
-            "metrics" => self.metrics != defaults.metrics,
             "dashboard" => self.dashboard != defaults.dashboard,
             _ => false,
         };

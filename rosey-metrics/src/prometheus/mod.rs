@@ -136,7 +136,7 @@ pub struct NodeStats {
     /// `rosey_storage_records_queued`, `rosey_storage_available` (1/0).
     pub writer: Option<WriterStats>,
     /// The key-value service: `rosey_kv_requests_total`, `rosey_kv_errors_total`,
-    /// `rosey_kv_unavailable_total`.
+    /// `rosey_kv_unavailable_total`, `rosey_kv_cache_hits_total`, `rosey_kv_cache_misses_total`.
     pub kv: Option<KvStats>,
 }
 
@@ -618,6 +618,16 @@ fn stats_families(stats: &NodeStats) -> Vec<MetricFamily> {
                 "rosey_kv_unavailable_total",
                 "Key-value requests answered unavailable (database down).",
                 kv.unavailable,
+            ),
+            counter(
+                "rosey_kv_cache_hits_total",
+                "Key-value gets answered from the read cache (SQLite only).",
+                kv.cache_hits,
+            ),
+            counter(
+                "rosey_kv_cache_misses_total",
+                "Key-value gets the read cache sent to the database (SQLite only).",
+                kv.cache_misses,
             ),
         ]);
     }

@@ -112,6 +112,18 @@ struct Counters {
     cache_misses: AtomicU64,
 }
 
+impl Counters {
+    fn read(&self) -> KvStats {
+        KvStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            unavailable: self.unavailable.load(Ordering::Relaxed),
+            cache_hits: self.cache_hits.load(Ordering::Relaxed),
+            cache_misses: self.cache_misses.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Why the key-value service could not start or ended badly.
 #[derive(Debug, thiserror::Error)]
 pub enum KvServiceError {
@@ -174,13 +186,13 @@ pub struct KvHandle {
 impl KvHandle {
     /// The service's counters.
     pub fn stats(&self) -> KvStats {
-        KvStats {
-            requests: self.counters.requests.load(Ordering::Relaxed),
-            errors: self.counters.errors.load(Ordering::Relaxed),
-            unavailable: self.counters.unavailable.load(Ordering::Relaxed),
-            cache_hits: self.counters.cache_hits.load(Ordering::Relaxed),
-            cache_misses: self.counters.cache_misses.load(Ordering::Relaxed),
-        }
+        self.counters.read()
+    }
+
+    /// A reader of the same counters that outlives the handle (for a metrics exporter).
+    pub fn stats_reader(&self) -> impl Fn() -> KvStats + Send + Sync + 'static {
+        let counters = self.counters.clone();
+        move || counters.read()
     }
 
     /// Asks the service to stop; returns at once.
