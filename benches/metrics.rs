@@ -132,7 +132,8 @@ fn process_cpu() -> Duration {
     let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // Fields 14 (utime) and 15 (stime) are at 11 and 12 after field 2.
-    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
     Duration::from_millis(ticks * 10)
 }
 
@@ -200,10 +201,8 @@ fn memory_one_hour_ten_plugins() {
 /// Process CPU per poll when the collector runs for real (no paused time) at a 1 ms interval.
 fn real_time_cpu() {
     const POLLS: u64 = 10_000;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("tokio runtime");
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_time().build().expect("tokio runtime");
     // Raw ring of 720 samples, as at the defaults (3600 s / 5 s).
     let collector = MetricsCollector::new(CollectorOptions {
         poll_interval: Duration::from_millis(1),
@@ -252,10 +251,7 @@ fn collector(c: &mut Criterion) {
         b.iter(|| sink.event_processed("plugin-07", Duration::from_micros(1234), true));
     });
     group.finish();
-    println!(
-        "memory after the poll bench, {PLUGINS} plugins: {}",
-        mb(reader.memory_bytes())
-    );
+    println!("memory after the poll bench, {PLUGINS} plugins: {}", mb(reader.memory_bytes()));
 
     // Queries count back from the collector's paused clock: run them inside its runtime.
     let _context = runtime.enter();
@@ -319,10 +315,7 @@ fn prometheus(c: &mut Criterion) {
     });
     let body = metrics.render();
     let series = body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count();
-    println!(
-        "exposition, {PLUGINS} plugins: {} bytes, {series} series lines",
-        body.len()
-    );
+    println!("exposition, {PLUGINS} plugins: {} bytes, {series} series lines", body.len());
     let mut group = c.benchmark_group("prometheus");
     group.bench_function("render_50_plugins", |b| b.iter(|| metrics.render()));
     group.finish();
