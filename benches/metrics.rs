@@ -254,7 +254,7 @@ fn collector(c: &mut Criterion) {
     println!("memory after the poll bench, {PLUGINS} plugins: {}", mb(reader.memory_bytes()));
 
     // Queries count back from the collector's paused clock: run them inside its runtime.
-    let _context = runtime.enter();
+    let context = runtime.enter();
     let mut group = c.benchmark_group("aggregate");
     for (name, window) in [
         ("1h", Duration::from_secs(3600)),
@@ -268,7 +268,7 @@ fn collector(c: &mut Criterion) {
         });
     }
     group.finish();
-    drop(_context);
+    drop(context);
     runtime.block_on(handle.shutdown()).expect("collector");
 }
 
