@@ -7,6 +7,10 @@
 //!   source is [`Fifty`]: 50 `PluginStatus` values that change every poll, and two response times
 //!   per plugin per poll reported to the collector's sink (so each poll also turns 50 histograms
 //!   into p95s). Divided by 5 s this is the CPU share of one core at the default interval.
+//! - `collector/source_list_50` and `collector/manager_snapshot_50`: the poll's source alone, the
+//!   bench's [`Fifty`] (without sink calls) against a real `PluginManager::snapshot()` (what its
+//!   `PluginControl::list()` returns) with 50 in-process plugins running, to show the hand-made
+//!   source costs what the real one does.
 //! - `collector/sink_event_processed`: one response time reported to the collector's sink, for
 //!   subtracting the 100 per poll above.
 //! - `aggregate/<window>`: `MetricsHistory::aggregate` of one plugin's CPU series over 1 h (720 raw
@@ -28,10 +32,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use criterion::{Criterion, criterion_group, criterion_main};
+use rosey_core::bus::MemoryBus;
 use rosey_core::metrics::{MetricsSink, ReloadOutcome};
 use rosey_core::plugin::{
-    ControlError, EventCounts, LatencySummary, PluginControl, PluginState, PluginStatus,
-    ReloadReport,
+    ControlError, EventCounts, InProcessPlugin, InProcessRuntime, LatencySummary, Manifest,
+    PluginControl, PluginManager, PluginState, PluginStatus, ReloadReport,
 };
 use rosey_metrics::collector::{CollectorOptions, CollectorSink, MetricsCollector, Series};
 use rosey_metrics::{ConnectorStats, NodeStats, PrometheusMetrics, PrometheusOptions};
@@ -226,6 +231,30 @@ fn real_time_cpu() {
     runtime.block_on(handle.shutdown()).expect("collector");
 }
 
+/// A real plugin manager with [`PLUGINS`] in-process plugins running (on its own runtime).
+fn manager_with_plugins() -> (tokio::runtime::Runtime, PluginManager) {
+    struct Quiet;
+    #[async_trait]
+    impl InProcessPlugin for Quiet {}
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let manager = runtime.block_on(async {
+        let plugins = InProcessRuntime::new();
+        for i in 0..PLUGINS {
+            plugins.register(&format!("plugin-{i:02}"), "1.2.3", || Box::new(Quiet));
+        }
+        let manager = PluginManager::builder(Arc::new(MemoryBus::new()), Arc::new(plugins)).build();
+        for i in 0..PLUGINS {
+            let name = format!("plugin-{i:02}");
+            let manifest = Manifest::in_process(name.clone(), "1.2.3", [format!("cmd{i}")]);
+            manager.add(manifest).await.expect("add plugin");
+            manager.wait_running(&name, Duration::from_secs(10)).await.expect("running");
+        }
+        manager
+    });
+    (runtime, manager)
+}
+
 fn collector(c: &mut Criterion) {
     memory_one_hour_ten_plugins();
     real_time_cpu();
@@ -246,6 +275,13 @@ fn collector(c: &mut Criterion) {
             }
         });
     });
+    let plain = Fifty::new(PLUGINS, None);
+    group.bench_function("source_list_50", |b| {
+        b.to_async(&runtime).iter(|| plain.list());
+    });
+    let (manager_runtime, manager) = manager_with_plugins();
+    group.bench_function("manager_snapshot_50", |b| b.iter(|| manager.snapshot()));
+    manager_runtime.block_on(manager.shutdown());
     let sink = MetricsCollector::new(CollectorOptions::default()).sink();
     group.bench_function("sink_event_processed", |b| {
         b.iter(|| sink.event_processed("plugin-07", Duration::from_micros(1234), true));
