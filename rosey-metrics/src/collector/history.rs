@@ -168,10 +168,7 @@ impl Tier {
 
     fn push_closed(&mut self, bucket: Bucket) {
         let capacity = self.spec.capacity();
-        if self.closed.capacity() < capacity {
-            // Allocate the whole ring once, exactly, so its size is known and never doubles past it.
-            self.closed.reserve_exact(capacity - self.closed.len());
-        }
+        grow_ring(&mut self.closed, capacity);
         if self.closed.len() >= capacity {
             self.closed.pop_front();
         }
@@ -238,6 +235,19 @@ impl Tier {
     }
 }
 
+/// How many more entries a ring takes at a time as it fills.
+const RING_GROWTH: usize = 16;
+
+/// Makes room for one more entry in a ring of at most `capacity`: memory follows what is kept (a
+/// plugin one hour old holds an hour of buckets, not a week's worth of empty slots) and never goes
+/// past the capacity, since the ring grows by exact steps and stops there.
+fn grow_ring<T>(ring: &mut VecDeque<T>, capacity: usize) {
+    if ring.len() == ring.capacity() && ring.capacity() < capacity {
+        let step = RING_GROWTH.min(capacity - ring.len());
+        ring.reserve_exact(step);
+    }
+}
+
 /// Everything the collector keeps about one plugin.
 #[derive(Debug, Clone)]
 pub(crate) struct PluginHistory {
@@ -271,9 +281,7 @@ impl PluginHistory {
     pub(crate) fn push(&mut self, sample: Sample) {
         self.minute.add(&sample);
         self.quarter.add(&sample);
-        if self.raw.capacity() < self.raw_capacity {
-            self.raw.reserve_exact(self.raw_capacity - self.raw.len());
-        }
+        grow_ring(&mut self.raw, self.raw_capacity);
         if self.raw.len() >= self.raw_capacity {
             self.raw.pop_front();
         }
