@@ -511,3 +511,122 @@ fn the_series_cap_refuses_the_101st_series_with_one_warning_per_plugin() {
 fn none() -> BTreeMap<String, String> {
     BTreeMap::new()
 }
+
+/// A node in miniature: two real plugin processes (the Python example, loaded twice under two names)
+/// under a real `PluginManager` on the in-process bus, with the registry and the collector as its
+/// sinks, as `rosey run` wires them. After some commands and a reload, every metric the issue lists is
+/// exposed, promtool accepts the page, and the collector has 1 h aggregates for both plugins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_node_with_two_plugins_exposes_every_metric_and_has_1h_aggregates() {
+    use rosey_core::bus::{EventBus, MemoryBus};
+    use rosey_core::event::CommandEvent;
+    use rosey_core::metrics::FanoutSink;
+    use rosey_core::plugin::{ManagerOptions, Manifest, PluginManager, ProcessRuntime};
+    use rosey_metrics::collector::Series;
+    use rosey_metrics::{CollectorOptions, MetricsCollector};
+
+    let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
+    let prometheus = PrometheusMetrics::new(PrometheusOptions::default());
+    let collector = MetricsCollector::new(CollectorOptions {
+        poll_interval: Duration::from_millis(100),
+        ..CollectorOptions::default()
+    });
+    let sink = FanoutSink::new(vec![Arc::new(prometheus.clone()), Arc::new(collector.sink())]);
+    let options =
+        ManagerOptions { sample_interval: Duration::from_millis(100), ..ManagerOptions::default() };
+    let manager = Arc::new(
+        PluginManager::builder(bus.clone(), Arc::new(ProcessRuntime::new()))
+            .metrics_sink(Arc::new(sink))
+            .options(options)
+            .build(),
+    );
+    let greeter = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/python-plugin/plugin.py")
+        .canonicalize()
+        .unwrap();
+    let root = std::env::temp_dir().join(format!("rosey-metrics-node-{}", std::process::id()));
+    for (name, command) in [("alpha", "greet"), ("beta", "hello")] {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let toml = format!(
+            "name = \"{name}\"\nversion = \"1.0.0\"\nexec = [\"python3\", {:?}]\ncommands = [\"{command}\"]\n",
+            greeter.display().to_string()
+        );
+        std::fs::write(dir.join("plugin.toml"), toml).unwrap();
+        manager.add(Manifest::load(&dir).unwrap()).await.unwrap();
+        manager.wait_running(name, Duration::from_secs(15)).await.unwrap();
+    }
+    let handle = collector.start(manager.clone()).await;
+    let source = manager.clone();
+    prometheus.set_plugin_source(move || source.snapshot());
+    prometheus.set_started_at(SystemTime::now());
+
+    for i in 0..10 {
+        for command in ["greet", "hello"] {
+            // Both are the greeter, which answers `greet`: `hello` reaches beta as a greet.
+            let event = CommandEvent {
+                channel: "lobby".into(),
+                user: "alice".into(),
+                rank: Some(1.0),
+                command: "greet".into(),
+                args: format!("n{i}"),
+                message: format!("!greet n{i}"),
+                time: 1,
+            };
+            let payload = serde_json::to_vec(&event).unwrap();
+            let subject = format!("rosey.command.{command}");
+            bus.request(&subject, payload.into(), Duration::from_secs(10)).await.unwrap();
+        }
+    }
+    manager.reload("alpha").await.unwrap();
+    prometheus.admin_command("reload", "alice");
+    // Let the collector and the CPU/memory sampler see the plugins a few times.
+    let reader = handle.reader();
+    reader.polled(reader.poll_count() + 3).await;
+    let measured = |name: &str| {
+        manager.status(name).is_some_and(|s| s.cpu_percent.is_some() && s.memory_mb.is_some())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !(measured("alpha") && measured("beta")) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let body = prometheus.render();
+    for series in [
+        "rosey_plugin_cpu_percent{plugin=\"alpha\"}",
+        "rosey_plugin_memory_mb{plugin=\"beta\"}",
+        "rosey_plugin_uptime_seconds{plugin=\"alpha\"}",
+        "rosey_bot_uptime_seconds",
+        "rosey_total_plugins",
+        "rosey_plugins_running",
+        "rosey_plugins_crashed",
+        "rosey_plugin_crashes_total{plugin=\"beta\"}",
+        "rosey_events_total{plugin=\"alpha\",type=\"command\"}",
+        "rosey_plugin_reloads_total{plugin=\"alpha\",status=\"success\"}",
+        "rosey_admin_commands_total{command=\"reload\",user=\"alice\"}",
+        "rosey_plugin_response_time_seconds_count{plugin=\"beta\"}",
+        "rosey_reload_duration_seconds_count{plugin=\"alpha\"}",
+        "rosey_build_info{version=",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(body.contains(series), "{series} missing from:\n{body}");
+    }
+    assert_eq!(value(&body, "rosey_total_plugins"), Some(2.0));
+    assert_eq!(value(&body, "rosey_plugins_running"), Some(2.0));
+    assert_eq!(value(&body, "rosey_plugin_events_total{plugin=\"beta\"}"), Some(10.0));
+    assert_eq!(
+        value(&body, "rosey_plugin_reloads_total{plugin=\"alpha\",status=\"success\"}"),
+        Some(1.0)
+    );
+    promtool_check(&body);
+
+    for plugin in ["alpha", "beta"] {
+        let uptime = reader.aggregate(plugin, Series::Uptime, Duration::from_secs(3600));
+        let uptime = uptime.unwrap_or_else(|| panic!("no 1 h aggregate for {plugin}"));
+        assert!(uptime.count >= 3 && uptime.max >= uptime.min, "{plugin}: {uptime:?}");
+        assert!(reader.aggregate(plugin, Series::Memory, Duration::from_secs(3600)).is_some());
+    }
+    handle.shutdown().await.unwrap();
+    manager.shutdown().await;
+    let _ = std::fs::remove_dir_all(&root);
+}
