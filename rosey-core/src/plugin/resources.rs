@@ -226,6 +226,47 @@ impl LimitWatch {
     }
 }
 
+/// What the kernel says about the host process itself (`/proc/self`), for the `process_*` metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HostUsage {
+    /// User plus system CPU time used so far, seconds.
+    pub cpu_seconds: f64,
+    /// Resident memory, bytes.
+    pub resident_bytes: f64,
+    /// Virtual memory, bytes.
+    pub virtual_bytes: f64,
+    /// When the process started, seconds since the Unix epoch (`None` if the boot time is unknown).
+    pub start_time_seconds: Option<f64>,
+    /// Open file descriptors (`None` if `/proc/self/fd` cannot be read).
+    pub open_fds: Option<f64>,
+}
+
+impl HostUsage {
+    /// Reads `/proc/self` with the same parser as the plugin sampler (blocks briefly on `/proc`).
+    /// [`SampleError::Unsupported`] on an operating system other than Linux.
+    #[cfg(target_os = "linux")]
+    pub fn read() -> Result<Self, SampleError> {
+        let stat = tree::read_stat(std::process::id())?;
+        let (ticks, page) = sys::clock_and_page();
+        let boot_time = std::fs::read_to_string("/proc/stat").ok().and_then(|stat| {
+            stat.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
+        });
+        Ok(Self {
+            cpu_seconds: stat.cpu_ticks as f64 / ticks,
+            resident_bytes: stat.rss_pages as f64 * page,
+            virtual_bytes: stat.vsize_bytes as f64,
+            start_time_seconds: boot_time.map(|boot: f64| boot + stat.start_ticks as f64 / ticks),
+            open_fds: std::fs::read_dir("/proc/self/fd").ok().map(|dir| dir.count() as f64),
+        })
+    }
+
+    /// Reads `/proc/self`: on this operating system, always [`SampleError::Unsupported`].
+    #[cfg(not(target_os = "linux"))]
+    pub fn read() -> Result<Self, SampleError> {
+        Err(SampleError::Unsupported)
+    }
+}
+
 #[allow(unsafe_code)]
 mod sys {
     /// Clock ticks per second and page size in bytes, with Linux's usual values as fallback.

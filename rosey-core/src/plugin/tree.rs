@@ -34,6 +34,8 @@ pub(crate) struct Stat {
     pub(crate) start_ticks: u64,
     /// Resident set size, pages.
     pub(crate) rss_pages: u64,
+    /// Virtual memory size, bytes.
+    pub(crate) vsize_bytes: u64,
 }
 
 impl Stat {
@@ -55,7 +57,7 @@ pub(crate) fn parse_stat(text: &str) -> Result<Stat, SampleError> {
     let rest = text.rfind(')').map(|i| &text[i + 1..]).ok_or_else(|| bad("no command name"))?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // Numbered as in proc(5): state is field 3, ppid 4, pgrp 5, utime 14, stime 15, starttime 22,
-    // rss 24.
+    // vsize 23, rss 24.
     let field = |n: usize| fields.get(n - 3).copied().ok_or_else(|| bad("too few fields"));
     let number = |n: usize| -> Result<u64, SampleError> {
         field(n)?.parse::<u64>().map_err(|_| bad(&format!("field {n} is not a number")))
@@ -70,6 +72,7 @@ pub(crate) fn parse_stat(text: &str) -> Result<Stat, SampleError> {
         pgrp: small(5)?,
         cpu_ticks: number(14)? + number(15)?,
         start_ticks: number(22)?,
+        vsize_bytes: number(23)?,
         rss_pages: number(24)?,
     })
 }
@@ -284,7 +287,16 @@ mod tests {
         "1234 (a) b (c) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 9876 1000 200";
 
     fn proc(pid: u32, ppid: u32, pgrp: u32) -> Stat {
-        Stat { pid, state: 'S', ppid, pgrp, cpu_ticks: 0, start_ticks: pid.into(), rss_pages: 1 }
+        Stat {
+            pid,
+            state: 'S',
+            ppid,
+            pgrp,
+            cpu_ticks: 0,
+            start_ticks: pid.into(),
+            rss_pages: 1,
+            vsize_bytes: 0,
+        }
     }
 
     #[test]
@@ -299,7 +311,8 @@ mod tests {
                 pgrp: 1234,
                 cpu_ticks: 300,
                 start_ticks: 9876,
-                rss_pages: 200
+                rss_pages: 200,
+                vsize_bytes: 1000,
             }
         );
     }
