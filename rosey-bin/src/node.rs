@@ -144,8 +144,8 @@ async fn start(
     let storage = open_storage(config).await?;
     let writer = RecordWriter::new(storage.clone(), writer_options(config)).start();
     let records = writer.sink();
+    report_storage(&writer, health);
     parts.writer = Some(writer);
-    health.report(health::STORAGE, true, format!("reachable ({})", storage.backend()));
     // A SQLite file is this node's alone and the key-value service its only writer of `kv`, so gets
     // may be answered from memory; a shared database (PostgreSQL) is written by other nodes too.
     let kv_cache = (storage.backend() == "sqlite").then_some(rosey_core::storage::KV_CACHE_BYTES);
@@ -510,13 +510,14 @@ fn node_name() -> String {
 /// Reports whether the database takes the records, and how many wait while it does not.
 fn report_storage(writer: &WriterHandle, health: &HealthRegistry) {
     let stats = writer.stats();
+    let backend = writer.storage().backend();
     if stats.available {
-        health.report(health::STORAGE, true, "reachable".to_owned());
+        health.report(health::STORAGE, true, format!("reachable ({backend})"));
     } else {
         health.report(
             health::STORAGE,
             false,
-            format!("unreachable; {} records waiting", stats.queued),
+            format!("{backend} unreachable; {} records waiting", stats.queued),
         );
     }
 }
