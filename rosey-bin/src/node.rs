@@ -199,24 +199,29 @@ async fn start(
     let router = Router::new(bus.clone(), manager.command_table(), router_options).start().await?;
     let router_stats = router.stats_reader();
     parts.router = Some(router);
+    // The connector is made (not started) here so its counters can be read from now on.
+    let (connector, console) = make_connector(config, bot_name, health)?;
+    let connector_stats = connector.stats();
     let health_source = health.clone();
-    prometheus.set_node_stats(move || NodeStats {
-        bus: memory_bus.as_ref().map(|bus| bus.stats()),
-        router: Some(router_stats()),
-        connector: Some(ConnectorStats {
-            connected: health_source
-                .snapshot()
-                .components
-                .iter()
-                .find(|c| c.name == health::CONNECTOR)
-                .map(|c| c.healthy),
-            ..ConnectorStats::default()
-        }),
-        writer: Some(records.stats()),
-        kv: Some(kv_stats()),
+    prometheus.set_node_stats(move || {
+        let counts = connector_stats.snapshot();
+        NodeStats {
+            bus: memory_bus.as_ref().map(|bus| bus.stats()),
+            router: Some(router_stats()),
+            connector: Some(ConnectorStats {
+                connected: health_source.component(health::CONNECTOR).map(|c| c.healthy),
+                reconnects: Some(counts.reconnects),
+                chat_in: Some(counts.chat_received),
+                chat_out: Some(counts.chat_sent),
+                cooldowns: Some(counts.cooldowns),
+                outbox_dropped: Some(counts.outbox_dropped),
+                outbox_queued: Some(counts.outbox_queued),
+            }),
+            writer: Some(records.stats()),
+            kv: Some(kv_stats()),
+        }
     });
     // 8. Connector
-    let (connector, console) = make_connector(config, bot_name, health)?;
     parts.connector = Some(connector.start(bus).await?);
 
     let plugins = report_plugins(&manager, health);

@@ -70,6 +70,7 @@ async fn piped_input_is_counted_and_a_flush_returns_once_earlier_replies_are_pri
     let console =
         ConsoleConnector::with_io(ConsoleOptions::default(), BufReader::new(stdin), stdout);
     let progress = console.progress();
+    let stats = console.stats();
     let handle = Box::new(console).start(bus.clone()).await.unwrap();
 
     keyboard.write_all(b"alice: !roll 2d6\n\nbob: hi\n").await.unwrap();
@@ -80,6 +81,8 @@ async fn piped_input_is_counted_and_a_flush_returns_once_earlier_replies_are_pri
 
     bus.publish_json("cytube.chat.send", &say("first")).await.unwrap();
     tokio::time::timeout(PATIENCE, progress.flush(bus.as_ref())).await.unwrap().unwrap();
+    let counts = stats.snapshot();
+    assert_eq!((counts.chat_received, counts.chat_sent), (2, 1), "lines in, replies printed");
     bus.publish_json("cytube.chat.send", &say("second")).await.unwrap();
     let mut lines = BufReader::new(screen).lines();
     for expected in ["rosey: first", "rosey: second"] {

@@ -10,9 +10,9 @@ use rosey_core::backoff::BackoffPolicy;
 use rosey_core::bus::{EventBus, EventBusExt, MemoryBus, Subscription};
 use rosey_core::config::Secret;
 use rosey_core::connector::cytube::{
-    CytubeConnector, CytubeError, CytubeOptions, OutboxStats, UserDirectory,
+    CytubeConnector, CytubeError, CytubeOptions, UserDirectory,
 };
-use rosey_core::connector::{Connector, ConnectorError, ConnectorHandle};
+use rosey_core::connector::{Connector, ConnectorError, ConnectorHandle, ConnectorStats};
 use rosey_core::event::{
     ChatMessage, ChatSend, MediaChange, PmMessage, PmSend, UserJoin, UserLeave,
 };
@@ -46,7 +46,7 @@ fn options(server: &FakeCytube, username: &str) -> CytubeOptions {
 struct Bot {
     bus: Arc<dyn EventBus>,
     users: UserDirectory,
-    outbox: OutboxStats,
+    stats: ConnectorStats,
     health: HealthRegistry,
     handle: Option<ConnectorHandle>,
 }
@@ -63,9 +63,9 @@ impl Bot {
         let health = HealthRegistry::new();
         let connector = CytubeConnector::new(options).with_health(health.clone());
         let users = connector.users();
-        let outbox = connector.outbox_stats();
+        let stats = connector.stats();
         let handle = Box::new(connector).start(bus.clone()).await.map_err(|e| e.to_string())?;
-        Ok(Self { bus, users, outbox, health, handle: Some(handle) })
+        Ok(Self { bus, users, stats, health, handle: Some(handle) })
     }
 
     async fn subscribe(&self, subject: &str) -> Subscription {
@@ -172,6 +172,12 @@ async fn live_chat_from_others_reaches_the_bus_decoded_without_history_or_echo()
     let action: ChatMessage = next(&mut chat).await;
     assert_eq!(action.message, "waves");
     assert_eq!(action.meta.unwrap()["action"], true, "/me is flagged");
+    let counts = bot.stats.snapshot();
+    assert_eq!(
+        (counts.chat_received, counts.chat_sent, counts.reconnects),
+        (2, 1, 0),
+        "alice's two live lines in (not the history, not the echo), the bot's one line out"
+    );
     bot.stop().await;
 }
 
@@ -296,6 +302,8 @@ async fn private_messages_go_both_ways() {
     })
     .await;
     assert_eq!((to.as_str(), msg.as_str()), ("alice", "psst back"));
+    let counts = bot.stats.snapshot();
+    assert_eq!((counts.chat_received, counts.chat_sent), (1, 1), "PMs count as chat in and out");
     bot.stop().await;
 }
 
@@ -417,6 +425,7 @@ async fn lines_the_server_drops_with_a_cooldown_are_sent_again() {
     let bot = Bot::start(greedy).await;
     let dropped = burst(&bot, &server, 30, None).await;
     assert!(dropped > 0, "the server's cooldown was exercised");
+    assert!(bot.stats.snapshot().cooldowns > 0, "the cooldowns are counted");
     bot.stop().await;
 }
 
@@ -516,13 +525,13 @@ async fn a_full_outbox_drops_its_oldest_lines_counts_them_and_sends_the_newest()
         bot.say(&format!("line {i}")).await;
     }
     tokio::time::timeout(PATIENCE, async {
-        while bot.outbox.dropped() < 20 {
+        while bot.stats.outbox_dropped() < 20 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
     .expect("the outbox never dropped its overflow");
-    assert_eq!((bot.outbox.dropped(), bot.outbox.queued()), (20, 10));
+    assert_eq!((bot.stats.outbox_dropped(), bot.stats.outbox_queued()), (20, 10));
     server.reset_connect_limit();
     logged_in(&mut events, BOT).await;
     server_got(&mut events, "line 29").await;
@@ -535,7 +544,7 @@ async fn a_full_outbox_drops_its_oldest_lines_counts_them_and_sends_the_newest()
         .collect();
     let newest: Vec<String> = (20..30).map(|i| format!("line {i}")).collect();
     assert_eq!(said, newest, "the oldest 20 were dropped, the newest 10 sent in order");
-    assert_eq!(bot.outbox.queued(), 0);
+    assert_eq!(bot.stats.outbox_queued(), 0);
     bot.stop().await;
 }
 
@@ -549,6 +558,7 @@ async fn after_a_kick_the_bot_rejoins_and_sends_what_was_queued() {
     bot.say("back again").await;
     logged_in(&mut events, BOT).await;
     server_got(&mut events, "back again").await;
+    assert_eq!(bot.stats.snapshot().reconnects, 1, "the rejoin is counted as a reconnect");
     bot.stop().await;
 }
 

@@ -23,7 +23,8 @@
 //! config.validate()?;
 //! assert_eq!(config.dashboard.port, 9090);
 //! assert_eq!(config.database.url.to_string(), "postgres://rosey:***@db/rosey");
-//! assert_eq!(config.unused_sections(), ["owner", "dashboard"]);
+//! assert_eq!(config.unused_sections(), ["owner"]);
+//! assert!(config.is_configured("dashboard") && !config.is_configured("metrics"));
 //!
 //! let errors = Config::from_json_str(r#"{ "dashboard": { "prot": 9090 }, "metrics": { "poll_interval": 0 } }"#)
 //!     .unwrap_err();
@@ -66,7 +67,7 @@ pub use sections::{
 
 /// Sections and keys that are accepted (so that a file written for the full product loads) but not
 /// used by anything yet; each leaves this list when its feature lands.
-const UNUSED_SECTIONS: [&str; 3] = ["owner", "admins", "dashboard"];
+const UNUSED_SECTIONS: [&str; 2] = ["owner", "admins"];
 
 /// The whole configuration of a Rosey node. `Debug` is safe to log: secrets print as `***`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -191,29 +192,28 @@ impl Config {
         if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
     }
 
-    /// Sections and keys that are accepted but not used yet (`owner`, `admins`, `dashboard`), when the file or the environment gave them or they differ from
+    /// Sections and keys that are accepted but not used yet (`owner`, `admins`), when the file or the environment gave them or they differ from
     /// their defaults, in that order. **Temporary:** each leaves this list when the feature that
-    /// uses it lands (admin commands, dashboard), and the method goes with the
+    /// uses it lands (admin commands), and the method goes with the
     /// last one.
     pub fn unused_sections(&self) -> Vec<&'static str> {
         let defaults = Config::default();
         let differs = |name: &str| match name {
             "owner" => self.owner != defaults.owner,
             "admins" => self.admins != defaults.admins,
-            "dashboard" => self.dashboard != defaults.dashboard,
             _ => false,
         };
         UNUSED_SECTIONS
             .into_iter()
-            .filter(|&name| {
-                self.provenance.given.iter().any(|given| given == name)
-                    || self
-                        .provenance
-                        .from_env
-                        .iter()
-                        .any(|source| source.key.split('.').next() == Some(name))
-                    || differs(name)
-            })
+            .filter(|&name| self.is_configured(name) || differs(name))
             .collect()
+    }
+
+    /// Whether the file or the environment gave `section` (a top-level key such as `dashboard`) or
+    /// one of its keys, rather than leaving it to the embedded defaults. The dashboard, say, fails
+    /// the start on a busy port when it was configured, and only warns on its default one.
+    pub fn is_configured(&self, section: &str) -> bool {
+        self.provenance.given.iter().any(|given| given == section)
+            || self.provenance.from_env.iter().any(|source| source.key.split('.').next() == Some(section))
     }
 }

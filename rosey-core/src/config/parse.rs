@@ -436,7 +436,10 @@ mod tests {
             let listed = !known_keys(&[key(field)]).is_empty();
             assert_eq!(is_section, listed, "section {field}: {errors}");
         }
-        assert_eq!(field_names::<DashboardConfig>(), ["enabled", "host", "port"]);
+        assert_eq!(
+            field_names::<DashboardConfig>(),
+            ["enabled", "host", "port", "token", "public_url"]
+        );
     }
 
     #[test]

@@ -115,11 +115,38 @@ pub struct DashboardConfig {
     /// TCP port, 1-65535.
     #[serde(deserialize_with = "deserialize_port")]
     pub port: u16,
+    /// Bearer token that enables the reload and restart actions (`POST /api/plugin/{name}/reload`);
+    /// without one the dashboard is read-only. At least 16 characters; env `ROSEY_DASHBOARD_TOKEN`.
+    pub token: Option<Secret>,
+    /// The address users reach the dashboard at (behind a proxy, say), used in links such as the
+    /// answer to `!admin metrics`; default `http://<host>:<port>`.
+    pub public_url: Option<String>,
 }
 
 impl Default for DashboardConfig {
     fn default() -> Self {
-        Self { enabled: true, host: "127.0.0.1".to_owned(), port: 8080 }
+        Self {
+            enabled: true,
+            host: "127.0.0.1".to_owned(),
+            port: 8080,
+            token: None,
+            public_url: None,
+        }
+    }
+}
+
+impl DashboardConfig {
+    /// Where users reach the dashboard: `public_url`, or `http://<host>:<port>` (IPv6 hosts in
+    /// brackets).
+    pub fn url(&self) -> String {
+        if let Some(url) = &self.public_url {
+            return url.trim_end_matches('/').to_owned();
+        }
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("http://[{}]:{}", self.host, self.port)
+        } else {
+            format!("http://{}:{}", self.host, self.port)
+        }
     }
 }
 

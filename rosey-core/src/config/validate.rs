@@ -121,6 +121,24 @@ pub(super) fn check(config: &Config, stage: Stage) -> Vec<ConfigError> {
     if dashboard.port == 0 {
         fail("dashboard.port", port_out_of_range(0));
     }
+    if let Some(token) = &dashboard.token
+        && token.expose().chars().count() < MIN_DASHBOARD_TOKEN
+    {
+        fail(
+            "dashboard.token",
+            format!("must be at least {MIN_DASHBOARD_TOKEN} characters (it guards reload and restart)"),
+        );
+    }
+    if let Some(url) = &dashboard.public_url {
+        match Url::parse(url) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+            Ok(parsed) => fail(
+                "dashboard.public_url",
+                format!("scheme \"{}\" is not http or https", parsed.scheme()),
+            ),
+            Err(err) => fail("dashboard.public_url", format!("\"{url}\" is not a URL: {err}")),
+        }
+    }
 
     let level = &config.logging.level;
     if !LOG_LEVELS.iter().any(|known| known.eq_ignore_ascii_case(level)) {
@@ -129,6 +147,9 @@ pub(super) fn check(config: &Config, stage: Stage) -> Vec<ConfigError> {
 
     errors
 }
+
+/// Shortest `dashboard.token` accepted.
+const MIN_DASHBOARD_TOKEN: usize = 16;
 
 /// Parses `url` with the `url` crate and checks that its scheme is one of `schemes` (`expected`
 /// spells them for the message). Messages quote the URL redacted.

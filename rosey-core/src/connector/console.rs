@@ -40,7 +40,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::io::StreamReader;
 
-use super::{Connector, ConnectorError, ConnectorHandle};
+use super::{Connector, ConnectorError, ConnectorHandle, ConnectorStats};
 use crate::bus::{BusError, EventBus, EventBusExt};
 use crate::event::{ChatMessage, ChatSend, now_millis};
 use crate::health::{self, HealthRegistry};
@@ -95,6 +95,7 @@ pub struct ConsoleConnector {
     writer: Writer,
     progress: ConsoleProgress,
     health: Option<HealthRegistry>,
+    stats: ConnectorStats,
 }
 
 impl std::fmt::Debug for ConsoleConnector {
@@ -116,7 +117,14 @@ impl ConsoleConnector {
         writer: impl AsyncWrite + Send + Unpin + 'static,
     ) -> Self {
         let progress = ConsoleProgress::new(&options.channel);
-        Self { options, reader: Box::new(reader), writer: Box::new(writer), progress, health: None }
+        Self {
+            options,
+            reader: Box::new(reader),
+            writer: Box::new(writer),
+            progress,
+            health: None,
+            stats: ConnectorStats::default(),
+        }
     }
 
     /// Reports into `health` as the [`CONNECTOR`](health::CONNECTOR) once started.
@@ -355,11 +363,17 @@ impl Connector for ConsoleConnector {
         "console"
     }
 
+    /// Lines read (`chat_received`) and replies printed (`chat_sent`); the console has no outbox and
+    /// never reconnects.
+    fn stats(&self) -> ConnectorStats {
+        self.stats.clone()
+    }
+
     async fn start(
         self: Box<Self>,
         bus: Arc<dyn EventBus>,
     ) -> Result<ConnectorHandle, ConnectorError> {
-        let Self { options, mut reader, mut writer, progress, health } = *self;
+        let Self { options, mut reader, mut writer, progress, health, stats } = *self;
         let mut outgoing = bus.subscribe(subject::CHAT_SEND).await?;
         if let Some(health) = &health {
             health.report(health::CONNECTOR, true, format!("console: channel {}", options.channel));
@@ -391,6 +405,7 @@ impl Connector for ConsoleConnector {
                             let chat = ChatMessage::new(&options.channel, user, text, now_millis());
                             bus.publish_json(subject::CHAT_MESSAGE, &chat).await?;
                             progress.line_read();
+                            stats.chat_received();
                             if text.starts_with(&options.command_prefix) {
                                 unanswered.sent(Instant::now());
                             }
@@ -417,6 +432,7 @@ impl Connector for ConsoleConnector {
                         let lines = render(&options.bot_name, &send.message);
                         writer.write_all(lines.as_bytes()).await?;
                         writer.flush().await?;
+                        stats.chat_sent();
                     }
                 }
             }

@@ -5,6 +5,7 @@
 pub mod console;
 #[cfg(feature = "cytube")]
 pub mod cytube;
+mod stats;
 
 use std::sync::Arc;
 
@@ -12,6 +13,8 @@ use async_trait::async_trait;
 
 use crate::bus::{BusError, EventBus};
 use crate::service::{ServiceHandle, TaskFailed};
+
+pub use self::stats::{ConnectorCounts, ConnectorStats};
 
 /// Why a connector could not start, or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +45,12 @@ pub type ConnectorHandle = ServiceHandle<ConnectorError>;
 pub trait Connector: Send {
     /// Short name for logs (`console`, `cytube`).
     fn name(&self) -> &str;
+
+    /// The connector's counters; they stay current after [`start`](Self::start), so take them
+    /// before. The default is a set of counters nobody increments (a connector that counts nothing).
+    fn stats(&self) -> ConnectorStats {
+        ConnectorStats::default()
+    }
 
     /// Connects and returns once the connector is live: its bus subscriptions exist and the platform
     /// is joined, so chat published on [`CHAT_SEND`](crate::subject::CHAT_SEND) from now on is said.

@@ -108,9 +108,9 @@ pub struct ConnectorStats {
     /// `rosey_connector_cooldowns_total`: `cooldown` frames from the server (a line was rate-limited).
     pub cooldowns: Option<u64>,
     /// `rosey_connector_outbox_dropped_total`: outgoing lines dropped because the outbox was full
-    /// (`OutboxStats::dropped`).
+    /// (`ConnectorCounts::outbox_dropped`).
     pub outbox_dropped: Option<u64>,
-    /// `rosey_connector_outbox_queued` (gauge): outgoing lines waiting (`OutboxStats::queued`).
+    /// `rosey_connector_outbox_queued` (gauge): outgoing lines waiting (`ConnectorCounts::outbox_queued`).
     pub outbox_queued: Option<u64>,
 }
 

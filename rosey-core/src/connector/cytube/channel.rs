@@ -11,10 +11,11 @@ use serde_json::Value;
 
 use super::CytubeOptions;
 use super::incoming::Incoming;
-use super::outbox::{Outbox, OutboxStats};
+use super::outbox::Outbox;
 use super::ratelimit::RateLimiter;
 use super::users::{User, UserTable};
 use crate::bus::{EventBus, EventBusExt};
+use crate::connector::ConnectorStats;
 use crate::event::{MediaChange, UserJoin, UserLeave};
 use crate::subject;
 
@@ -32,6 +33,16 @@ impl UserDirectory {
     /// A user, if they are in the channel.
     pub fn get(&self, name: &str) -> Option<User> {
         self.0.read().get(name).cloned()
+    }
+
+    /// How many users are in the channel (the bot included).
+    pub fn len(&self) -> usize {
+        self.0.read().len()
+    }
+
+    /// Whether nobody is in the channel (before the join).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Everyone in the channel, by name (case-insensitive order).
@@ -60,11 +71,13 @@ pub(super) struct ChannelState {
     rate: (u32, f64),
     own_rank: f64,
     antiflood: Option<(u32, f64)>,
+    /// The connector's counters (shared with the outbox).
+    pub(super) stats: ConnectorStats,
 }
 
 impl ChannelState {
     /// The state for the options' channel, keeping its user table in `users`.
-    pub(super) fn new(options: &CytubeOptions, users: UserDirectory, stats: OutboxStats) -> Self {
+    pub(super) fn new(options: &CytubeOptions, users: UserDirectory, stats: ConnectorStats) -> Self {
         let rate = (options.rate_burst, options.rate_per_second);
         let limiter = RateLimiter::new(rate.0, rate.1, Instant::now());
         Self {
@@ -73,11 +86,12 @@ impl ChannelState {
             incoming: Incoming::new(&options.channel, &options.username),
             outbox: Outbox::new(limiter, options.max_message_length)
                 .with_max_pieces(options.max_message_pieces)
-                .with_capacity(options.outbox_capacity, stats),
+                .with_capacity(options.outbox_capacity, stats.clone()),
             base_rate: rate,
             rate,
             own_rank: -1.0,
             antiflood: None,
+            stats,
         }
     }
 
@@ -116,6 +130,7 @@ impl ChannelState {
             "cooldown" => {
                 let millis = arg.and_then(Value::as_u64).unwrap_or(1000);
                 tracing::debug!(message = "CyTube asked for a cooldown", millis);
+                self.stats.cooldown();
                 self.outbox.cooldown(Instant::now(), millis);
             }
             "errorMsg" => {
@@ -129,6 +144,7 @@ impl ChannelState {
             }
             "pm" => {
                 if let Some(pm) = self.incoming.pm(arg) {
+                    self.stats.chat_received();
                     publish(bus, subject::PM_MESSAGE, &pm).await;
                 }
             }
@@ -142,6 +158,7 @@ impl ChannelState {
                 }
                 let chat = self.incoming.chat(name, arg, &self.users.0.read());
                 if let Some(chat) = chat {
+                    self.stats.chat_received();
                     publish(bus, subject::CHAT_MESSAGE, &chat).await;
                 }
             }

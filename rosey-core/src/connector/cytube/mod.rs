@@ -68,11 +68,10 @@ use tokio_util::sync::CancellationToken;
 
 use self::channel::ChannelState;
 pub use self::channel::UserDirectory;
-pub use self::outbox::OutboxStats;
 use self::outbox::Outgoing;
 use self::session::{Link, SessionEnd};
 pub use self::users::User;
-use super::{Connector, ConnectorError, ConnectorHandle};
+use super::{Connector, ConnectorError, ConnectorHandle, ConnectorStats};
 use crate::backoff::BackoffPolicy;
 use crate::bus::{EventBus, Subscription};
 use crate::config::{CytubeConfig, Secret};
@@ -178,7 +177,7 @@ pub struct CytubeOptions {
     /// Time allowed for each handshake step (connect, join, login).
     pub handshake_timeout: Duration,
     /// Most lines (pieces of messages) waiting to be sent, connected or not (1 000). Beyond it the
-    /// oldest are dropped, counted in [`OutboxStats::dropped`] and logged as an error (rate-limited),
+    /// oldest are dropped, counted in [`ConnectorStats::outbox_dropped`] and logged as an error (rate-limited),
     /// so a flood of replies can neither grow memory nor delay the newest answers for long.
     pub outbox_capacity: usize,
 }
@@ -232,7 +231,7 @@ const HANDOFF_CAPACITY: usize = 64;
 pub struct CytubeConnector {
     options: CytubeOptions,
     users: UserDirectory,
-    outbox_stats: OutboxStats,
+    stats: ConnectorStats,
     health: Health,
 }
 
@@ -242,7 +241,7 @@ impl CytubeConnector {
         Self {
             options,
             users: UserDirectory::default(),
-            outbox_stats: OutboxStats::default(),
+            stats: ConnectorStats::default(),
             health: Health(None),
         }
     }
@@ -259,11 +258,6 @@ impl CytubeConnector {
         self.users.clone()
     }
 
-    /// The outbox's counters (lines waiting, lines dropped when full); they stay current after
-    /// [`Connector::start`], so take them before.
-    pub fn outbox_stats(&self) -> OutboxStats {
-        self.outbox_stats.clone()
-    }
 }
 
 /// Where the connector reports its health, if anywhere.
@@ -288,11 +282,17 @@ impl Connector for CytubeConnector {
         "cytube"
     }
 
+    /// Chat and PMs in and out, reconnects, cooldowns, and the outbox (lines waiting, lines dropped
+    /// when full).
+    fn stats(&self) -> ConnectorStats {
+        self.stats.clone()
+    }
+
     async fn start(
         self: Box<Self>,
         bus: Arc<dyn EventBus>,
     ) -> Result<ConnectorHandle, ConnectorError> {
-        let Self { options, users, outbox_stats, health } = *self;
+        let Self { options, users, stats, health } = *self;
         // Subscribe before connecting, so nothing said while joining is missed. The forwarders end
         // with the JoinSet: when the connector stops, or if this start fails or is abandoned.
         let (tx, mut outgoing) = mpsc::channel(HANDOFF_CAPACITY);
@@ -303,7 +303,7 @@ impl Connector for CytubeConnector {
         forwarders.spawn(forward(pms, tx, options.clone()));
 
         let tls = discovery::tls_config()?;
-        let mut state = ChannelState::new(&options, users, outbox_stats);
+        let mut state = ChannelState::new(&options, users, stats);
         health.report(false, || format!("joining {}", options.channel));
         let link = match connect(&options, &tls, &mut state, bus.as_ref()).await {
             Ok(link) => link,
@@ -403,6 +403,7 @@ async fn run(
                 Err(err) => error = err,
             }
         };
+        state.stats.reconnected();
         health.joined(&state);
         tracing::info!(
             message = "rejoined the CyTube channel",

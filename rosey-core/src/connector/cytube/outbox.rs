@@ -13,11 +13,10 @@
 //! still worth saying.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::ratelimit::RateLimiter;
+use crate::connector::ConnectorStats;
 use super::text::split_message;
 
 /// How long a sent chat message waits for its echo before it is taken as delivered. CyTube answers
@@ -27,32 +26,6 @@ const IN_FLIGHT_TTL: Duration = Duration::from_secs(10);
 
 /// Least time between two error logs about dropped lines.
 const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Counters of a CyTube connector's outbox, readable while it runs; take them with
-/// [`CytubeConnector::outbox_stats`](super::CytubeConnector::outbox_stats). Cloning shares them.
-#[derive(Debug, Clone, Default)]
-pub struct OutboxStats {
-    inner: Arc<Counters>,
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    dropped: AtomicU64,
-    queued: AtomicUsize,
-}
-
-impl OutboxStats {
-    /// Lines dropped, oldest first, because more were waiting than
-    /// [`CytubeOptions::outbox_capacity`](super::CytubeOptions::outbox_capacity) allows.
-    pub fn dropped(&self) -> u64 {
-        self.inner.dropped.load(Ordering::Relaxed)
-    }
-
-    /// Lines waiting to be sent right now (not counting those sent and awaiting their echo).
-    pub fn queued(&self) -> usize {
-        self.inner.queued.load(Ordering::Relaxed)
-    }
-}
 
 /// Cuts `text` to what [`Outbox::push`] could keep of it anyway (`max_pieces` pieces of `max_length`
 /// UTF-16 units, at most 3 bytes of UTF-8 each, plus line ends), so a huge message does not sit whole
@@ -96,7 +69,7 @@ pub(super) struct Outbox {
     requeued: usize,
     /// Most lines waiting to be sent; beyond it the oldest are dropped.
     capacity: usize,
-    stats: OutboxStats,
+    stats: ConnectorStats,
     /// When drops were last logged, and how many happened since.
     last_drop_log: Option<Instant>,
     dropped_since_log: u64,
@@ -113,7 +86,7 @@ impl Outbox {
             max_pieces: usize::MAX,
             requeued: 0,
             capacity: usize::MAX,
-            stats: OutboxStats::default(),
+            stats: ConnectorStats::default(),
             last_drop_log: None,
             dropped_since_log: 0,
         }
@@ -121,7 +94,7 @@ impl Outbox {
 
     /// Keeps at most `capacity` lines waiting (at least 1), dropping the oldest beyond it, and counts
     /// into `stats`.
-    pub(super) fn with_capacity(mut self, capacity: usize, stats: OutboxStats) -> Self {
+    pub(super) fn with_capacity(mut self, capacity: usize, stats: ConnectorStats) -> Self {
         self.capacity = capacity.max(1);
         self.stats = stats;
         self
@@ -134,21 +107,21 @@ impl Outbox {
             self.queue.drain(..over);
             self.requeued = self.requeued.saturating_sub(over);
             let over = over as u64;
-            self.stats.inner.dropped.fetch_add(over, Ordering::Relaxed);
+            self.stats.dropped(over);
             self.dropped_since_log += over;
             let now = Instant::now();
             if self.last_drop_log.is_none_or(|at| now.duration_since(at) >= DROP_LOG_INTERVAL) {
                 tracing::error!(
                     message = "CyTube outbox full: oldest lines dropped",
                     dropped = self.dropped_since_log,
-                    dropped_total = self.stats.dropped(),
+                    dropped_total = self.stats.outbox_dropped(),
                     capacity = self.capacity,
                 );
                 self.last_drop_log = Some(now);
                 self.dropped_since_log = 0;
             }
         }
-        self.stats.inner.queued.store(self.queue.len(), Ordering::Relaxed);
+        self.stats.set_queued(self.queue.len());
     }
 
     /// Keeps at most `max_pieces` pieces of one long message (the rest is dropped with a warning),
@@ -385,28 +358,28 @@ mod tests {
     #[test]
     fn over_capacity_the_oldest_lines_are_dropped_and_counted() {
         let now = Instant::now();
-        let stats = OutboxStats::default();
+        let stats = ConnectorStats::default();
         let mut outbox = outbox(now).with_capacity(3, stats.clone());
         for text in ["a", "b", "c", "d"] {
             outbox.push(chat(text));
         }
         outbox.push(chat("eeee ffff gggg")); // two pieces
-        assert_eq!((stats.dropped(), stats.queued()), (3, 3));
+        assert_eq!((stats.outbox_dropped(), stats.outbox_queued()), (3, 3));
         assert_eq!(drain(&mut outbox, now), [chat("d"), chat("eeee ffff"), chat("gggg")]);
-        assert_eq!(stats.queued(), 0);
+        assert_eq!(stats.outbox_queued(), 0);
     }
 
     #[test]
     fn lines_put_back_after_a_lost_connection_count_against_the_capacity() {
         let now = Instant::now();
-        let stats = OutboxStats::default();
+        let stats = ConnectorStats::default();
         let mut outbox = outbox(now).with_capacity(2, stats.clone());
         outbox.push(chat("a"));
         outbox.push(chat("b"));
         assert_eq!(drain(&mut outbox, now).len(), 2);
         outbox.push(chat("c"));
         outbox.connection_lost(now);
-        assert_eq!(stats.dropped(), 1);
+        assert_eq!(stats.outbox_dropped(), 1);
         assert_eq!(drain(&mut outbox, now), [chat("b"), chat("c")]);
     }
 

@@ -300,6 +300,7 @@ impl Link {
                 }
                 return Err(err);
             }
+            state.stats.chat_sent();
         }
     }
 
