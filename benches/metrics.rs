@@ -74,6 +74,8 @@ fn status(i: usize, n: u64) -> PluginStatus {
         cpu_percent: Some(0.5 + wobble),
         memory_mb: Some(20.0 + wobble * 0.25),
         memory_cap: None,
+        memory_limit_mb: None,
+        cpu_limit_percent: None,
         events: EventCounts {
             received: n * 3,
             delivered: n * 3,

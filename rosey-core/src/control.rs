@@ -153,8 +153,9 @@ impl<'a> From<&'a ReloadReport> for ReportJson<'a> {
     }
 }
 
-/// `{"error": …, "code": …}`, the code a word a script can branch on.
-fn error_json(error: &ControlError) -> Value {
+/// `{"error": …, "code": …}`, the code a word a script can branch on (`not_found`, `busy`,
+/// `reload_failed`…): the control API's answer to a failed request, shared by the dashboard's actions.
+pub fn error_json(error: &ControlError) -> Value {
     let code = match error {
         ControlError::NotFound(_) => "not_found",
         ControlError::AlreadyLoaded(_) => "already_loaded",
@@ -170,7 +171,8 @@ fn error_json(error: &ControlError) -> Value {
     json!({ "error": error.to_string(), "code": code })
 }
 
-fn status_json(status: &PluginStatus) -> Value {
+/// A plugin's status as the control API sends it (see docs/OPERATIONS.md).
+pub fn status_json(status: &PluginStatus) -> Value {
     to_value(&StatusJson::from(status))
 }
 
@@ -178,7 +180,9 @@ fn statuses_json(statuses: &[PluginStatus]) -> Value {
     Value::Array(statuses.iter().map(status_json).collect())
 }
 
-fn report_json(report: &ReloadReport) -> Value {
+/// A reload report as the control API sends it: `{plugin, from_version, to_version, outcome,
+/// failed_step, reason, duration_seconds}`.
+pub fn report_json(report: &ReloadReport) -> Value {
     to_value(&ReportJson::from(report))
 }
 

@@ -68,6 +68,8 @@ fn status(name: &str, version: &str, cpu: f64, events: u64) -> PluginStatus {
         cpu_percent: Some(cpu),
         memory_mb: Some(cpu * 10.0),
         memory_cap: None,
+        memory_limit_mb: None,
+        cpu_limit_percent: None,
         events: EventCounts { completed: events, ..EventCounts::default() },
         latency: LatencySummary::default(),
         last_error: None,

@@ -31,6 +31,8 @@ fn status(name: &str, state: PluginState, cpu: Option<f64>, memory: Option<f64>)
         cpu_percent: cpu,
         memory_mb: memory,
         memory_cap: None,
+        memory_limit_mb: None,
+        cpu_limit_percent: None,
         events: EventCounts::default(),
         latency: LatencySummary::default(),
         last_error: None,

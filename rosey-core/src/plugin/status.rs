@@ -115,6 +115,10 @@ pub struct PluginStatus {
     pub memory_mb: Option<f64>,
     /// How the serving instance's memory limit is enforced beyond sampling (cgroup, rlimit, none).
     pub memory_cap: Option<super::MemoryEnforcement>,
+    /// The manifest's `limits.memory_mb` (of the serving instance's manifest once one serves).
+    pub memory_limit_mb: Option<f64>,
+    /// The manifest's `limits.cpu_percent` (likewise).
+    pub cpu_limit_percent: Option<f64>,
     /// Event counters.
     pub events: EventCounts,
     /// Response times.

@@ -106,6 +106,8 @@ impl Shared {
                 cpu_percent: None,
                 memory_mb: None,
                 memory_cap: None,
+                memory_limit_mb: manifest.limits.memory_mb,
+                cpu_limit_percent: manifest.limits.cpu_percent,
                 events: EventCounts::default(),
                 latency: LatencySummary::default(),
                 last_error: None,

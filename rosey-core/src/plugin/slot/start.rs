@@ -276,6 +276,7 @@ impl Slot {
             _ => None,
         };
         let resubscribe = manifest.subjects() != self.manifest.subjects();
+        let limits = (manifest.limits.memory_mb, manifest.limits.cpu_percent);
         self.manifest = manifest;
         self.consecutive_timeouts = 0;
         {
@@ -283,6 +284,7 @@ impl Slot {
             cell.serving_since = Some(serving.started_at);
             cell.status.pid = pid;
             cell.status.memory_cap = Some(serving.live.memory);
+            (cell.status.memory_limit_mb, cell.status.cpu_limit_percent) = limits;
             cell.status.version = version.clone();
             cell.status.loaded_at = Some(now_millis());
             cell.status.cpu_percent = None;
