@@ -40,11 +40,14 @@
 //! moderator commands sent as chat (`/rank`, `/kick`, ...) and the per-IP connection
 //! count kick. Unknown events get no reply, as on the real server.
 //!
+//! [`browser::Browser`] drives a headless Chromium over WebDriver, for tests of web pages.
+//!
 //! [`FaultProxy`] is a TCP proxy that cuts, stalls or delays the connection to a real server
 //! (PostgreSQL, NATS) on demand, for tests of how a client rides out an outage.
 
 #![deny(missing_docs)]
 
+pub mod browser;
 mod channel;
 mod chat;
 mod conn;
