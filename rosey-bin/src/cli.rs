@@ -30,9 +30,10 @@ pub(crate) enum Command {
     /// Run the bot until Ctrl-C or SIGTERM.
     ///
     /// Without --config it runs on embedded defaults: chat on the console (standard input and
-    /// output), events on an in-process bus, plugins from ./plugins. A config file can join a CyTube
-    /// channel instead of the console and share events with other nodes over NATS. Logs go to
-    /// standard error and to logs/rosey.log unless the config says otherwise.
+    /// output), events on an in-process bus, plugins from ./plugins, storage in the SQLite file
+    /// ./rosey.db, and the dashboard at http://127.0.0.1:8080 (this machine only). A config file can
+    /// join a CyTube channel instead of the console and share events with other nodes over NATS.
+    /// Logs go to standard error and to logs/rosey.log unless the config says otherwise.
     Run {
         /// JSON config file (see docs/CONFIGURATION.md); ROSEY_* environment variables override
         /// some of its keys.

@@ -1,7 +1,8 @@
 //! Wiring: starts Rosey's parts in the documented order and stops them in reverse on SIGINT/SIGTERM.
 //!
 //! Start: EventBus → Database → PluginManager → MetricsCollector → Dashboard → AdminPlugin → Router →
-//! Connector (docs/ARCHITECTURE.md). Only the parts that exist so far are started. Plugins start
+//! Connector (docs/ARCHITECTURE.md). Only the parts that exist so far are started (the admin plugin
+//! has not landed yet). Plugins start
 //! concurrently and `rosey ready` waits for them at most [`PLUGIN_START_TIMEOUT`] all together. A
 //! signal is obeyed at any moment, startup included: what already started is stopped, each step within
 //! [`STOP_STEP_TIMEOUT`]. A connector that stops for good (banned, logged in elsewhere) stops the node
@@ -24,6 +25,9 @@ use rosey_core::router::{Router, RouterError, RouterHandle, RouterOptions};
 use rosey_core::storage::{
     KvHandle, KvLimits, KvService, KvServiceError, RecordWriter, Storage, StorageError,
     WriterHandle, WriterOptions,
+};
+use rosey_dashboard::{
+    ConnectorView, Dashboard, DashboardError, DashboardHandle, DashboardOptions,
 };
 use rosey_metrics::{
     CollectorHandle, CollectorOptions, ConnectorStats, MetricsCollector, NodeStats,
@@ -77,6 +81,8 @@ pub(crate) enum NodeError {
     Connector(#[from] ConnectorError),
     #[error("the connector stopped on its own")]
     ConnectorStopped,
+    #[error("dashboard: {0} (set dashboard.port to a free port, or dashboard.enabled to false)")]
+    Dashboard(#[from] DashboardError),
     #[error("cannot listen for signals: {0}")]
     Signals(std::io::Error),
 }
@@ -89,9 +95,7 @@ struct Parts {
     kv: Option<KvHandle>,
     manager: Option<Arc<PluginManager>>,
     collector: Option<CollectorHandle>,
-    /// The Prometheus registry, for the dashboard's `/metrics` (issue 13) to serve.
-    #[allow(dead_code)]
-    prometheus: Option<PrometheusMetrics>,
+    dashboard: Option<DashboardHandle>,
     control: Option<ControlHandle>,
     router: Option<RouterHandle>,
     connector: Option<ConnectorHandle>,
@@ -162,18 +166,20 @@ async fn start(
         version: env!("CARGO_PKG_VERSION").to_owned(),
     });
     let collector = config.metrics.enabled.then(|| {
-        MetricsCollector::new(collector_options(config)).storage(storage, HISTORY_SAVE_EVERY)
+        MetricsCollector::new(collector_options(config))
+            .storage(storage.clone(), HISTORY_SAVE_EVERY)
     });
     let mut sinks: Vec<Arc<dyn MetricsSink>> =
         vec![Arc::new(records.clone()), Arc::new(prometheus.clone())];
     if let Some(collector) = &collector {
         sinks.push(Arc::new(collector.sink()));
     }
+    let sink: Arc<dyn MetricsSink> = Arc::new(FanoutSink::new(sinks));
     // 3. PluginManager: every plugin starts at once; chat starts flowing only once they have all had
     //    their chance, bounded by one timeout for all of them together.
     let manager = Arc::new(
         PluginManager::builder(bus.clone(), Arc::new(ProcessRuntime::new()))
-            .metrics_sink(Arc::new(FanoutSink::new(sinks)))
+            .metrics_sink(sink.clone())
             .build(),
     );
     parts.manager = Some(manager.clone());
@@ -190,18 +196,40 @@ async fn start(
     prometheus.set_started_at(health.started_at());
     let plugins_source = manager.clone();
     prometheus.set_plugin_source(move || plugins_source.snapshot());
-    parts.prometheus = Some(prometheus.clone());
-    // 5–6. Dashboard, AdminPlugin: arrive with their crates.
-    // 7. Router
+    // The connector is made (not started) here: its counters and user table feed the metrics and
+    // the dashboard from now on.
     let bot_name = config.cytube.as_ref().map_or("rosey", |c| c.username.as_str()).to_owned();
+    let made = make_connector(config, bot_name.clone(), health)?;
+    // 5. Dashboard
+    if config.dashboard.enabled {
+        let dashboard =
+            Dashboard::new(dashboard_options(config, bus_kind), manager.clone(), health.clone())
+                .prometheus(prometheus.clone())
+                .storage(storage.clone())
+                .audit(records.clone())
+                .metrics_sink(sink.clone())
+                .connector(made.view.clone());
+        let dashboard = match &parts.collector {
+            Some(collector) => dashboard.history(collector.reader()),
+            None => dashboard,
+        };
+        match dashboard.start().await {
+            Ok(dashboard) => parts.dashboard = Some(dashboard),
+            // On the embedded default a busy port costs the dashboard, not the bot.
+            Err(error) if !config.is_configured("dashboard") => {
+                tracing::warn!(message = "dashboard not started; the bot runs without it", %error);
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    // 6. AdminPlugin: arrives with its crate.
+    // 7. Router
     let router_options =
         RouterOptions { bot_name: Some(bot_name.clone()), ..RouterOptions::default() };
     let router = Router::new(bus.clone(), manager.command_table(), router_options).start().await?;
     let router_stats = router.stats_reader();
     parts.router = Some(router);
-    // The connector is made (not started) here so its counters can be read from now on.
-    let (connector, console) = make_connector(config, bot_name, health)?;
-    let connector_stats = connector.stats();
+    let connector_stats = made.connector.stats();
     let health_source = health.clone();
     prometheus.set_node_stats(move || {
         let counts = connector_stats.snapshot();
@@ -222,6 +250,7 @@ async fn start(
         }
     });
     // 8. Connector
+    let MadeConnector { connector, console, .. } = made;
     parts.connector = Some(connector.start(bus).await?);
 
     let plugins = report_plugins(&manager, health);
@@ -370,6 +399,9 @@ impl Parts {
         if let Some(router) = self.router {
             step("router", router.shutdown()).await;
         }
+        if let Some(dashboard) = self.dashboard {
+            step("dashboard", dashboard.shutdown()).await;
+        }
         if let Some(collector) = self.collector {
             step("metrics collector", collector.shutdown()).await;
         }
@@ -393,20 +425,32 @@ impl Parts {
     }
 }
 
-/// The console connector on embedded defaults, CyTube when the config has a `cytube` section; the
-/// console's progress too, when it is the console.
+/// A connector made and not started, with what the rest of the node reads from it.
+struct MadeConnector {
+    connector: Box<dyn Connector>,
+    /// The console's progress, when it is the console.
+    console: Option<ConsoleProgress>,
+    /// What the dashboard's header shows of it.
+    view: ConnectorView,
+}
+
+/// The console connector on embedded defaults, CyTube when the config has a `cytube` section.
 fn make_connector(
     config: &Config,
     bot_name: String,
     health: &HealthRegistry,
-) -> Result<(Box<dyn Connector>, Option<ConsoleProgress>), NodeError> {
+) -> Result<MadeConnector, NodeError> {
     match &config.cytube {
         None => {
-            let console =
-                ConsoleConnector::new(ConsoleOptions { bot_name, ..ConsoleOptions::default() })
-                    .with_health(health.clone());
+            let options = ConsoleOptions { bot_name, ..ConsoleOptions::default() };
+            let view = ConnectorView {
+                name: "console".to_owned(),
+                channel: Some(options.channel.clone()),
+                users: None,
+            };
+            let console = ConsoleConnector::new(options).with_health(health.clone());
             let progress = console.progress();
-            Ok((Box::new(console), Some(progress)))
+            Ok(MadeConnector { connector: Box::new(console), console: Some(progress), view })
         }
         #[cfg(feature = "cytube")]
         Some(cytube) => {
@@ -420,10 +464,31 @@ fn make_connector(
             );
             let connector = CytubeConnector::new(CytubeOptions::from_config(cytube))
                 .with_health(health.clone());
-            Ok((Box::new(connector), None))
+            let users = connector.users();
+            let view = ConnectorView {
+                name: "cytube".to_owned(),
+                channel: Some(cytube.channel.clone()),
+                users: Some(Arc::new(move || users.len())),
+            };
+            Ok(MadeConnector { connector: Box::new(connector), console: None, view })
         }
         #[cfg(not(feature = "cytube"))]
         Some(_) => Err(NodeError::CytubeNotBuilt),
+    }
+}
+
+/// The dashboard as the config says: address, token, and snapshots no older than half a metrics
+/// poll (at most a second).
+fn dashboard_options(config: &Config, bus_kind: &str) -> DashboardOptions {
+    let poll = Duration::from_secs(config.metrics.poll_interval.max(1));
+    DashboardOptions {
+        host: config.dashboard.host.clone(),
+        port: config.dashboard.port,
+        token: config.dashboard.token.clone(),
+        max_age: (poll / 2).min(Duration::from_secs(1)),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        bus: bus_kind.to_owned(),
+        node: node_name(),
     }
 }
 

@@ -9,9 +9,7 @@ use futures_util::StreamExt;
 use rosey_core::backoff::BackoffPolicy;
 use rosey_core::bus::{EventBus, EventBusExt, MemoryBus, Subscription};
 use rosey_core::config::Secret;
-use rosey_core::connector::cytube::{
-    CytubeConnector, CytubeError, CytubeOptions, UserDirectory,
-};
+use rosey_core::connector::cytube::{CytubeConnector, CytubeError, CytubeOptions, UserDirectory};
 use rosey_core::connector::{Connector, ConnectorError, ConnectorHandle, ConnectorStats};
 use rosey_core::event::{
     ChatMessage, ChatSend, MediaChange, PmMessage, PmSend, UserJoin, UserLeave,

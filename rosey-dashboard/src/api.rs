@@ -268,7 +268,8 @@ pub(crate) async fn events_json(State(app): AppState, RawQuery(query): RawQuery)
     let Some(storage) = app.snapshots.sources.storage.clone() else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "no_storage", "no storage is configured");
     };
-    let plugin_query = PluginEventQuery { plugin: plugin.clone(), before_us, limit, ..Default::default() };
+    let plugin_query =
+        PluginEventQuery { plugin: plugin.clone(), before_us, limit, ..Default::default() };
     let lifecycle = storage.plugin_events(&plugin_query);
     let audit_query = AuditQuery { actor: None, before_us, limit };
     let audit = storage.audit_log(&audit_query);
@@ -307,7 +308,7 @@ pub(crate) async fn events_json(State(app): AppState, RawQuery(query): RawQuery)
                 (a.time_us, value)
             }),
     );
-    events.sort_by(|a, b| b.0.cmp(&a.0));
+    events.sort_by_key(|e| std::cmp::Reverse(e.0));
     events.truncate(limit as usize);
     let events: Vec<Value> = events.into_iter().map(|(_, v)| v).collect();
     no_store(axum::Json(json!({ "events": events })).into_response())
@@ -378,7 +379,9 @@ pub(crate) async fn prometheus(State(app): AppState) -> Response {
 
 pub(crate) async fn healthz(State(app): AppState) -> Response {
     let uptime = app.snapshots.sources.health.uptime().as_secs_f64();
-    no_store(axum::Json(json!({ "status": "ok", "uptime_seconds": round3(uptime) })).into_response())
+    no_store(
+        axum::Json(json!({ "status": "ok", "uptime_seconds": round3(uptime) })).into_response(),
+    )
 }
 
 /// Ready when the bus, the connector and storage report healthy (those the node has) and every

@@ -86,7 +86,11 @@ pub(crate) struct Snapshots {
 
 impl Snapshots {
     /// Builds the first snapshot and starts refreshing on demand until `stop`.
-    pub(crate) async fn start(sources: Sources, max_age: Duration, stop: CancellationToken) -> Self {
+    pub(crate) async fn start(
+        sources: Sources,
+        max_age: Duration,
+        stop: CancellationToken,
+    ) -> Self {
         let sources = Arc::new(sources);
         let mut builder = Builder::new(sources.clone());
         let first = builder.build().await;
@@ -289,7 +293,9 @@ impl Builder {
             Ok(Err(error)) => {
                 tracing::debug!(message = "dashboard timeline not refreshed", %error);
             }
-            Err(_) => tracing::debug!(message = "dashboard timeline not refreshed: storage is slow"),
+            Err(_) => {
+                tracing::debug!(message = "dashboard timeline not refreshed: storage is slow")
+            }
         }
     }
 }
@@ -298,8 +304,8 @@ impl Snapshot {
     /// Renders the page and the SSE fragments of `overview` into the snapshot.
     fn with_overview(mut self, overview: Overview) -> Self {
         self.page = Bytes::from(page::page(&overview));
-        self.fragments_json = serde_json::to_string(&page::fragments(&overview))
-            .unwrap_or_else(|_| "{}".to_owned());
+        self.fragments_json =
+            serde_json::to_string(&page::fragments(&overview)).unwrap_or_else(|_| "{}".to_owned());
         self
     }
 }
@@ -353,10 +359,7 @@ fn spark(values: impl ExactSizeIterator<Item = Option<f64>>) -> Vec<Option<f64>>
         return values;
     }
     let per_point = values.len().div_ceil(SPARK_POINTS);
-    values
-        .chunks(per_point)
-        .map(|chunk| chunk.iter().flatten().copied().reduce(f64::max))
-        .collect()
+    values.chunks(per_point).map(|chunk| chunk.iter().flatten().copied().reduce(f64::max)).collect()
 }
 
 /// Seconds since the epoch.
@@ -449,7 +452,10 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(5)), "5s");
         assert_eq!(human_duration(Duration::from_secs(14 * 60 + 5)), "14m 5s");
         assert_eq!(human_duration(Duration::from_secs(3 * 3600 + 14 * 60)), "3h 14m");
-        assert_eq!(human_duration(Duration::from_secs(2 * 86_400 + 3 * 3600 + 14 * 60)), "2d 3h 14m");
+        assert_eq!(
+            human_duration(Duration::from_secs(2 * 86_400 + 3 * 3600 + 14 * 60)),
+            "2d 3h 14m"
+        );
     }
 
     #[test]

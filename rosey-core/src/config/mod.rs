@@ -214,6 +214,10 @@ impl Config {
     /// the start on a busy port when it was configured, and only warns on its default one.
     pub fn is_configured(&self, section: &str) -> bool {
         self.provenance.given.iter().any(|given| given == section)
-            || self.provenance.from_env.iter().any(|source| source.key.split('.').next() == Some(section))
+            || self
+                .provenance
+                .from_env
+                .iter()
+                .any(|source| source.key.split('.').next() == Some(section))
     }
 }

@@ -126,7 +126,9 @@ pub(super) fn check(config: &Config, stage: Stage) -> Vec<ConfigError> {
     {
         fail(
             "dashboard.token",
-            format!("must be at least {MIN_DASHBOARD_TOKEN} characters (it guards reload and restart)"),
+            format!(
+                "must be at least {MIN_DASHBOARD_TOKEN} characters (it guards reload and restart)"
+            ),
         );
     }
     if let Some(url) = &dashboard.public_url {

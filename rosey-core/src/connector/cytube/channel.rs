@@ -77,7 +77,11 @@ pub(super) struct ChannelState {
 
 impl ChannelState {
     /// The state for the options' channel, keeping its user table in `users`.
-    pub(super) fn new(options: &CytubeOptions, users: UserDirectory, stats: ConnectorStats) -> Self {
+    pub(super) fn new(
+        options: &CytubeOptions,
+        users: UserDirectory,
+        stats: ConnectorStats,
+    ) -> Self {
         let rate = (options.rate_burst, options.rate_per_second);
         let limiter = RateLimiter::new(rate.0, rate.1, Instant::now());
         Self {

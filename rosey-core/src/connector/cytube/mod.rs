@@ -257,7 +257,6 @@ impl CytubeConnector {
     pub fn users(&self) -> UserDirectory {
         self.users.clone()
     }
-
 }
 
 /// Where the connector reports its health, if anywhere.

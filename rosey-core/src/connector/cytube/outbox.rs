@@ -16,8 +16,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::ratelimit::RateLimiter;
-use crate::connector::ConnectorStats;
 use super::text::split_message;
+use crate::connector::ConnectorStats;
 
 /// How long a sent chat message waits for its echo before it is taken as delivered. CyTube answers
 /// within milliseconds; a message that gets no echo at all (a `/command`, a muted bot) must not stay
