@@ -13,6 +13,8 @@ use tokio::sync::broadcast::Receiver;
 
 const ROSEY: &str = env!("CARGO_BIN_EXE_rosey");
 
+#[path = "cli/dashboard.rs"]
+mod dashboard;
 #[path = "cli/floods.rs"]
 mod floods;
 #[path = "cli/storage.rs"]

@@ -207,6 +207,7 @@ impl Dashboard {
                 );
             }
         }
+        tracing::info!(message = "dashboard serving", url = %format!("http://{local_addr}"));
         let max_age = options.max_age.max(Duration::from_millis(50));
         let token = options.token.clone();
         let node = options.node.clone();
@@ -215,7 +216,6 @@ impl Dashboard {
             service: ServiceHandle::spawn("dashboard", move |stop| async move {
                 let snapshots = Snapshots::start(sources, max_age, stop.clone()).await;
                 let app = router(api::App::new(snapshots, token, node, stop.clone()));
-                tracing::info!(message = "dashboard serving", url = %format!("http://{local_addr}"));
                 axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
                     .with_graceful_shutdown(async move { stop.cancelled().await })
                     .await

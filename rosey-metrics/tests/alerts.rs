@@ -12,31 +12,16 @@ fn docs() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs")
 }
 
-const INSTALL: &str = "Install it with\n\n    sudo apt-get install prometheus\n\n(or set PROMTOOL to its \
-                       path), or run scripts/test, which installs it when it can.";
-
-/// The promtool to run: `PROMTOOL` when set, else the first in PATH, /usr/bin or /usr/local/bin.
-fn promtool() -> PathBuf {
-    if let Some(path) = std::env::var_os("PROMTOOL") {
-        let path = PathBuf::from(path);
-        assert!(path.is_file(), "PROMTOOL={} is not a file. {INSTALL}", path.display());
-        return path;
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
-        .map(|dir| dir.join("promtool"))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| panic!("promtool is not installed; these tests need it. {INSTALL}"))
-}
+use rosey_testkit::promtool::promtool;
 
 /// Runs promtool with `args` in docs/ and fails with its output unless it succeeds.
 fn run_promtool(args: &[&str]) -> String {
     let promtool = promtool();
-    let output =
-        Command::new(&promtool).args(args).current_dir(docs()).output().unwrap_or_else(|error| {
-            panic!("cannot run {}: {error}. {INSTALL}", promtool.display())
-        });
+    let output = Command::new(&promtool)
+        .args(args)
+        .current_dir(docs())
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {}: {error}", promtool.display()));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

@@ -4,8 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -81,47 +79,6 @@ fn all_node_stats() -> NodeStats {
 /// The value of the sample `series` (name with its labels, exactly as rendered), if present.
 fn value(body: &str, series: &str) -> Option<f64> {
     body.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-fn promtool() -> PathBuf {
-    let in_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|dir| dir.join("promtool")).find(|p| p.is_file())
-    });
-    let found =
-        in_path.or_else(|| Some(PathBuf::from("/usr/bin/promtool")).filter(|p| p.is_file()));
-    found.expect("promtool not found: install it with `apt-get install -y prometheus` (Debian)")
-}
-
-/// Runs `promtool check metrics` on `body`; panics with its output when it finds a problem.
-///
-/// One lint finding is accepted, and only that one: `rosey_plugin_memory_mb metric names should not
-/// contain abbreviated units`. The name is fixed by DESIGN §6 and the PRD, and promtool's linter
-/// (exit code 3) has no way to waive it; a parse error (exit code 1) or any other finding fails.
-fn promtool_check(body: &str) {
-    let mut child = Command::new(promtool())
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let only_the_known_finding = output.status.code() == Some(3)
-        && said.lines().filter(|l| !l.trim().is_empty()).all(|l| {
-            l.starts_with("rosey_plugin_memory_mb ")
-                && l.ends_with("should not contain abbreviated units")
-        });
-    assert!(
-        output.status.success() || only_the_known_finding,
-        "promtool check metrics failed ({}):\n{said}\n--- body ---\n{body}",
-        output.status
-    );
 }
 
 /// A registry fed with one of everything the runtime reports.
@@ -246,7 +203,7 @@ fn every_documented_metric_is_exposed_with_its_labels_and_values() {
 
 #[test]
 fn the_exposition_passes_promtool() {
-    promtool_check(&fed().render());
+    rosey_testkit::promtool::check_metrics(&fed().render());
 }
 
 #[test]
@@ -298,7 +255,7 @@ fn a_node_without_sources_omits_their_metrics_and_stays_valid() {
     let body = metrics.render();
     assert_eq!(value(&body, "rosey_connector_connected"), Some(0.0));
     assert!(!body.contains("rosey_connector_reconnects_total"));
-    promtool_check(&body);
+    rosey_testkit::promtool::check_metrics(&body);
 }
 
 #[test]
@@ -362,7 +319,7 @@ fn custom_metrics_add_set_and_observe() {
         Some(2.0)
     );
     assert_eq!(body.matches("# TYPE rosey_custom_rolls_total counter").count(), 1);
-    promtool_check(&body);
+    rosey_testkit::promtool::check_metrics(&body);
 }
 
 /// name, kind, value, labels, the expected refusal reason.
@@ -430,7 +387,7 @@ fn invalid_custom_metrics_are_refused_and_counted() {
     );
     assert!(!body.contains("rosey_custom_rolls{"), "a refused gauge was exposed");
     assert!(!body.contains("rosey_custom_latency_count{plugin=\"quotes\""));
-    promtool_check(&body);
+    rosey_testkit::promtool::check_metrics(&body);
 }
 
 /// Collects what tracing writes, to count warnings.
@@ -507,7 +464,7 @@ fn the_series_cap_refuses_the_101st_series_with_one_warning_per_plugin() {
         ),
         Some(51.0)
     );
-    promtool_check(&body);
+    rosey_testkit::promtool::check_metrics(&body);
 }
 
 fn none() -> BTreeMap<String, String> {
@@ -620,7 +577,7 @@ async fn a_running_node_with_two_plugins_exposes_every_metric_and_has_1h_aggrega
         value(&body, "rosey_plugin_reloads_total{plugin=\"alpha\",status=\"success\"}"),
         Some(1.0)
     );
-    promtool_check(&body);
+    rosey_testkit::promtool::check_metrics(&body);
 
     for plugin in ["alpha", "beta"] {
         let uptime = reader.aggregate(plugin, Series::Uptime, Duration::from_secs(3600));

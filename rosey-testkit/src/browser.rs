@@ -418,10 +418,10 @@ impl Browser {
     }
 }
 
-/// The HTTP client for `chromedriver`: plain HTTP to loopback, no proxy. reqwest is built with
+/// A client for plain HTTP to loopback (chromedriver, or a server under test), no proxy. reqwest is built with
 /// `rustls-no-provider` in this workspace and refuses to build without a TLS configuration,
 /// so it gets one (ring, no roots) that is never used.
-fn http_client() -> Result<reqwest::Client, BrowserError> {
+pub fn http_client() -> Result<reqwest::Client, BrowserError> {
     let setup = |source: Box<dyn std::error::Error + Send + Sync>| BrowserError::Transport {
         command: "building the HTTP client".into(),
         source,

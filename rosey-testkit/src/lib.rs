@@ -53,6 +53,7 @@ mod chat;
 mod conn;
 mod http;
 pub mod postgres;
+pub mod promtool;
 mod session;
 mod state;
 mod text;
