@@ -97,6 +97,9 @@ fn check_config_rejects_bad_configs_and_names_the_key() {
         (r#"{"dashbord": {}}"#, "dashbord"),
         (r#"{"dashboard": {"prot": 80}}"#, "dashboard.prot"),
         (r#"{"dashboard": {"port": "80"}}"#, "dashboard.port"),
+        (r#"{"dashboard": {"token": "short"}}"#, "dashboard.token: must be at least 16 characters"),
+        (r#"{"dashboard": {"public_url": "ftp://x"}}"#, "dashboard.public_url"),
+        (r#"{"dashboard": {"public_url": "not a url"}}"#, "dashboard.public_url"),
         (r#"{"database": {"pool_size": 0}}"#, "database.pool_size"),
         (r#"{"cytube": {"channel": "bad name!", "username": "bot"}}"#, "cytube.channel"),
     ];

@@ -252,7 +252,14 @@ impl Builder {
             memory_limit_mb: status.memory_limit_mb,
             event_count: status.events.completed + status.events.failed,
             crash_count: status.crash_count,
-            p95_ms: current.and_then(|s| s.latency_p95_seconds).map(|s| s * 1000.0),
+            // The last interval's p95 while events flow; in a quiet spell, the hour's.
+            p95_ms: current
+                .and_then(|s| s.latency_p95_seconds)
+                .or_else(|| {
+                    let hour = history?.aggregate(&status.name, Series::LatencyP95, SPARK_WINDOW);
+                    hour.map(|a| a.p95)
+                })
+                .map(|s| s * 1000.0),
             last_error: status.last_error.clone(),
             light,
             light_reason,
