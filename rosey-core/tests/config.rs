@@ -589,7 +589,9 @@ fn unused_sections_are_named_when_the_file_gives_them() {
             "database": {"pool_size": 5}}"#,
     )
     .unwrap();
-    assert_eq!(config.unused_sections(), ["owner", "admins", "dashboard"]);
+    assert_eq!(config.unused_sections(), ["owner", "admins"]);
+    assert!(config.is_configured("dashboard"), "present with its default values: configured");
+    assert!(!Config::from_json_str("{}").unwrap().is_configured("dashboard"));
 }
 
 #[test]
@@ -598,8 +600,11 @@ fn unused_sections_include_those_set_in_code_but_not_the_database() {
     config.apply_env(|name| (name == "ROSEY_DATABASE_URL").then(|| "sqlite:x.db".to_owned()));
     assert!(config.unused_sections().is_empty(), "the database section is in use");
     let mut config = Config::default();
-    config.dashboard.port = 9000;
-    assert_eq!(config.unused_sections(), ["dashboard"]);
+    config.owner = Some("alice".to_owned());
+    assert_eq!(config.unused_sections(), ["owner"]);
+    let mut config = Config::default();
+    config.apply_env(|name| (name == "ROSEY_DASHBOARD_TOKEN").then(|| "t".repeat(20)));
+    assert!(config.is_configured("dashboard"), "an environment override configures the section");
 }
 
 /// A fresh, empty folder for one test.
