@@ -335,15 +335,8 @@ impl AdminPlugin {
         let replaced = confirmations.ask(&user, request);
         drop(confirmations);
         if let Some(old) = replaced {
-            self.auditor.record(Entry {
-                actor: &old.actor,
-                rank: old.rank,
-                command: old.command,
-                arguments: &old.arguments,
-                outcome: Outcome::Cancelled,
-                detail: Some("replaced by a newer request".to_owned()),
-                duration: Duration::ZERO,
-            });
+            let detail = "replaced by a newer request".to_owned();
+            self.auditor.record(audit_entry(&old, Outcome::Cancelled, detail, Duration::ZERO));
         }
     }
 
@@ -393,15 +386,8 @@ impl AdminPlugin {
             }
             Action::ReloadAll(names) => self.reload_all(names).await,
         };
-        self.auditor.record(Entry {
-            actor: &request.actor,
-            rank: request.rank,
-            command: request.command,
-            arguments: &request.arguments,
-            outcome: if ok { Outcome::Ok } else { Outcome::Failed },
-            detail: Some(lines.join(" | ")),
-            duration: began.elapsed(),
-        });
+        let outcome = if ok { Outcome::Ok } else { Outcome::Failed };
+        self.auditor.record(audit_entry(&request, outcome, lines.join(" | "), began.elapsed()));
         lines
     }
 
@@ -417,6 +403,24 @@ impl AdminPlugin {
             }
         }
         (true, lines)
+    }
+}
+
+/// The audit entry of a step of `request`.
+fn audit_entry(
+    request: &Request,
+    outcome: Outcome,
+    detail: String,
+    duration: Duration,
+) -> Entry<'_> {
+    Entry {
+        actor: &request.actor,
+        rank: request.rank,
+        command: request.command,
+        arguments: &request.arguments,
+        outcome,
+        detail: Some(detail),
+        duration,
     }
 }
 
@@ -442,15 +446,8 @@ async fn expire_later(
     let Some(shared) = shared.upgrade() else { return };
     let expired = shared.confirmations.lock().expire(&user, id);
     if let Some(request) = expired {
-        auditor.record(Entry {
-            actor: &request.actor,
-            rank: request.rank,
-            command: request.command,
-            arguments: &request.arguments,
-            outcome: Outcome::Expired,
-            detail: Some(format!("no yes within {}s", timeout.as_secs())),
-            duration: timeout,
-        });
+        let detail = format!("no yes within {}s", timeout.as_secs());
+        auditor.record(audit_entry(&request, Outcome::Expired, detail, timeout));
     }
 }
 
