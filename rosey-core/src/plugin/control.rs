@@ -115,4 +115,12 @@ pub trait PluginControl: Send + Sync {
     /// Rolling reload of every plugin, one at a time in name order, stopping at the first that does not
     /// succeed; the reports of the reloads attempted (a refused or failed one included).
     async fn reload_all(&self) -> Vec<ReloadReport>;
+
+    /// The version a [`reload`](Self::reload) of the plugin would start now (its manifest on disk),
+    /// for asking "reload x v1.0 → v1.1?" before doing it; `None` when it cannot be told (an
+    /// in-process plugin, an unknown plugin, an unreadable manifest). Default: `None`.
+    async fn pending_version(&self, name: &str) -> Option<String> {
+        let _ = name;
+        None
+    }
 }

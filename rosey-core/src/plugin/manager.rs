@@ -346,6 +346,20 @@ impl PluginManager {
         Ok(report)
     }
 
+    /// The version in the plugin's manifest on disk, the one a [`reload`](Self::reload) would start
+    /// (read on the blocking pool); `None` for an unknown plugin, a plugin without a folder (an
+    /// in-process one) or a manifest that cannot be read or names another plugin.
+    pub async fn pending_version(&self, name: &str) -> Option<String> {
+        let dir = self.entry(name).ok()?.dir.clone();
+        if dir.as_os_str().is_empty() {
+            return None;
+        }
+        match Manifest::load_async(&dir).await {
+            Ok(manifest) if manifest.name == name => Some(manifest.version),
+            Ok(_) | Err(_) => None,
+        }
+    }
+
     /// Reloads every plugin, one at a time in name order, stopping at the first that does not
     /// succeed. Returns the reports of the reloads attempted (the failed one included).
     pub async fn reload_all(&self) -> Vec<ReloadReport> {
@@ -443,5 +457,9 @@ impl PluginControl for PluginManager {
 
     async fn reload_all(&self) -> Vec<ReloadReport> {
         PluginManager::reload_all(self).await
+    }
+
+    async fn pending_version(&self, name: &str) -> Option<String> {
+        PluginManager::pending_version(self, name).await
     }
 }
