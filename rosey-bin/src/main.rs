@@ -49,11 +49,8 @@ fn load(path: Option<&Path>) -> Result<Loaded, ConfigErrors> {
 /// Prints `OK` with notes, or every error of the config file; exit 0 or 1.
 fn check_config(file: &Path) -> ExitCode {
     match load(Some(file)) {
-        Ok(Loaded { config, overrides }) => {
+        Ok(Loaded { overrides, .. }) => {
             let mut report = format!("OK: {}", file.display());
-            for section in config.unused_sections() {
-                report.push_str(&format!("\n  note: {}", unused_section_message(section)));
-            }
             for applied in &overrides.applied {
                 report.push_str(&format!(
                     "\n  note: {} sets {} (from the environment)",
@@ -77,10 +74,6 @@ fn check_config(file: &Path) -> ExitCode {
 }
 
 /// The one warning for a config section that is accepted but not used yet.
-fn unused_section_message(section: &str) -> String {
-    format!("config section \"{section}\" is accepted but not used yet")
-}
-
 fn print_config_errors(title: &str, errors: &ConfigErrors) {
     let mut report = title.to_owned();
     for error in errors {
@@ -111,7 +104,7 @@ fn run(config_path: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    report_config(&config, &overrides);
+    report_overrides(&overrides);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -130,9 +123,9 @@ fn run(config_path: Option<&Path>) -> ExitCode {
     }
 }
 
-/// Logs, once logging is up, what the environment changed and which sections have no effect yet.
-/// Names only: a variable's value may be a secret.
-fn report_config(config: &Config, overrides: &EnvOverrides) {
+/// Logs, once logging is up, what the environment changed. Names only: a variable's value may be a
+/// secret.
+fn report_overrides(overrides: &EnvOverrides) {
     for applied in &overrides.applied {
         tracing::info!(
             message = "configuration value taken from the environment",
@@ -146,8 +139,5 @@ fn report_config(config: &Config, overrides: &EnvOverrides) {
             variable = ignored.target.variable,
             reason = ignored.reason
         );
-    }
-    for section in config.unused_sections() {
-        tracing::warn!(message = unused_section_message(section), section);
     }
 }

@@ -1,8 +1,7 @@
 //! Wiring: starts Rosey's parts in the documented order and stops them in reverse on SIGINT/SIGTERM.
 //!
 //! Start: EventBus → Database → PluginManager → MetricsCollector → Dashboard → AdminPlugin → Router →
-//! Connector (docs/ARCHITECTURE.md). Only the parts that exist so far are started (the admin plugin
-//! has not landed yet). Plugins start
+//! Connector (docs/ARCHITECTURE.md); the dashboard and the admin plugin only when configured to run. Plugins start
 //! concurrently and `rosey ready` waits for them at most [`PLUGIN_START_TIMEOUT`] all together. A
 //! signal is obeyed at any moment, startup included: what already started is stopped, each step within
 //! [`STOP_STEP_TIMEOUT`]. A connector that stops for good (banned, logged in elsewhere) stops the node
@@ -13,6 +12,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rosey_admin::{AdminOptions, AdminPlugin, RankLookup};
 use rosey_core::bus::{BusError, EventBus, MemoryBus};
 use rosey_core::config::Config;
 use rosey_core::connector::console::{ConsoleConnector, ConsoleOptions, ConsoleProgress};
@@ -20,7 +20,7 @@ use rosey_core::connector::{Connector, ConnectorError, ConnectorHandle};
 use rosey_core::control::{ControlHandle, ControlService, ControlServiceError};
 use rosey_core::health::{self, HealthRegistry};
 use rosey_core::metrics::{FanoutSink, MetricsSink};
-use rosey_core::plugin::{PluginManager, PluginState, ProcessRuntime};
+use rosey_core::plugin::{MixedRuntime, PluginControl, PluginManager, PluginState};
 use rosey_core::router::{Router, RouterError, RouterHandle, RouterOptions};
 use rosey_core::storage::{
     KvHandle, KvLimits, KvService, KvServiceError, RecordWriter, Storage, StorageError,
@@ -175,10 +175,12 @@ async fn start(
         sinks.push(Arc::new(collector.sink()));
     }
     let sink: Arc<dyn MetricsSink> = Arc::new(FanoutSink::new(sinks));
+    // Process plugins from plugin_dir, and in-process ones (the admin plugin) in the same manager.
+    let runtime = MixedRuntime::default();
     // 3. PluginManager: every plugin starts at once; chat starts flowing only once they have all had
     //    their chance, bounded by one timeout for all of them together.
     let manager = Arc::new(
-        PluginManager::builder(bus.clone(), Arc::new(ProcessRuntime::new()))
+        PluginManager::builder(bus.clone(), Arc::new(runtime.clone()))
             .metrics_sink(sink.clone())
             .build(),
     );
@@ -222,7 +224,30 @@ async fn start(
             Err(error) => return Err(error.into()),
         }
     }
-    // 6. AdminPlugin: arrives with its crate.
+    // 6. AdminPlugin, when someone may use it.
+    let admin_options = admin_options(config);
+    if admin_options.enabled() {
+        let control: Arc<dyn PluginControl> = manager.clone();
+        let mut admin = AdminPlugin::new(admin_options, control)
+            .audit(records.clone())
+            .metrics_sink(sink.clone())
+            .started_at(health.started_at());
+        if let Some(ranks) = made.ranks.clone() {
+            admin = admin.ranks(ranks);
+        }
+        admin.register(runtime.in_process());
+        match manager.add(AdminPlugin::manifest()).await {
+            Ok(()) => {
+                if let Err(err) =
+                    manager.wait_running(rosey_admin::ADMIN_PLUGIN, PLUGIN_START_TIMEOUT).await
+                {
+                    tracing::error!(message = "admin plugin not running", %err);
+                }
+            }
+            // A plugin folder may already use the name or the command: it keeps them.
+            Err(err) => tracing::error!(message = "admin plugin not loaded", %err),
+        }
+    }
     // 7. Router
     let router_options =
         RouterOptions { bot_name: Some(bot_name.clone()), ..RouterOptions::default() };
@@ -432,6 +457,19 @@ struct MadeConnector {
     console: Option<ConsoleProgress>,
     /// What the dashboard's header shows of it.
     view: ConnectorView,
+    /// Where the admin plugin looks up ranks (the CyTube user table); `None` trusts names (console).
+    ranks: Option<Arc<dyn RankLookup>>,
+}
+
+/// The CyTube user table as the admin plugin's [`RankLookup`] (names compared as CyTube does).
+#[cfg(feature = "cytube")]
+struct UserRanks(rosey_core::connector::cytube::UserDirectory);
+
+#[cfg(feature = "cytube")]
+impl RankLookup for UserRanks {
+    fn rank(&self, user: &str) -> Option<f64> {
+        self.0.rank(user)
+    }
 }
 
 /// The console connector on embedded defaults, CyTube when the config has a `cytube` section.
@@ -450,7 +488,12 @@ fn make_connector(
             };
             let console = ConsoleConnector::new(options).with_health(health.clone());
             let progress = console.progress();
-            Ok(MadeConnector { connector: Box::new(console), console: Some(progress), view })
+            Ok(MadeConnector {
+                connector: Box::new(console),
+                console: Some(progress),
+                view,
+                ranks: None,
+            })
         }
         #[cfg(feature = "cytube")]
         Some(cytube) => {
@@ -465,15 +508,34 @@ fn make_connector(
             let connector = CytubeConnector::new(CytubeOptions::from_config(cytube))
                 .with_health(health.clone());
             let users = connector.users();
+            let ranks: Arc<dyn RankLookup> = Arc::new(UserRanks(users.clone()));
             let view = ConnectorView {
                 name: "cytube".to_owned(),
                 channel: Some(cytube.channel.clone()),
                 users: Some(Arc::new(move || users.len())),
             };
-            Ok(MadeConnector { connector: Box::new(connector), console: None, view })
+            Ok(MadeConnector {
+                connector: Box::new(connector),
+                console: None,
+                view,
+                ranks: Some(ranks),
+            })
         }
         #[cfg(not(feature = "cytube"))]
         Some(_) => Err(NodeError::CytubeNotBuilt),
+    }
+}
+
+/// The admin plugin as the config says: who may, and where the dashboard is for `!admin metrics`.
+fn admin_options(config: &Config) -> AdminOptions {
+    let dashboard_url =
+        if config.dashboard.enabled { config.dashboard.url() } else { String::new() };
+    AdminOptions {
+        owner: config.owner.clone(),
+        admins: config.admins.clone(),
+        dashboard_url,
+        node: node_name(),
+        ..AdminOptions::default()
     }
 }
 

@@ -23,7 +23,6 @@
 //! config.validate()?;
 //! assert_eq!(config.dashboard.port, 9090);
 //! assert_eq!(config.database.url.to_string(), "postgres://rosey:***@db/rosey");
-//! assert_eq!(config.unused_sections(), ["owner"]);
 //! assert!(config.is_configured("dashboard") && !config.is_configured("metrics"));
 //!
 //! let errors = Config::from_json_str(r#"{ "dashboard": { "prot": 9090 }, "metrics": { "poll_interval": 0 } }"#)
@@ -64,10 +63,6 @@ pub use secret::{Secret, SecretUrl};
 pub use sections::{
     CytubeConfig, DashboardConfig, DatabaseConfig, LoggingConfig, MetricsConfig, MetricsRetention,
 };
-
-/// Sections and keys that are accepted (so that a file written for the full product loads) but not
-/// used by anything yet; each leaves this list when its feature lands.
-const UNUSED_SECTIONS: [&str; 2] = ["owner", "admins"];
 
 /// The whole configuration of a Rosey node. `Debug` is safe to log: secrets print as `***`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -190,23 +185,6 @@ impl Config {
     pub fn check_files(&self) -> Result<(), ConfigErrors> {
         let errors = files::check(self);
         if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
-    }
-
-    /// Sections and keys that are accepted but not used yet (`owner`, `admins`), when the file or the environment gave them or they differ from
-    /// their defaults, in that order. **Temporary:** each leaves this list when the feature that
-    /// uses it lands (admin commands), and the method goes with the
-    /// last one.
-    pub fn unused_sections(&self) -> Vec<&'static str> {
-        let defaults = Config::default();
-        let differs = |name: &str| match name {
-            "owner" => self.owner != defaults.owner,
-            "admins" => self.admins != defaults.admins,
-            _ => false,
-        };
-        UNUSED_SECTIONS
-            .into_iter()
-            .filter(|&name| self.is_configured(name) || differs(name))
-            .collect()
     }
 
     /// Whether the file or the environment gave `section` (a top-level key such as `dashboard`) or

@@ -37,6 +37,8 @@ impl Default for ManagerOptions {
 struct Entry {
     /// The plugin's folder, where a reload reads the manifest again.
     dir: std::path::PathBuf,
+    /// The manifest of a plugin without a folder (an in-process one): a reload starts it again.
+    built_in: Option<Box<Manifest>>,
     control: mpsc::Sender<Control>,
     shared: SharedCell,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -201,6 +203,11 @@ impl PluginManager {
                 name.clone(),
                 Arc::new(Entry {
                     dir: manifest.dir.clone(),
+                    built_in: manifest
+                        .dir
+                        .as_os_str()
+                        .is_empty()
+                        .then(|| Box::new(manifest.clone())),
                     control,
                     shared: shared.clone(),
                     task: Mutex::new(None),
@@ -301,8 +308,8 @@ impl PluginManager {
         self.status(name).ok_or_else(|| ControlError::NotFound(name.to_owned()))
     }
 
-    /// Blue-green reload: reads the plugin's manifest again, starts the new version beside the serving
-    /// one, checks its health (ready, pong, probe, memory), swaps atomically and drains the old one; on
+    /// Blue-green reload: reads the plugin's manifest again (an in-process plugin, which has none on
+    /// disk, keeps the one it was added with), starts the new version beside the serving one, checks its health (ready, pong, probe, memory), swaps atomically and drains the old one; on
     /// any failure the old version keeps serving, untouched, and the answer is
     /// [`ControlError::ReloadFailed`] naming the step. A stopped or FAILED plugin is simply started from
     /// the new manifest. Concurrent reloads of one plugin share one attempt and its result.
@@ -310,7 +317,12 @@ impl PluginManager {
         let entry = self.entry(name)?;
         let began = std::time::Instant::now();
         let dir = entry.dir.clone();
-        let loaded = tokio::task::spawn_blocking(move || Manifest::load(&dir)).await;
+        let built_in = entry.built_in.clone();
+        // A plugin without a folder (in-process) has no manifest to read again: it restarts as it is.
+        let loaded = match built_in {
+            Some(manifest) => Ok(Ok(*manifest)),
+            None => tokio::task::spawn_blocking(move || Manifest::load(&dir)).await,
+        };
         let manifest = match loaded {
             Ok(Ok(manifest)) if manifest.name == name => manifest,
             Ok(Ok(manifest)) => {

@@ -180,6 +180,12 @@ mod tests {
         assert_eq!((hello.version.as_str(), hello.pid), ("2.0.0", None));
         assert_eq!(process.version, "1.0.0");
         assert!(process.pid.is_some());
+        // An in-process plugin has no manifest on disk: a reload (and so a rolling reload of all)
+        // starts it again as it is instead of failing to read one.
+        let report = manager.reload("hello").await.unwrap();
+        assert_eq!((report.from_version.as_str(), report.to_version.as_str()), ("2.0.0", "2.0.0"));
+        let all = manager.reload_all().await;
+        assert!(all.iter().all(|r| r.outcome == crate::metrics::ReloadOutcome::Success), "{all:?}");
         manager.shutdown().await;
     }
 
