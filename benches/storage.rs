@@ -131,6 +131,7 @@ impl KvNode {
             args: args.to_owned(),
             message: format!("!kvbench {args}"),
             time: 0,
+            private: false,
         };
         self.bus.publish_json("rosey.command.kvbench", &command).await.expect("publish");
         let said = tokio::time::timeout(Duration::from_secs(130), self.said.next())

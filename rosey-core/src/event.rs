@@ -151,7 +151,8 @@ pub struct MediaChange {
 /// A routed command on `rosey.command.<command>[.<sub>]` (see [`subject::command`](crate::subject::command)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandEvent {
-    /// Channel the command was typed in; replies go back there.
+    /// Channel the command was typed in (for a [`private`](Self::private) one, the channel whose
+    /// connection received the PM); replies go back there unless the command is private.
     pub channel: String,
     /// Who typed it.
     pub user: String,
@@ -166,6 +167,101 @@ pub struct CommandEvent {
     pub message: String,
     /// When the chat line was said.
     pub time: EpochMillis,
+    /// Whether the command came by private message: its replies (and the host's own answers, such
+    /// as `❌ <plugin> is not running`) go back by PM to `user` instead of to the channel. Absent
+    /// from the JSON when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub private: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// Where the answers to one event go: said in a channel, or sent by PM to one user.
+///
+/// Computed once per event from its subject and payload ([`for_event`](Self::for_event)): a command
+/// that came by PM and an event from [`PM_MESSAGE`](crate::subject::PM_MESSAGE) are answered by PM to
+/// their sender, anything else that names a channel in that channel.
+///
+/// ```
+/// use rosey_core::event::ReplyTarget;
+///
+/// let pm = serde_json::json!({"channel": "lobby", "user": "alice", "message": "yes"});
+/// let target = ReplyTarget::for_event("cytube.pm.message", &pm).unwrap();
+/// assert_eq!(target, ReplyTarget::Pm { channel: "lobby".into(), to: "alice".into() });
+/// assert_eq!(target.subject(), "cytube.pm.send");
+/// assert_eq!(&target.encode("done")[..], br#"{"channel":"lobby","to":"alice","message":"done"}"#);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyTarget {
+    /// Said in this channel, on [`CHAT_SEND`](crate::subject::CHAT_SEND).
+    Channel(String),
+    /// Sent by PM to `to` through the connection of `channel`, on
+    /// [`PM_SEND`](crate::subject::PM_SEND).
+    Pm {
+        /// Channel whose connection sends it.
+        channel: String,
+        /// Recipient: the user who sent the command or the PM.
+        to: String,
+    },
+}
+
+impl ReplyTarget {
+    /// Where replies to an event that arrived on `subject` with payload `data` go: by PM to `user`
+    /// for a private command (`"private": true`) or a PM; in `channel` for any other event. `None`
+    /// when the payload names no channel, or a private one names no user (a private answer is never
+    /// said in the channel instead).
+    pub fn for_event(subject: &str, data: &serde_json::Value) -> Option<Self> {
+        let text = |key: &str| data.get(key).and_then(serde_json::Value::as_str);
+        let channel = text("channel")?.to_owned();
+        let private = subject == crate::subject::PM_MESSAGE
+            || data.get("private").and_then(serde_json::Value::as_bool) == Some(true);
+        if private {
+            Some(Self::Pm { channel, to: text("user")?.to_owned() })
+        } else {
+            Some(Self::Channel(channel))
+        }
+    }
+
+    /// Where the answers to `command` go: by PM to its user when it is private, else its channel.
+    pub fn for_command(command: &CommandEvent) -> Self {
+        Self::to_sender(&command.channel, &command.user, command.private)
+    }
+
+    /// Where the answers to something `user` sent in `channel` go: by PM to `user` when it came by
+    /// PM (`private`), else to the channel.
+    pub fn to_sender(channel: &str, user: &str, private: bool) -> Self {
+        if private {
+            Self::Pm { channel: channel.to_owned(), to: user.to_owned() }
+        } else {
+            Self::Channel(channel.to_owned())
+        }
+    }
+
+    /// The subject a reply is published on: `cytube.chat.send` or `cytube.pm.send`.
+    pub fn subject(&self) -> &'static str {
+        match self {
+            Self::Channel(_) => crate::subject::CHAT_SEND,
+            Self::Pm { .. } => crate::subject::PM_SEND,
+        }
+    }
+
+    /// The payload of one reply line `text`: a [`ChatSend`] or a [`PmSend`], as JSON.
+    pub fn encode(&self, text: &str) -> Bytes {
+        let encoded = match self {
+            Self::Channel(channel) => {
+                encode(&ChatSend { channel: channel.clone(), message: text.to_owned() })
+            }
+            Self::Pm { channel, to } => encode(&PmSend {
+                channel: channel.clone(),
+                to: to.clone(),
+                message: text.to_owned(),
+            }),
+        };
+        // Structs of strings always serialize.
+        encoded.unwrap_or_default()
+    }
 }
 
 /// A plugin lifecycle event on `rosey.plugin.<name>.<kind>` (see
@@ -207,6 +303,72 @@ mod tests {
         let newer = br#"{"channel":"c","user":"u","message":"m","time":2,"rank":3,"shiny":true}"#;
         let decoded: ChatMessage = decode(newer).unwrap();
         assert_eq!(decoded.rank, Some(3.0));
+    }
+
+    #[test]
+    fn a_command_is_private_only_when_it_says_so() {
+        let json =
+            br#"{"channel":"c","user":"u","command":"roll","args":"","message":"!roll","time":1}"#;
+        let mut command: CommandEvent = decode(json).unwrap();
+        assert!(!command.private, "absent means said in the channel");
+        assert_eq!(&encode(&command).unwrap()[..], &json[..], "false is left out");
+        assert_eq!(ReplyTarget::for_command(&command), ReplyTarget::Channel("c".into()));
+        command.private = true;
+        assert!(
+            String::from_utf8(encode(&command).unwrap().to_vec())
+                .unwrap()
+                .ends_with(r#","private":true}"#)
+        );
+        assert_eq!(
+            ReplyTarget::for_command(&command),
+            ReplyTarget::Pm { channel: "c".into(), to: "u".into() }
+        );
+    }
+
+    #[test]
+    fn replies_go_by_pm_for_private_commands_and_pms_and_to_the_channel_otherwise() {
+        use serde_json::json;
+        let pm =
+            |channel: &str, to: &str| ReplyTarget::Pm { channel: channel.into(), to: to.into() };
+        let cases = [
+            (
+                "rosey.command.roll",
+                json!({"channel": "c", "user": "u"}),
+                Some(ReplyTarget::Channel("c".into())),
+            ),
+            (
+                "rosey.command.roll",
+                json!({"channel": "c", "user": "u", "private": true}),
+                Some(pm("c", "u")),
+            ),
+            (
+                "rosey.command.roll",
+                json!({"channel": "c", "user": "u", "private": false}),
+                Some(ReplyTarget::Channel("c".into())),
+            ),
+            (
+                "cytube.pm.message",
+                json!({"channel": "c", "user": "u", "message": "yes"}),
+                Some(pm("c", "u")),
+            ),
+            (
+                "cytube.chat.message",
+                json!({"channel": "c", "user": "u", "message": "yes"}),
+                Some(ReplyTarget::Channel("c".into())),
+            ),
+            ("cytube.pm.message", json!({"channel": "c"}), None),
+            ("rosey.command.roll", json!({"channel": "c", "private": true}), None),
+            ("weather.alert", json!({"level": 3}), None),
+            ("weather.alert", json!([1, 2]), None),
+        ];
+        for (subject, data, expected) in cases {
+            assert_eq!(ReplyTarget::for_event(subject, &data), expected, "{subject} {data}");
+        }
+        let chat = ReplyTarget::Channel("c".into());
+        assert_eq!(
+            (chat.subject(), &chat.encode("hi")[..]),
+            ("cytube.chat.send", &br#"{"channel":"c","message":"hi"}"#[..])
+        );
     }
 
     #[test]

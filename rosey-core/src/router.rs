@@ -1,14 +1,26 @@
-//! The [`Router`]: turns chat lines that start with the command prefix into command events.
+//! The [`Router`]: turns chat lines and private messages that start with the command prefix into
+//! command events, and answers `!help` itself.
 //!
 //! `!roll 2d6` said in a channel becomes a [`CommandEvent`] on `rosey.command.roll`; a command whose
 //! manifest declares sub-commands takes the second word into the subject (`!admin reload dice-roller` →
 //! `rosey.command.admin.reload`). Which command belongs to which plugin comes from the shared
 //! [`CommandTable`], so plugins added or reloaded with new commands are routed at once.
 //!
-//! The router ignores the bot's own messages, lines that are not commands and unknown commands (quietly,
-//! so it never answers chatter), and passes arguments through untouched. It subscribes in a queue group,
-//! so several nodes sharing one NATS route each chat line once. Plugin replies do not pass through the
-//! router: the plugin's slot publishes them to `cytube.chat.send` with the command's channel.
+//! **Private messages.** A PM to the bot (`cytube.pm.message`) that starts with the prefix is routed
+//! exactly like a chat line, as a command event with `private: true` (and no rank: CyTube's PMs carry
+//! none). Everything said in answer — the plugin's replies and the router's own lines below — goes back
+//! by PM to the sender ([`ReplyTarget`]), so nothing of it appears in the channel.
+//!
+//! The router ignores the bot's own messages and lines that are not commands, and passes arguments
+//! through untouched. Unknown commands get no answer (the router never answers chatter such as `!!!`)
+//! but are counted ([`RouterStats::unknown`]). It subscribes in a queue group, so several nodes sharing
+//! one NATS route each line once. Plugin replies do not pass through the router: the plugin's slot
+//! publishes them to the command's [`ReplyTarget`].
+//!
+//! **`!help`** is answered by the router, from the command table, unless a plugin owns a `help`
+//! command: `!help` lists the commands routed right now, `!help roll` shows that command's description
+//! and usage (from the plugin's manifest), `!help nope` says `❓ No command !nope`. Like every answer,
+//! it goes by PM when asked by PM.
 //!
 //! **Every command the router accepts gets exactly one answer.** It is sent as a bus request: the
 //! plugin's slot answers it when the plugin is done (its replies, an error line, or `busy`), so the
@@ -29,9 +41,10 @@ use tokio::task::JoinSet;
 
 use futures_util::StreamExt;
 
-use crate::bus::{BusError, EventBus, EventBusExt, Message};
-use crate::event::{ChatMessage, ChatSend, CommandEvent};
+use crate::bus::{BusError, EventBus, Message};
+use crate::event::{ChatMessage, CommandEvent, EpochMillis, PayloadError, PmMessage, ReplyTarget};
 use crate::plugin::CommandTable;
+use crate::plugin::commands::{Parsed, help};
 use crate::quiet::LogLimit;
 use crate::service::{ServiceHandle, Stopper, TaskFailed};
 use crate::subject;
@@ -64,14 +77,18 @@ impl Default for RouterOptions {
     }
 }
 
-/// What the router has done since it started.
+/// What the router has done since it started. Chat lines and PMs are counted alike.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RouterStats {
-    /// Chat lines published as command events.
+    /// Lines published as command events.
     pub routed: u64,
-    /// Chat lines that were not commands, were unknown commands or came from the bot.
+    /// Lines that were not commands or came from the bot.
     pub ignored: u64,
-    /// Payloads on `cytube.chat.message` that were not a chat message.
+    /// Lines naming a command no plugin owns (not answered).
+    pub unknown: u64,
+    /// `!help` lines the router answered itself.
+    pub help: u64,
+    /// Payloads on `cytube.chat.message` or `cytube.pm.message` that were not a chat message or PM.
     pub malformed: u64,
     /// Commands that could not be encoded (logged).
     pub failed: u64,
@@ -85,10 +102,10 @@ pub struct RouterStats {
 }
 
 impl RouterStats {
-    /// Every chat payload the router has taken in, whatever became of it (routed ones may still wait
-    /// for their answer: see `in_flight`).
+    /// Every chat or PM payload the router has taken in, whatever became of it (routed ones may
+    /// still wait for their answer: see `in_flight`).
     pub fn handled(&self) -> u64 {
-        self.routed + self.ignored + self.malformed + self.failed
+        self.routed + self.ignored + self.unknown + self.help + self.malformed + self.failed
     }
 }
 
@@ -96,6 +113,8 @@ impl RouterStats {
 struct Counters {
     routed: AtomicU64,
     ignored: AtomicU64,
+    unknown: AtomicU64,
+    help: AtomicU64,
     malformed: AtomicU64,
     failed: AtomicU64,
     in_flight: AtomicU64,
@@ -108,6 +127,8 @@ impl Counters {
         RouterStats {
             routed: self.routed.load(Ordering::Relaxed),
             ignored: self.ignored.load(Ordering::Relaxed),
+            unknown: self.unknown.load(Ordering::Relaxed),
+            help: self.help.load(Ordering::Relaxed),
             malformed: self.malformed.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
@@ -120,10 +141,10 @@ impl Counters {
 /// Why the router could not start or stopped routing.
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
-    /// Subscribing to chat failed.
+    /// Subscribing to chat or PMs failed.
     #[error("the router cannot subscribe to chat")]
     Subscribe(#[source] BusError),
-    /// The bus ended the chat subscription while the router was running (the bus closed).
+    /// The bus ended the chat or PM subscription while the router was running (the bus closed).
     #[error("the bus closed the router's chat subscription")]
     SubscriptionEnded,
     /// The router's task panicked.
@@ -207,14 +228,20 @@ impl Router {
         Self { bus, table, options }
     }
 
-    /// Subscribes to chat and routes it in a spawned task until stopped. Returns once the
-    /// subscription is live. Lines are routed one at a time, in the order the bus delivers them; each
-    /// routed command waits for its answer in a task of its own (tracked, and ended when the router
-    /// stops).
+    /// Subscribes to chat and PMs and routes them in a spawned task until stopped. Returns once the
+    /// subscriptions are live. Lines are routed one at a time, chat lines in the order the bus
+    /// delivers them, PMs likewise; each routed command waits for its answer in a task of its own
+    /// (tracked, and ended when the router stops).
     pub async fn start(self) -> Result<RouterHandle, RouterError> {
+        let group = &self.options.queue_group;
         let mut chat = self
             .bus
-            .queue_subscribe(subject::CHAT_MESSAGE, &self.options.queue_group)
+            .queue_subscribe(subject::CHAT_MESSAGE, group)
+            .await
+            .map_err(RouterError::Subscribe)?;
+        let mut pms = self
+            .bus
+            .queue_subscribe(subject::PM_MESSAGE, group)
             .await
             .map_err(RouterError::Subscribe)?;
         let counters = Arc::new(Counters::default());
@@ -231,6 +258,10 @@ impl Router {
                 tokio::select! {
                     () = stop.cancelled() => break Ok(()),
                     message = chat.next() => match message {
+                        Some(message) => router.route(&message, &task_counters, &mut waiting).await,
+                        None => break Err(RouterError::SubscriptionEnded),
+                    },
+                    message = pms.next() => match message {
                         Some(message) => router.route(&message, &task_counters, &mut waiting).await,
                         None => break Err(RouterError::SubscriptionEnded),
                     },
@@ -276,11 +307,11 @@ impl Routing {
         waiting: &mut JoinSet<()>,
     ) {
         let router = &self.router;
-        let chat: ChatMessage = match message.decode() {
-            Ok(chat) => chat,
+        let line = match Line::decode(message) {
+            Ok(line) => line,
             Err(err) => {
                 counters.malformed.fetch_add(1, Ordering::Relaxed);
-                self.warn("chat payload is not a chat message; ignored", &err.to_string());
+                self.warn("chat payload is not a chat message or PM; ignored", &err.to_string());
                 return;
             }
         };
@@ -288,22 +319,46 @@ impl Routing {
             .options
             .bot_name
             .as_deref()
-            .is_some_and(|bot| bot.eq_ignore_ascii_case(&chat.user));
-        let routed =
-            if from_bot { None } else { router.table.route(&router.options.prefix, &chat.message) };
-        let Some(routed) = routed else {
-            counters.ignored.fetch_add(1, Ordering::Relaxed);
-            return;
+            .is_some_and(|bot| bot.eq_ignore_ascii_case(&line.user));
+        let prefix = &router.options.prefix;
+        let parsed =
+            if from_bot { Parsed::NotACommand } else { router.table.parse(prefix, &line.message) };
+        let routed = match parsed {
+            Parsed::Routed(routed) => routed,
+            Parsed::NotACommand => {
+                counters.ignored.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Parsed::Unknown { command, args }
+                if command == help::HELP && router.table.lookup(help::HELP).is_none() =>
+            {
+                counters.help.fetch_add(1, Ordering::Relaxed);
+                let target = line.reply_target();
+                for text in help::answer(&router.table, prefix, args) {
+                    self.say(&target, &text).await;
+                }
+                return;
+            }
+            Parsed::Unknown { command, .. } => {
+                counters.unknown.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    message = "unknown command ignored",
+                    command,
+                    private = line.private
+                );
+                return;
+            }
         };
         let plugin = router.table.lookup(&routed.command).map(|r| r.plugin).unwrap_or_default();
         let event = CommandEvent {
-            channel: chat.channel,
-            user: chat.user,
-            rank: chat.rank,
+            channel: line.channel,
+            user: line.user,
+            rank: line.rank,
             command: routed.command,
             args: routed.args,
-            message: chat.message,
-            time: chat.time,
+            message: line.message,
+            time: line.time,
+            private: line.private,
         };
         let payload = match serde_json::to_vec(&event) {
             Ok(payload) => Bytes::from(payload),
@@ -319,13 +374,12 @@ impl Routing {
         counters.in_flight.fetch_add(1, Ordering::Relaxed);
         let this = self.clone();
         let counters = counters.clone();
-        let channel = event.channel;
+        let target = ReplyTarget::for_command(&event);
         // The request is sent here, in chat order; only the wait for its answer runs in a task.
         let sent =
             router.bus.send_request(&routed.subject, payload, router.options.answer_timeout).await;
         waiting.spawn(async move {
             let _permit = permit;
-            let router = &this.router;
             let answer = match sent {
                 Ok(reply) => reply.await,
                 Err(err) => Err(err),
@@ -349,12 +403,60 @@ impl Routing {
                 }
             };
             if let Some(text) = text {
-                let send = ChatSend { channel, message: text };
-                if let Err(err) = router.bus.publish_json(subject::CHAT_SEND, &send).await {
-                    this.warn("cannot answer a command", &err.to_string());
-                }
+                this.say(&target, &text).await;
             }
             counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+
+    /// Says one line of the router's own to `target` (a failure is logged, rate-limited).
+    async fn say(&self, target: &ReplyTarget, text: &str) {
+        let published = self.router.bus.publish(target.subject(), target.encode(text)).await;
+        if let Err(err) = published {
+            self.warn("cannot answer a command", &err.to_string());
+        }
+    }
+}
+
+/// A chat line or a PM, as the router reads it.
+struct Line {
+    channel: String,
+    user: String,
+    rank: Option<f64>,
+    message: String,
+    time: EpochMillis,
+    /// It came by PM: answers go back by PM.
+    private: bool,
+}
+
+impl Line {
+    /// Reads a payload of `cytube.chat.message` or `cytube.pm.message`.
+    fn decode(message: &Message) -> Result<Self, PayloadError> {
+        if message.subject() == subject::PM_MESSAGE {
+            let pm: PmMessage = message.decode()?;
+            Ok(Self {
+                channel: pm.channel,
+                user: pm.user,
+                rank: None,
+                message: pm.message,
+                time: pm.time.unwrap_or_else(crate::event::now_millis),
+                private: true,
+            })
+        } else {
+            let chat: ChatMessage = message.decode()?;
+            Ok(Self {
+                channel: chat.channel,
+                user: chat.user,
+                rank: chat.rank,
+                message: chat.message,
+                time: chat.time,
+                private: false,
+            })
+        }
+    }
+
+    /// Where the router's own answers to this line go.
+    fn reply_target(&self) -> ReplyTarget {
+        ReplyTarget::to_sender(&self.channel, &self.user, self.private)
     }
 }

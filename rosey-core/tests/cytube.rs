@@ -16,7 +16,7 @@ use rosey_core::event::{
 };
 use rosey_core::health::{self, HealthRegistry};
 use rosey_core::plugin::{PluginManager, ProcessRuntime};
-use rosey_core::router::{Router, RouterOptions};
+use rosey_core::router::{Router, RouterHandle, RouterOptions};
 use rosey_testkit::cytube::{Account, FakeCytube, FakeCytubeOptions, ServerEvent};
 use tokio::sync::broadcast;
 
@@ -596,34 +596,84 @@ async fn a_ban_stops_the_connector_with_a_clear_error() {
     assert!(gone.detail.contains("banned"), "the health says why: {gone:?}");
 }
 
+/// What a user meets: the bundled plugins, the router and the connector on one bus, logged in to
+/// `server` as [`BOT`].
+struct Node {
+    manager: PluginManager,
+    router: RouterHandle,
+    connector: ConnectorHandle,
+}
+
+impl Node {
+    async fn start(server: &FakeCytube) -> Self {
+        let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
+        let manager = PluginManager::new(bus.clone(), Arc::new(ProcessRuntime::new()));
+        let errors =
+            manager.load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins")).await;
+        assert!(errors.is_empty(), "{errors:?}");
+        manager.wait_running("dice-roller", PATIENCE).await.unwrap();
+        let router_options =
+            RouterOptions { bot_name: Some(BOT.into()), ..RouterOptions::default() };
+        let router = Router::new(bus.clone(), manager.command_table(), router_options)
+            .start()
+            .await
+            .unwrap();
+        let connector: Box<dyn Connector> = Box::new(CytubeConnector::new(options(server, BOT)));
+        let connector = connector.start(bus.clone()).await.unwrap();
+        Self { manager, router, connector }
+    }
+
+    async fn stop(self) {
+        self.connector.shutdown().await.unwrap();
+        self.router.shutdown().await.unwrap();
+        self.manager.shutdown().await;
+    }
+}
+
+/// The next line the bot says in the channel.
+async fn bot_says(events: &mut broadcast::Receiver<ServerEvent>) -> String {
+    wait_for(events, |e| match e {
+        ServerEvent::Chat { user, msg, .. } if user == BOT => Some(msg.clone()),
+        _ => None,
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_roll_typed_in_the_channel_is_answered_by_the_dice_roller() {
     let server = started_server(FakeCytubeOptions::default()).await;
     let channel = server.channel(CHANNEL);
     channel.join_peer("alice", 0.0);
-    let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
-    let manager = PluginManager::new(bus.clone(), Arc::new(ProcessRuntime::new()));
-    let errors = manager.load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins")).await;
-    assert!(errors.is_empty(), "{errors:?}");
-    manager.wait_running("dice-roller", PATIENCE).await.unwrap();
-    let router_options = RouterOptions { bot_name: Some(BOT.into()), ..RouterOptions::default() };
-    let router =
-        Router::new(bus.clone(), manager.command_table(), router_options).start().await.unwrap();
-    let connector: Box<dyn Connector> = Box::new(CytubeConnector::new(options(&server, BOT)));
-    let handle = connector.start(bus.clone()).await.unwrap();
+    let node = Node::start(&server).await;
 
     let mut events = server.subscribe();
     channel.say("alice", "!roll 2d6");
-    let reply = wait_for(&mut events, |e| match e {
-        ServerEvent::Chat { user, msg, .. } if user == BOT => Some(msg.clone()),
+    let reply = bot_says(&mut events).await;
+    assert!(reply.starts_with("🎲 [") && reply.contains("] = "), "{reply}");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roll_sent_by_pm_is_answered_by_pm_and_not_in_the_channel() {
+    let server = started_server(FakeCytubeOptions::default()).await;
+    let channel = server.channel(CHANNEL);
+    channel.join_peer("alice", 0.0);
+    let node = Node::start(&server).await;
+
+    let mut events = server.subscribe();
+    channel.pm("alice", BOT, "!roll 2d6");
+    let (to, reply) = wait_for(&mut events, |e| match e {
+        ServerEvent::Pm { from, to, msg, .. } if from == BOT => Some((to.clone(), msg.clone())),
         _ => None,
     })
     .await;
+    assert_eq!(to, "alice");
     assert!(reply.starts_with("🎲 [") && reply.contains("] = "), "{reply}");
-
-    handle.shutdown().await.unwrap();
-    router.shutdown().await.unwrap();
-    manager.shutdown().await;
+    // The first thing the bot says in the channel afterwards answers a later chat command: the PM
+    // command left nothing there, and the echo of the bot's own PM started no loop.
+    channel.say("alice", "!help flip");
+    assert_eq!(bot_says(&mut events).await, "!flip — Flip a coin · usage: !flip");
+    node.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use rosey_core::bus::{EventBus, EventBusExt, MemoryBus, NatsBus, Subscription};
-use rosey_core::event::{ChatMessage, CommandEvent};
+use rosey_core::event::{ChatMessage, CommandEvent, PmMessage, PmSend};
 use rosey_core::plugin::CommandTable;
 use rosey_core::router::{Router, RouterHandle, RouterOptions};
 
@@ -82,9 +82,53 @@ async fn routes_commands_and_ignores_the_rest(bus: Arc<dyn EventBus>) {
     assert_eq!(r.next().await.1.user, "dave", "the router survives a malformed payload");
     let stats = r.router.stats();
     assert_eq!(stats.malformed, 1);
-    assert_eq!(stats.handled(), stats.routed + stats.ignored + stats.malformed + stats.failed);
-    assert!(stats.routed >= 4 && stats.ignored >= 3, "{stats:?}");
+    assert_eq!(
+        stats.handled(),
+        stats.routed + stats.ignored + stats.unknown + stats.help + stats.malformed + stats.failed
+    );
+    assert!(stats.routed >= 4 && stats.ignored >= 2 && stats.unknown >= 1, "{stats:?}");
     r.router.shutdown().await.unwrap();
+}
+
+async fn routes_private_messages_as_private_commands(bus: Arc<dyn EventBus>) {
+    let mut r = Routed::start(bus, &unique_prefix()).await;
+    let pm = |user: &str, line: &str| PmMessage {
+        channel: r.channel.clone(),
+        user: user.to_owned(),
+        message: line.to_owned(),
+        time: Some(7),
+    };
+    // The bot's own PMs (CyTube echoes them) and PMs that are no command are not routed.
+    r.bus.publish_json("cytube.pm.message", &pm("roseybot", "!roll 1d6")).await.unwrap();
+    r.bus.publish_json("cytube.pm.message", &pm("alice", "yes")).await.unwrap();
+    r.bus
+        .publish_json("cytube.pm.message", &pm("alice", "!admin reload dice-roller"))
+        .await
+        .unwrap();
+    let (subject, event) = r.next().await;
+    assert_eq!(subject, "rosey.command.admin.reload");
+    assert_eq!(
+        (event.user.as_str(), event.args.as_str(), event.time, event.rank, event.private),
+        ("alice", "reload dice-roller", 7, None, true),
+        "a PM carries no rank"
+    );
+    r.say("bob", "!roll 2d6").await;
+    let (_, event) = r.next().await;
+    assert!(!event.private, "a chat command is not private");
+    assert!(r.router.stats().ignored >= 2, "the bot's echo and the PM that is no command");
+    r.router.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_router_routes_private_messages_as_private_commands_on_memory_bus() {
+    routes_private_messages_as_private_commands(Arc::new(MemoryBus::new())).await;
+}
+
+#[tokio::test]
+async fn the_router_routes_private_messages_as_private_commands_on_nats() {
+    let _turn = NATS_ROUTERS.lock().await;
+    let bus = Arc::new(NatsBus::connect(&nats_url()).await.unwrap());
+    routes_private_messages_as_private_commands(bus).await;
 }
 
 #[tokio::test]
@@ -178,6 +222,71 @@ async fn a_command_nobody_takes_is_answered_not_running_on_memory_bus() {
 async fn a_command_nobody_takes_is_answered_not_running_on_nats() {
     let bus = Arc::new(NatsBus::connect(&nats_url()).await.unwrap());
     a_command_nobody_takes_is_answered_not_running(bus).await;
+}
+
+async fn a_pm_command_nobody_takes_is_answered_not_running_by_pm(bus: Arc<dyn EventBus>) {
+    let command = format!("c{}", unique_prefix().replace(['-', '.'], ""));
+    let (router, mut said, channel) = lone_router(bus.clone(), &command, PATIENCE).await;
+    let mut pms = bus.subscribe("cytube.pm.send").await.unwrap();
+    let pm = PmMessage {
+        channel: channel.clone(),
+        user: "alice".into(),
+        message: format!("!{command} now"),
+        time: None,
+    };
+    bus.publish_json("cytube.pm.message", &pm).await.unwrap();
+    let answer = pm_in(&mut pms, &channel).await;
+    assert_eq!(
+        (answer.to.as_str(), answer.message.as_str()),
+        ("alice", "❌ sleepy is not running")
+    );
+    // Nothing went to the channel: the next line said there is the answer to a later chat command.
+    let msg = ChatMessage::new(&channel, "bob", &format!("!{command} too"), 1);
+    bus.publish_json("cytube.chat.message", &msg).await.unwrap();
+    assert_eq!(said_in(&mut said, &channel).await, "❌ sleepy is not running");
+    assert_eq!(router.stats().not_running, 2);
+    router.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pm_command_nobody_takes_is_answered_not_running_by_pm_on_memory_bus() {
+    a_pm_command_nobody_takes_is_answered_not_running_by_pm(Arc::new(MemoryBus::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pm_command_nobody_takes_is_answered_not_running_by_pm_on_nats() {
+    let bus = Arc::new(NatsBus::connect(&nats_url()).await.unwrap());
+    a_pm_command_nobody_takes_is_answered_not_running_by_pm(bus).await;
+}
+
+/// The next PM sent through `channel`'s connection.
+async fn pm_in(pms: &mut Subscription, channel: &str) -> PmSend {
+    loop {
+        let msg = tokio::time::timeout(PATIENCE, pms.next()).await.unwrap().unwrap();
+        let send: PmSend = msg.decode().unwrap();
+        if send.channel == channel {
+            return send;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_commands_are_counted_and_get_no_answer() {
+    let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
+    let (router, mut said, channel) = lone_router(bus.clone(), "nap", PATIENCE).await;
+    for line in ["!dance", "!!!", "!nap.time", "hello", "!help nope"] {
+        let msg = ChatMessage::new(&channel, "alice", line, 1);
+        bus.publish_json("cytube.chat.message", &msg).await.unwrap();
+    }
+    // The first line said is the answer to the last line: the unknown ones were not answered.
+    assert_eq!(said_in(&mut said, &channel).await, "❓ No command !nope");
+    let stats = router.stats();
+    assert_eq!(
+        (stats.unknown, stats.ignored, stats.help, stats.routed),
+        (3, 1, 1, 0),
+        "!dance, !!! and !nap.time are unknown commands; hello is no command"
+    );
+    router.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

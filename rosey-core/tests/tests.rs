@@ -13,6 +13,7 @@ mod kv;
 mod nats_auth;
 mod outage;
 mod plugins;
+mod pm_and_help;
 mod reload;
 mod router;
 mod storage;

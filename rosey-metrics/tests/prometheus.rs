@@ -49,6 +49,8 @@ fn all_node_stats() -> NodeStats {
         router: Some(RouterStats {
             routed: 5,
             ignored: 7,
+            unknown: 3,
+            help: 4,
             malformed: 0,
             failed: 0,
             in_flight: 1,
@@ -146,6 +148,8 @@ fn every_documented_metric_is_exposed_with_its_labels_and_values() {
         ("rosey_bus_subscriptions", 3.0),
         ("rosey_router_routed_total", 5.0),
         ("rosey_router_ignored_total", 7.0),
+        ("rosey_router_unknown_commands_total", 3.0),
+        ("rosey_router_help_total", 4.0),
         ("rosey_router_malformed_total", 0.0),
         ("rosey_router_failed_total", 0.0),
         ("rosey_router_not_running_total", 2.0),
@@ -531,6 +535,7 @@ async fn a_running_node_with_two_plugins_exposes_every_metric_and_has_1h_aggrega
                 args: format!("n{i}"),
                 message: format!("!greet n{i}"),
                 time: 1,
+                private: false,
             };
             let payload = serde_json::to_vec(&event).unwrap();
             let subject = format!("rosey.command.{command}");

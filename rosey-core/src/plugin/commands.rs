@@ -1,14 +1,18 @@
-//! The command table: which chat command belongs to which plugin, shared by the plugin manager (which
-//! fills it from manifests) and the [`Router`](crate::router::Router) (which reads it).
+//! The command table: which chat command belongs to which plugin, with its help texts, shared by the
+//! plugin manager (which fills it from manifests) and the [`Router`](crate::router::Router) (which
+//! reads it, and answers `!help` from it: see [`help`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use super::Manifest;
 use crate::subject;
 
-/// Where one chat command goes.
+pub(crate) mod help;
+
+/// Where one chat command goes, and what `!help` says about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandRoute {
     /// The plugin that owns the command.
@@ -16,6 +20,34 @@ pub struct CommandRoute {
     /// Whether the second word of the chat line is part of the subject (`!admin reload x` →
     /// `rosey.command.admin.reload`).
     pub subcommands: bool,
+    /// One line saying what the command does: the manifest's description of the command, else the
+    /// first line of the plugin's description; `None` when neither says anything.
+    pub description: Option<String>,
+    /// How to use it (`!roll 2d6+1`), from the manifest.
+    pub usage: Option<String>,
+}
+
+impl CommandRoute {
+    /// A route to `plugin` without help texts.
+    fn bare(plugin: &str, subcommands: bool) -> Self {
+        Self { plugin: plugin.to_owned(), subcommands, description: None, usage: None }
+    }
+}
+
+/// What a chat line is to the router.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Parsed<'a> {
+    /// The line does not start with the prefix followed by a word.
+    NotACommand,
+    /// The line names a command no plugin owns, or a sub-command that cannot be a subject token.
+    Unknown {
+        /// The command word, without prefix.
+        command: &'a str,
+        /// Everything after it, as for a routed command.
+        args: &'a str,
+    },
+    /// The line is a command a plugin owns.
+    Routed(RoutedCommand),
 }
 
 /// A routed chat line: the subject to publish on and the parts of the command event.
@@ -58,12 +90,49 @@ impl CommandTable {
     /// Gives `plugin` exactly `commands`, replacing whatever it owned before, all or nothing: when a
     /// command already belongs to another plugin, nothing changes and the clash is returned. A command
     /// has exactly one owner.
+    ///
+    /// The commands carry no help texts: [`claim_manifest`](Self::claim_manifest) gives them theirs.
     pub fn claim(
         &self,
         plugin: &str,
         commands: impl IntoIterator<Item = (String, bool)>,
     ) -> Result<(), CommandClash> {
-        let commands: Vec<(String, bool)> = commands.into_iter().collect();
+        let routes = commands
+            .into_iter()
+            .map(|(command, subcommands)| (command, CommandRoute::bare(plugin, subcommands)))
+            .collect();
+        self.claim_routes(plugin, routes)
+    }
+
+    /// Gives the plugin of `manifest` exactly the manifest's commands, with their help texts, all or
+    /// nothing as [`claim`](Self::claim) does.
+    pub fn claim_manifest(&self, manifest: &Manifest) -> Result<(), CommandClash> {
+        let plugin = manifest.name.as_str();
+        let plugin_description =
+            manifest.description.lines().next().map(str::trim).filter(|d| !d.is_empty());
+        let routes = manifest
+            .commands
+            .iter()
+            .map(|spec| {
+                let route = CommandRoute {
+                    description: spec
+                        .description
+                        .clone()
+                        .or_else(|| plugin_description.map(str::to_owned)),
+                    usage: spec.usage.clone(),
+                    ..CommandRoute::bare(plugin, spec.subcommands)
+                };
+                (spec.name.clone(), route)
+            })
+            .collect();
+        self.claim_routes(plugin, routes)
+    }
+
+    fn claim_routes(
+        &self,
+        plugin: &str,
+        commands: Vec<(String, CommandRoute)>,
+    ) -> Result<(), CommandClash> {
         let mut routes = self.routes.write();
         for (command, _) in &commands {
             if let Some(existing) = routes.get(command).filter(|r| r.plugin != plugin) {
@@ -75,9 +144,7 @@ impl CommandTable {
             }
         }
         routes.retain(|_, route| route.plugin != plugin);
-        for (command, subcommands) in commands {
-            routes.insert(command, CommandRoute { plugin: plugin.to_owned(), subcommands });
-        }
+        routes.extend(commands);
         Ok(())
     }
 
@@ -105,23 +172,45 @@ impl CommandTable {
         self.routes.read().get(command).cloned()
     }
 
+    /// Every command with its route, in command order (for `!help`).
+    pub fn commands(&self) -> Vec<(String, CommandRoute)> {
+        let mut commands: Vec<(String, CommandRoute)> =
+            self.routes.read().iter().map(|(c, r)| (c.clone(), r.clone())).collect();
+        commands.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        commands
+    }
+
     /// Routes a chat line that starts with `prefix` (e.g. `!`). Returns `None` for a line that is not
     /// a command, names an unknown command, or whose command or sub-command cannot be a subject token.
     pub fn route(&self, prefix: &str, line: &str) -> Option<RoutedCommand> {
-        let body = line.strip_prefix(prefix)?;
+        match self.parse(prefix, line) {
+            Parsed::Routed(routed) => Some(routed),
+            Parsed::NotACommand | Parsed::Unknown { .. } => None,
+        }
+    }
+
+    /// Reads a chat line as [`route`](Self::route) does, telling an unknown command from a line that
+    /// is no command at all.
+    pub(crate) fn parse<'a>(&self, prefix: &str, line: &'a str) -> Parsed<'a> {
+        let Some(body) = line.strip_prefix(prefix) else { return Parsed::NotACommand };
         let (command, args) = split_word(body);
         if command.is_empty() {
-            return None;
+            return Parsed::NotACommand;
         }
-        let route = self.lookup(command)?;
+        let unknown = Parsed::Unknown { command, args };
+        let Some(route) = self.lookup(command) else { return unknown };
         let sub = if route.subcommands {
             let (sub, _) = split_word(args);
             (!sub.is_empty()).then_some(sub)
         } else {
             None
         };
-        let subject = subject::command(command, sub).ok()?;
-        Some(RoutedCommand { subject, command: command.to_owned(), args: args.to_owned() })
+        let Ok(subject) = subject::command(command, sub) else { return unknown };
+        Parsed::Routed(RoutedCommand {
+            subject,
+            command: command.to_owned(),
+            args: args.to_owned(),
+        })
     }
 }
 
@@ -140,6 +229,7 @@ mod proptests;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugin::CommandSpec;
 
     fn table() -> CommandTable {
         let table = CommandTable::new();
@@ -179,6 +269,53 @@ mod tests {
         assert!(t.route("!", "! roll").is_none());
         assert!(t.route("!", "!dance").is_none());
         assert!(t.route("?", "!roll").is_none());
+    }
+
+    #[test]
+    fn unknown_commands_are_told_from_lines_that_are_no_command() {
+        let t = table();
+        for line in ["hello", "!", "! roll", "?roll", ""] {
+            assert_eq!(t.parse("!", line), Parsed::NotACommand, "{line:?}");
+        }
+        assert_eq!(t.parse("!", "!dance now"), Parsed::Unknown { command: "dance", args: "now" });
+        assert_eq!(
+            t.parse("!", "!admin re.load"),
+            Parsed::Unknown { command: "admin", args: "re.load" },
+            "a sub-command that cannot be a subject token routes nowhere"
+        );
+        assert!(matches!(t.parse("!", "!roll 2d6"), Parsed::Routed(r) if r.args == "2d6"));
+    }
+
+    #[test]
+    fn a_manifest_gives_its_commands_their_help_texts() {
+        let mut manifest = Manifest::in_process(
+            "dice-roller",
+            "1.0.0",
+            [
+                CommandSpec::new("roll").with_description("Roll dice").with_usage("!roll 2d6+1"),
+                CommandSpec::new("flip"),
+            ],
+        );
+        manifest.description = "Dice rolls and coin flips\nand more on a second line".into();
+        let t = CommandTable::new();
+        t.claim_manifest(&manifest).unwrap();
+        let roll = t.lookup("roll").unwrap();
+        assert_eq!(
+            (roll.description.as_deref(), roll.usage.as_deref()),
+            (Some("Roll dice"), Some("!roll 2d6+1"))
+        );
+        let flip = t.lookup("flip").unwrap();
+        assert_eq!(
+            (flip.description.as_deref(), flip.usage.as_deref()),
+            (Some("Dice rolls and coin flips"), None),
+            "the plugin's description, first line, stands in"
+        );
+        manifest.description.clear();
+        manifest.commands.pop();
+        t.claim_manifest(&manifest).unwrap();
+        let names: Vec<String> = t.commands().into_iter().map(|(c, _)| c).collect();
+        assert_eq!(names, ["roll"], "a claim replaces what the plugin owned");
+        assert!(t.claim_manifest(&Manifest::in_process("copycat", "1", ["roll"])).is_err());
     }
 
     #[test]

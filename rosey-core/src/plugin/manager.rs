@@ -197,8 +197,7 @@ impl PluginManager {
                 return Err(ControlError::AlreadyLoaded(name));
             }
             // Under the slots' lock, so two adds cannot both take a command.
-            self.commands
-                .claim(&name, manifest.commands.iter().map(|c| (c.name.clone(), c.subcommands)))?;
+            self.commands.claim_manifest(&manifest)?;
             slots.insert(
                 name.clone(),
                 Arc::new(Entry {
@@ -343,15 +342,16 @@ impl PluginManager {
                 ));
             }
         };
-        let commands: Vec<(String, bool)> =
-            manifest.commands.iter().map(|c| (c.name.clone(), c.subcommands)).collect();
+        let claimed = manifest.clone();
         // A reload cannot take a command another plugin owns.
-        if let Some(clash) = self.commands.clash(name, commands.iter().map(|(c, _)| c.clone())) {
+        if let Some(clash) =
+            self.commands.clash(name, claimed.commands.iter().map(|c| c.name.clone()))
+        {
             return Err(self.refused(name, &manifest.version, clash.to_string(), began));
         }
         let manifest = Box::new(manifest);
         let report = self.ask(name, |done| Control::Reload { manifest, done }).await?;
-        if let Err(clash) = self.commands.claim(name, commands) {
+        if let Err(clash) = self.commands.claim_manifest(&claimed) {
             // Another plugin took the command while this one reloaded: it keeps it.
             tracing::error!(message = "command taken during the reload; not routed to the new version", plugin = %name, %clash);
         }

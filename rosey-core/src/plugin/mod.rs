@@ -8,7 +8,7 @@
 //! backoff, watches its CPU and memory, and keeps its counters ([`PluginStatus`]). Operators drive it
 //! through [`PluginControl`]; every failure is a [`ControlError`].
 
-mod commands;
+pub(crate) mod commands;
 mod control;
 mod inprocess;
 mod launcher;

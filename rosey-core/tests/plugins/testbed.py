@@ -3,7 +3,7 @@
 
 Start-up flags: --version V, --exit-at-start, --no-ready, --no-pong, --hog-at-start MB,
 --probe-fails, --probe-silent.
-Behaviours (the first word of the event's `args`): echo <text>, pid, version, probe, slow <ms>, crash, hang, garbage, alloc <mb>,
+Behaviours (the first word of the event's `args`, or of its `message` when it has no `args`): echo <text>, pid, version, probe, slow <ms>, crash, hang, garbage, alloc <mb>,
 spin, flood-stdout <mb>, flood-stderr <mb>, multi <n>, fail <why>, reply-then-crash,
 publish <subject> (a forged chat line on that subject), big-replies <n> <kib>, requests <n> (never
 reads the responses), log-flood <n>, crash-once <marker file> (crashes the first time only).
@@ -52,8 +52,9 @@ for raw in sys.stdin:
         eid = msg["id"]
         data = msg.get("data") or {}
         # The first word of the arguments selects the behaviour, so each test can route through a
-        # command name of its own.
-        words = (data.get("args") or "").split()
+        # command name of its own; for an event without arguments (a PM or chat line of a
+        # subscription), the first word of its message does.
+        words = (data.get("args", data.get("message")) or "").split()
         cmd = words[0] if words else ""
         arg = words[1] if len(words) > 1 else ""
         if cmd == "echo":

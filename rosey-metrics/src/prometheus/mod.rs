@@ -123,8 +123,10 @@ pub struct NodeStats {
     /// `rosey_bus_messages_dropped_total` (a subscriber's buffer was full), gauges
     /// `rosey_bus_queued_bytes`, `rosey_bus_subscriptions`.
     pub bus: Option<MemoryBusStats>,
-    /// The router: `rosey_router_routed_total` (chat lines published as commands),
-    /// `rosey_router_ignored_total` (not commands, unknown commands, the bot's own lines),
+    /// The router: `rosey_router_routed_total` (chat lines and PMs published as commands),
+    /// `rosey_router_ignored_total` (not commands, the bot's own lines),
+    /// `rosey_router_unknown_commands_total` (commands no plugin owns, not answered),
+    /// `rosey_router_help_total` (`!help` answered by the router),
     /// `rosey_router_malformed_total`, `rosey_router_failed_total` (could not be encoded),
     /// `rosey_router_not_running_total` (no running plugin took it), `rosey_router_unanswered_total`
     /// (no answer in time), gauge `rosey_router_in_flight`.
@@ -490,17 +492,27 @@ fn stats_families(stats: &NodeStats) -> Vec<MetricFamily> {
         out.extend([
             counter(
                 "rosey_router_routed_total",
-                "Chat lines published as command events.",
+                "Chat lines and PMs published as command events.",
                 router.routed,
             ),
             counter(
                 "rosey_router_ignored_total",
-                "Chat lines that were not commands, were unknown commands or came from the bot.",
+                "Chat lines and PMs that were not commands or came from the bot.",
                 router.ignored,
             ),
             counter(
+                "rosey_router_unknown_commands_total",
+                "Commands no plugin owns (not answered).",
+                router.unknown,
+            ),
+            counter(
+                "rosey_router_help_total",
+                "!help lines the router answered itself.",
+                router.help,
+            ),
+            counter(
                 "rosey_router_malformed_total",
-                "Payloads on cytube.chat.message that were not chat messages.",
+                "Payloads on cytube.chat.message or cytube.pm.message that were not chat messages or PMs.",
                 router.malformed,
             ),
             counter(

@@ -37,8 +37,9 @@ fn table() -> impl Strategy<Value = (CommandTable, Vec<Manifest>)> {
         for (plugin, commands) in [("first", first), ("second", second)] {
             // A clash leaves the command with its first owner; the second plugin gets none of its commands.
             let _ = table.claim(plugin, commands.iter().cloned());
-            let specs =
-                commands.into_iter().map(|(name, subcommands)| CommandSpec { name, subcommands });
+            let specs = commands
+                .into_iter()
+                .map(|(name, subcommands)| CommandSpec { subcommands, ..CommandSpec::new(name) });
             manifests.push(Manifest::in_process(plugin, "1.0.0", specs));
         }
         (table, manifests)

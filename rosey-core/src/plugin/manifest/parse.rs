@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::{
-    CommandSpec, DEFAULT_MAX_IN_FLIGHT, DEFAULT_QUEUE_CAPACITY, Limits, Manifest, ManifestProblem,
-    RestartPolicy, Timeouts,
+    CommandSpec, DEFAULT_MAX_IN_FLIGHT, DEFAULT_QUEUE_CAPACITY, HELP_TEXT_MAX_CHARS, Limits,
+    Manifest, ManifestProblem, RestartPolicy, Timeouts,
 };
 use crate::subject;
 
@@ -130,20 +130,22 @@ pub(super) fn parse_table(
     })
 }
 
-/// `commands = ["roll", { name = "admin", subcommands = true }]`.
+/// `commands = ["roll", { name = "admin", subcommands = true, description = "…", usage = "…" }]`.
 fn parse_commands(top: &mut Section) -> Vec<CommandSpec> {
     let items: Vec<toml::Value> = top.take("commands").unwrap_or_default();
     let mut commands = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         let key = format!("commands[{i}]");
         let command = match item {
-            toml::Value::String(name) => Some(CommandSpec { name, subcommands: false }),
+            toml::Value::String(name) => Some(CommandSpec::new(name)),
             toml::Value::Table(table) => {
                 let mut section = Section::new(key.clone(), table);
                 let name: Option<String> = section.required("name", "name = \"roll\"");
                 let subcommands = section.take("subcommands").unwrap_or(false);
+                let description = section.help_text("description");
+                let usage = section.help_text("usage");
                 section.close(&mut top.problems);
-                name.map(|name| CommandSpec { name, subcommands })
+                name.map(|name| CommandSpec { name, subcommands, description, usage })
             }
             _ => {
                 top.problem(
@@ -219,6 +221,24 @@ impl Section {
                 format!("{value:?} must be one word without dots, spaces or wildcards"),
             );
         }
+    }
+
+    /// A command's `description` or `usage`: one line of at most [`HELP_TEXT_MAX_CHARS`]
+    /// characters, not blank; trimmed.
+    fn help_text(&mut self, key: &'static str) -> Option<String> {
+        let text: String = self.take(key)?;
+        let text = text.trim();
+        if text.is_empty() {
+            self.problem(key, "must not be empty (leave it out instead)");
+        } else if text.chars().any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')) {
+            self.problem(key, "must be one line, without tabs or other control characters");
+        } else if text.chars().count() > HELP_TEXT_MAX_CHARS {
+            let chars = text.chars().count();
+            self.problem(key, format!("is {chars} characters; at most {HELP_TEXT_MAX_CHARS}"));
+        } else {
+            return Some(text.to_owned());
+        }
+        None
     }
 
     fn positive(&mut self, key: &'static str) -> Option<f64> {

@@ -1,13 +1,16 @@
 //! Events: from the bus into the wait queue and the serving instance, replies and `done` back out, and
 //! the output of every instance routed to the part of the slot that owns it.
+//!
+//! Where an event's replies go is decided once, when it is dispatched or refused
+//! ([`ReplyTarget::for_event`]): the channel it names, or a PM to its sender for a private command
+//! and for an event from `cytube.pm.message`.
 
 use bytes::Bytes;
 use rosey_plugin::protocol::{HostMessage, PluginMessage};
 use serde_json::Value;
 
 use super::*;
-use crate::bus::EventBusExt;
-use crate::event::ChatSend;
+use crate::event::ReplyTarget;
 use crate::subject;
 
 impl Slot {
@@ -80,7 +83,7 @@ impl Slot {
         let timeout = self.manifest.timeouts.event;
         let State::Running { serving, .. } = &mut self.state else { return };
         let generation = serving.live.generation;
-        let channel = data.get("channel").and_then(Value::as_str).map(str::to_owned);
+        let target = ReplyTarget::for_event(message.subject(), &data);
         let sent = serving.live.input.send(HostMessage::Event {
             id,
             subject: message.subject().to_owned(),
@@ -100,7 +103,7 @@ impl Slot {
             InFlight {
                 message,
                 attempt,
-                channel,
+                target,
                 started: Instant::now(),
                 replies: Vec::new(),
                 replies_said: 0,
@@ -116,17 +119,17 @@ impl Slot {
         });
     }
 
-    /// Answers an event that will not reach the plugin: an error line in its channel (when `text` is
-    /// not empty and the event names one) and an error response when it was a request.
+    /// Answers an event that will not reach the plugin: an error line to its reply target (when
+    /// `text` is not empty and the event has one) and an error response when it was a request.
     pub(super) async fn refuse(&mut self, message: &Message, text: &str, error: &str) {
         self.counts(|c| c.failed += 1);
-        let channel = serde_json::from_slice::<Value>(message.payload())
+        let target = serde_json::from_slice::<Value>(message.payload())
             .ok()
-            .and_then(|v| v.get("channel").and_then(Value::as_str).map(str::to_owned));
-        if let Some(channel) = channel
+            .and_then(|data| ReplyTarget::for_event(message.subject(), &data));
+        if let Some(target) = target
             && !text.is_empty()
         {
-            self.say(&channel, text).await;
+            self.say(&target, text).await;
         }
         if let Some(reply) = message.reply() {
             let body = serde_json::json!({ "replies": [], "error": error });
@@ -134,9 +137,9 @@ impl Slot {
         }
     }
 
-    pub(super) async fn say(&self, channel: &str, text: &str) {
-        let send = ChatSend { channel: channel.to_owned(), message: text.to_owned() };
-        if let Err(err) = self.bus.publish_json(subject::CHAT_SEND, &send).await {
+    /// Says `text` to `target`: in its channel or by PM.
+    pub(super) async fn say(&self, target: &ReplyTarget, text: &str) {
+        if let Err(err) = self.bus.publish(target.subject(), target.encode(text)).await {
             tracing::warn!(message = "cannot publish reply", plugin = %self.manifest.name, %err);
         }
     }
@@ -162,19 +165,20 @@ impl Slot {
         }
     }
 
-    /// Fails an in-flight event the plugin will never finish, telling the channel — unless the plugin
-    /// already replied to it: then it was answered, and one answer is all a command gets.
+    /// Fails an in-flight event the plugin will never finish, telling its sender (in the channel or
+    /// by PM) — unless the plugin already replied to it: then it was answered, and one answer is all
+    /// a command gets.
     pub(super) async fn abandon(&mut self, event: InFlight, error: &str, text: &str) {
-        if let Some(channel) = &event.channel
+        if let Some(target) = &event.target
             && event.replies_said == 0
         {
-            self.say(channel, text).await;
+            self.say(target, text).await;
         }
         self.finish(event, Some(error.to_owned())).await;
     }
 
-    /// Says a reply of an in-flight event in its channel, within the per-event limits (count and
-    /// bytes); what is over them is dropped and counted, and the plugin is told once.
+    /// Says a reply of an in-flight event to its reply target, within the per-event limits (count
+    /// and bytes); what is over them is dropped and counted, and the plugin is told once.
     pub(super) async fn reply(&mut self, generation: u64, id: u64, message: String) {
         let limits = self.manifest.limits;
         let name = self.manifest.name.clone();
@@ -210,8 +214,8 @@ impl Slot {
         if event.message.reply().is_some() {
             event.replies.push(message.clone());
         }
-        if let Some(channel) = event.channel.clone() {
-            self.say(&channel, &message).await;
+        if let Some(target) = event.target.clone() {
+            self.say(&target, &message).await;
         }
     }
 

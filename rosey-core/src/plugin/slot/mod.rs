@@ -228,7 +228,8 @@ struct InFlight {
     message: Message,
     /// 0 on the first delivery, 1 on the redelivery.
     attempt: u8,
-    channel: Option<String>,
+    /// Where its replies go (`None`: the event names no channel, so nothing is said).
+    target: Option<crate::event::ReplyTarget>,
     started: Instant,
     /// Reply lines said so far (kept only when the event came as a request).
     replies: Vec<String>,

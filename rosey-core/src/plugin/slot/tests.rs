@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::bus::{EventBus, EventBusExt, MemoryBus};
-use crate::event::{ChatSend, CommandEvent};
+use crate::event::{ChatSend, CommandEvent, PmSend};
 use crate::plugin::{
     Action, ControlError, ExitReason, INSTANCE_INPUT_CAPACITY, Instance, InstanceOutput, Manifest,
     PluginManager, PluginRuntime, PluginState, PluginStatus, ReloadReport, RuntimeError, StartStep,
@@ -159,14 +159,20 @@ impl Bed {
     }
 
     async fn command(&self, args: &str) {
+        self.command_from("alice", args, false).await;
+    }
+
+    /// `!roll <args>` from `user`, said in the channel or sent by PM (`private`).
+    async fn command_from(&self, user: &str, args: &str, private: bool) {
         let event = CommandEvent {
             channel: "lobby".to_owned(),
-            user: "alice".to_owned(),
+            user: user.to_owned(),
             rank: None,
             command: "roll".to_owned(),
             args: args.to_owned(),
             message: format!("!roll {args}"),
             time: 0,
+            private,
         };
         self.bus.publish_json("rosey.command.roll", &event).await.unwrap();
     }
@@ -333,6 +339,37 @@ async fn event_deadlines_fire_in_their_own_order_after_a_reload_to_a_shorter_tim
     let text: ChatSend = message.decode().unwrap();
     assert_eq!(text.message, "❌ puppet did not answer in time");
     assert_eq!(began.elapsed().as_secs(), 2, "the later, shorter deadline fired first");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_replies_and_refusals_of_a_private_command_go_by_pm_to_its_sender() {
+    let (bed, mut puppet) = Bed::serving("[queue]\ncapacity = 1\nmax_in_flight = 1\n").await;
+    let mut said = bed.bus.subscribe("cytube.chat.send").await.unwrap();
+    let mut pms = bed.bus.subscribe("cytube.pm.send").await.unwrap();
+    let mut next_pm = async || -> (String, String) {
+        let message = futures_util::StreamExt::next(&mut pms).await.unwrap();
+        let pm: PmSend = message.decode().unwrap();
+        assert_eq!(pm.channel, "lobby", "sent through the channel's connection");
+        (pm.to, pm.message)
+    };
+    bed.command_from("alice", "1", true).await;
+    let HostMessage::Event { id, data, .. } = puppet.next().await else { panic!("an event") };
+    assert_eq!(data["private"], true, "the plugin can tell");
+    bed.command_from("bob", "2", true).await; // waits in the queue
+    bed.command_from("carol", "3", true).await; // the queue is full
+    let busy = "❌ puppet is busy, try again in a moment";
+    assert_eq!(next_pm().await, ("carol".to_owned(), busy.to_owned()));
+    puppet.say(PluginMessage::Reply { id, message: "one".to_owned() }).await;
+    puppet.say(PluginMessage::Done { id, error: None }).await;
+    assert_eq!(next_pm().await, ("alice".to_owned(), "one".to_owned()));
+    let HostMessage::Event { id, .. } = puppet.next().await else { panic!("bob's event") };
+    puppet.say(PluginMessage::Done { id, error: None }).await;
+    // The first line said in the channel is the reply to a command said there.
+    bed.command_from("dave", "4", false).await;
+    let HostMessage::Event { id, .. } = puppet.next().await else { panic!("dave's event") };
+    puppet.say(PluginMessage::Reply { id, message: "out loud".to_owned() }).await;
+    let message = futures_util::StreamExt::next(&mut said).await.unwrap();
+    assert_eq!(message.decode::<ChatSend>().unwrap().message, "out loud");
 }
 
 #[tokio::test(start_paused = true)]
