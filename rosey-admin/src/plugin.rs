@@ -157,8 +157,10 @@ impl AdminPlugin {
     /// with a long event timeout ([`ADMIN_EVENT_TIMEOUT`]) and no redelivery after a crash (an
     /// admin action is not repeated behind the admin's back).
     pub fn manifest() -> Manifest {
-        let mut admin = CommandSpec::from(ADMIN_PLUGIN);
-        admin.subcommands = true;
+        let admin = CommandSpec::new(ADMIN_PLUGIN)
+            .with_subcommands()
+            .with_description("Operator commands (owner and admins only)")
+            .with_usage("!admin help | list | status [plugin] | reload <plugin> | reload --all | restart <plugin> | metrics");
         let mut manifest = Manifest::in_process(ADMIN_PLUGIN, ADMIN_VERSION, [admin]);
         manifest.description =
             "Operator commands: list, status, reload, restart, metrics".to_owned();
@@ -424,14 +426,9 @@ fn audit_entry(
     }
 }
 
-/// Whether the command came by private message: the `private` flag the router sets on such
-/// commands (read from the JSON form, so this works whether or not this build's `CommandEvent` has
-/// the field).
+/// Whether the command came by private message (the router sets `private` on such commands).
 fn came_by_pm(event: &CommandEvent) -> bool {
-    serde_json::to_value(event)
-        .ok()
-        .and_then(|v| v.get("private").and_then(Value::as_bool))
-        .unwrap_or(false)
+    event.private
 }
 
 /// Waits out a request's time, then ends it as expired if it still waits.

@@ -292,15 +292,16 @@ impl Link {
                 }
             };
             // Recorded before writing: chat in flight is resent after a reconnect, and a PM that
-            // could not be written goes back to the queue.
+            // could not be written goes back to the queue. Counted as sent once handed to the
+            // connection (a line written again after a reconnect or a cooldown counts again).
             state.outbox.sent(&message, now);
+            state.stats.chat_sent();
             if let Err(err) = self.send(&frame).await {
                 if let Outgoing::Pm { .. } = message {
                     state.outbox.retry(message);
                 }
                 return Err(err);
             }
-            state.stats.chat_sent();
         }
     }
 
