@@ -1,7 +1,9 @@
 //! Wiring: starts Rosey's parts in the documented order and stops them in reverse on SIGINT/SIGTERM.
 //!
 //! Start: EventBus → Database → PluginManager → MetricsCollector → Dashboard → AdminPlugin → Router →
-//! Connector (docs/ARCHITECTURE.md); the dashboard and the admin plugin only when configured to run. Plugins start
+//! Connector (docs/ARCHITECTURE.md), each start logged with its duration (`started part=… duration_ms=…`),
+//! an optional part that is off logged once (`not started part=… reason=…`). The started parts live on
+//! one stack ([`Parts`]) that every way out (a signal, a failed step, the end) unwinds the same way. Plugins start
 //! concurrently and `rosey ready` waits for them at most [`PLUGIN_START_TIMEOUT`] all together. A
 //! signal is obeyed at any moment, startup included: what already started is stopped, each step within
 //! [`STOP_STEP_TIMEOUT`]. A connector that stops for good (banned, logged in elsewhere) stops the node
@@ -10,7 +12,7 @@
 
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rosey_admin::{AdminOptions, AdminPlugin, RankLookup};
 use rosey_core::bus::{BusError, EventBus, MemoryBus};
@@ -40,6 +42,9 @@ const PLUGIN_START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long each shutdown step may take before it is abandoned.
 const STOP_STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the whole shutdown may take, every step together.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long, after the console's input ended, the node waits for the answers to what it read.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -87,18 +92,85 @@ pub(crate) enum NodeError {
     Signals(std::io::Error),
 }
 
-/// What has been started so far, stopped in reverse order by [`Parts::stop`].
+/// One started part of the node.
+enum Part {
+    Bus(Arc<dyn EventBus>),
+    Writer(WriterHandle),
+    Kv(KvHandle),
+    Manager(Arc<PluginManager>),
+    Control(ControlHandle),
+    Collector(CollectorHandle),
+    Dashboard(DashboardHandle),
+    Router(RouterHandle),
+    Connector(ConnectorHandle),
+}
+
+/// What has been started so far, in start order: one stack, so a signal, a failed step and a normal
+/// stop all end the node the same way ([`Parts::stop`], in reverse).
 #[derive(Default)]
 struct Parts {
-    bus: Option<Arc<dyn EventBus>>,
-    writer: Option<WriterHandle>,
-    kv: Option<KvHandle>,
-    manager: Option<Arc<PluginManager>>,
-    collector: Option<CollectorHandle>,
-    dashboard: Option<DashboardHandle>,
-    control: Option<ControlHandle>,
-    router: Option<RouterHandle>,
-    connector: Option<ConnectorHandle>,
+    stack: Vec<(&'static str, Part)>,
+}
+
+impl Parts {
+    /// Records a part that has just started and logs how long its start took.
+    fn started(&mut self, name: &'static str, part: Part, since: Instant) {
+        tracing::info!(message = "started", part = name, duration_ms = millis(since.elapsed()));
+        self.stack.push((name, part));
+    }
+
+    fn bus(&self) -> Option<&Arc<dyn EventBus>> {
+        self.stack.iter().find_map(|(_, part)| match part {
+            Part::Bus(bus) => Some(bus),
+            _ => None,
+        })
+    }
+
+    fn writer(&self) -> Option<&WriterHandle> {
+        self.stack.iter().find_map(|(_, part)| match part {
+            Part::Writer(writer) => Some(writer),
+            _ => None,
+        })
+    }
+
+    fn manager(&self) -> Option<&Arc<PluginManager>> {
+        self.stack.iter().find_map(|(_, part)| match part {
+            Part::Manager(manager) => Some(manager),
+            _ => None,
+        })
+    }
+
+    fn collector(&self) -> Option<&CollectorHandle> {
+        self.stack.iter().find_map(|(_, part)| match part {
+            Part::Collector(collector) => Some(collector),
+            _ => None,
+        })
+    }
+
+    fn router(&self) -> Option<&RouterHandle> {
+        self.stack.iter().find_map(|(_, part)| match part {
+            Part::Router(router) => Some(router),
+            _ => None,
+        })
+    }
+
+    /// Takes the connector off the stack, for the serve loop to watch (it stops it itself).
+    fn take_connector(&mut self) -> Option<ConnectorHandle> {
+        let at = self.stack.iter().position(|(_, part)| matches!(part, Part::Connector(_)))?;
+        match self.stack.remove(at) {
+            (_, Part::Connector(connector)) => Some(connector),
+            _ => None,
+        }
+    }
+}
+
+/// Logs that an optional part is not started, and why.
+fn skipped(part: &'static str, reason: &'static str) {
+    tracing::info!(message = "not started", part, reason);
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Runs the node until SIGINT or SIGTERM (or the end of the console's input).
@@ -139,17 +211,20 @@ async fn start(
     health.expect(health::PLUGINS);
     health.expect(health::CONNECTOR);
     // 1. EventBus
+    let since = Instant::now();
     let (bus, bus_kind, memory_bus) = start_bus(config).await?;
-    parts.bus = Some(bus.clone());
+    parts.started("event bus", Part::Bus(bus.clone()), since);
     health.report(health::BUS, true, format!("connected ({bus_kind})"));
     // 2. Database: opened (and migrated) before anything can write to it; lifecycle records and the
     //    audit log go through the writer, which rides out an outage; plugins reach their keys through
     //    the key-value service.
+    let since = Instant::now();
     let storage = open_storage(config).await?;
     let writer = RecordWriter::new(storage.clone(), writer_options(config)).start();
     let records = writer.sink();
     report_storage(&writer, health);
-    parts.writer = Some(writer);
+    parts.started("database", Part::Writer(writer), since);
+    let since = Instant::now();
     // A SQLite file is this node's alone and the key-value service its only writer of `kv`, so gets
     // may be answered from memory; a shared database (PostgreSQL) is written by other nodes too.
     let kv_cache = (storage.backend() == "sqlite").then_some(rosey_core::storage::KV_CACHE_BYTES);
@@ -158,7 +233,7 @@ async fn start(
         .start()
         .await?;
     let kv_stats = kv.stats_reader();
-    parts.kv = Some(kv);
+    parts.started("key-value store", Part::Kv(kv), since);
     // The metrics collector and the Prometheus registry hear the plugins from their first start, so
     // their sinks go into the manager now; the collector starts polling at step 4.
     let prometheus = PrometheusMetrics::new(PrometheusOptions {
@@ -179,21 +254,29 @@ async fn start(
     let runtime = MixedRuntime::default();
     // 3. PluginManager: every plugin starts at once; chat starts flowing only once they have all had
     //    their chance, bounded by one timeout for all of them together.
+    let since = Instant::now();
     let manager = Arc::new(
         PluginManager::builder(bus.clone(), Arc::new(runtime.clone()))
             .metrics_sink(sink.clone())
             .build(),
     );
-    parts.manager = Some(manager.clone());
     for error in manager.load_dir(&config.plugin_dir).await {
         tracing::error!(message = "plugin not loaded", %error);
     }
+    parts.started("plugin manager", Part::Manager(manager.clone()), since);
     wait_for_plugins(&manager).await;
     // The control API (rosey.control.*) belongs with the plugin manager it drives.
-    parts.control = Some(ControlService::new(bus.clone(), manager.clone()).start().await?);
+    let since = Instant::now();
+    let control = ControlService::new(bus.clone(), manager.clone()).start().await?;
+    parts.started("control API", Part::Control(control), since);
     // 4. MetricsCollector (and the Prometheus registry's view of the plugins).
-    if let Some(collector) = collector {
-        parts.collector = Some(collector.start(manager.clone()).await);
+    match collector {
+        Some(collector) => {
+            let since = Instant::now();
+            let collector = collector.start(manager.clone()).await;
+            parts.started("metrics collector", Part::Collector(collector), since);
+        }
+        None => skipped("metrics collector", "metrics.enabled is false"),
     }
     prometheus.set_started_at(health.started_at());
     let plugins_source = manager.clone();
@@ -203,7 +286,10 @@ async fn start(
     let bot_name = config.cytube.as_ref().map_or("rosey", |c| c.username.as_str()).to_owned();
     let made = make_connector(config, bot_name.clone(), health)?;
     // 5. Dashboard
-    if config.dashboard.enabled {
+    if !config.dashboard.enabled {
+        skipped("dashboard", "dashboard.enabled is false");
+    } else {
+        let since = Instant::now();
         let dashboard =
             Dashboard::new(dashboard_options(config, bus_kind), manager.clone(), health.clone())
                 .prometheus(prometheus.clone())
@@ -211,12 +297,12 @@ async fn start(
                 .audit(records.clone())
                 .metrics_sink(sink.clone())
                 .connector(made.view.clone());
-        let dashboard = match &parts.collector {
+        let dashboard = match parts.collector() {
             Some(collector) => dashboard.history(collector.reader()),
             None => dashboard,
         };
         match dashboard.start().await {
-            Ok(dashboard) => parts.dashboard = Some(dashboard),
+            Ok(dashboard) => parts.started("dashboard", Part::Dashboard(dashboard), since),
             // On the embedded default a busy port costs the dashboard, not the bot.
             Err(error) if !config.is_configured("dashboard") => {
                 tracing::warn!(message = "dashboard not started; the bot runs without it", %error);
@@ -226,7 +312,10 @@ async fn start(
     }
     // 6. AdminPlugin, when someone may use it.
     let admin_options = admin_options(config);
-    if admin_options.enabled() {
+    if !admin_options.enabled() {
+        skipped("admin plugin", "no owner or admins in the config");
+    } else {
+        let since = Instant::now();
         let control: Arc<dyn PluginControl> = manager.clone();
         let mut admin = AdminPlugin::new(admin_options, control)
             .audit(records.clone())
@@ -238,10 +327,14 @@ async fn start(
         admin.register(runtime.in_process());
         match manager.add(AdminPlugin::manifest()).await {
             Ok(()) => {
-                if let Err(err) =
-                    manager.wait_running(rosey_admin::ADMIN_PLUGIN, PLUGIN_START_TIMEOUT).await
-                {
-                    tracing::error!(message = "admin plugin not running", %err);
+                match manager.wait_running(rosey_admin::ADMIN_PLUGIN, PLUGIN_START_TIMEOUT).await {
+                    // Stopped with the plugin manager, like every plugin.
+                    Ok(_) => tracing::info!(
+                        message = "started",
+                        part = "admin plugin",
+                        duration_ms = millis(since.elapsed())
+                    ),
+                    Err(err) => tracing::error!(message = "admin plugin not running", %err),
                 }
             }
             // A plugin folder may already use the name or the command: it keeps them.
@@ -251,9 +344,10 @@ async fn start(
     // 7. Router
     let router_options =
         RouterOptions { bot_name: Some(bot_name.clone()), ..RouterOptions::default() };
+    let since = Instant::now();
     let router = Router::new(bus.clone(), manager.command_table(), router_options).start().await?;
     let router_stats = router.stats_reader();
-    parts.router = Some(router);
+    parts.started("router", Part::Router(router), since);
     let connector_stats = made.connector.stats();
     let health_source = health.clone();
     prometheus.set_node_stats(move || {
@@ -276,7 +370,9 @@ async fn start(
     });
     // 8. Connector
     let MadeConnector { connector, console, .. } = made;
-    parts.connector = Some(connector.start(bus).await?);
+    let since = Instant::now();
+    let connector = connector.start(bus).await?;
+    parts.started("connector", Part::Connector(connector), since);
 
     let plugins = report_plugins(&manager, health);
     let not_running: Vec<&str> = plugins.not_running.iter().map(String::as_str).collect();
@@ -344,7 +440,7 @@ async fn serve(
     health: &HealthRegistry,
     signal: &mut (impl Future<Output = ()> + Unpin),
 ) -> Result<(), NodeError> {
-    let Some(connector) = parts.connector.take() else { return Ok(()) };
+    let Some(connector) = parts.take_connector() else { return Ok(()) };
     let stopper = connector.stopper();
     let mut connector_end = pin!(connector.wait());
     let mut refresh = tokio::time::interval(HEALTH_REFRESH);
@@ -381,10 +477,10 @@ async fn serve(
                 break;
             }
             _ = refresh.tick() => {
-                if let Some(manager) = &parts.manager {
+                if let Some(manager) = parts.manager() {
                     report_plugins(manager, health);
                 }
-                if let Some(writer) = &parts.writer {
+                if let Some(writer) = parts.writer() {
                     report_storage(writer, health);
                 }
             }
@@ -399,7 +495,7 @@ async fn serve(
 /// and no routed command still waits for its answer (the router makes sure each gets exactly one),
 /// then the console has printed every reply sent so far.
 async fn answer_what_was_read(parts: &Parts, console: &ConsoleProgress) {
-    let (Some(router), Some(bus)) = (&parts.router, &parts.bus) else {
+    let (Some(router), Some(bus)) = (parts.router(), parts.bus()) else {
         return;
     };
     let lines = console.lines_read();
@@ -416,37 +512,49 @@ async fn answer_what_was_read(parts: &Parts, console: &ConsoleProgress) {
 }
 
 impl Parts {
-    /// Stops what started, in reverse order, each step bounded by [`STOP_STEP_TIMEOUT`].
-    async fn stop(self) {
-        if let Some(connector) = self.connector {
-            step("connector", connector.shutdown()).await;
+    /// Stops what started, in reverse order, each step within [`STOP_STEP_TIMEOUT`] and all of them
+    /// within [`STOP_TIMEOUT`]: a step that does not finish in time is abandoned (and logged) and the
+    /// next one goes on.
+    async fn stop(mut self) {
+        let deadline = tokio::time::Instant::now() + STOP_TIMEOUT;
+        while let Some((name, part)) = self.stack.pop() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let bound = left.min(STOP_STEP_TIMEOUT);
+            let since = Instant::now();
+            let finished = tokio::time::timeout(bound, stop_part(name, part)).await.is_ok();
+            if finished {
+                tracing::info!(
+                    message = "stopped",
+                    part = name,
+                    duration_ms = millis(since.elapsed())
+                );
+            } else {
+                tracing::warn!(message = "shutdown step did not finish in time", part = name, timeout = ?bound);
+            }
         }
-        if let Some(router) = self.router {
-            step("router", router.shutdown()).await;
+    }
+}
+
+/// Stops one part; a part that ends with an error says so in the log. The plugins stop before the
+/// key-value service and the writer, so their last lifecycle records are written (the writer writes
+/// what is still queued before it stops, within its own bound).
+async fn stop_part(name: &str, part: Part) {
+    let ended = match part {
+        Part::Connector(connector) => connector.shutdown().await.map_err(|e| e.to_string()),
+        Part::Router(router) => router.shutdown().await.map_err(|e| e.to_string()),
+        Part::Dashboard(dashboard) => dashboard.shutdown().await.map_err(|e| e.to_string()),
+        Part::Collector(collector) => collector.shutdown().await.map_err(|e| e.to_string()),
+        Part::Control(control) => control.shutdown().await.map_err(|e| e.to_string()),
+        Part::Manager(manager) => {
+            manager.shutdown().await;
+            Ok(())
         }
-        if let Some(dashboard) = self.dashboard {
-            step("dashboard", dashboard.shutdown()).await;
-        }
-        if let Some(collector) = self.collector {
-            step("metrics collector", collector.shutdown()).await;
-        }
-        if let Some(control) = self.control {
-            step("control API", control.shutdown()).await;
-        }
-        if let Some(manager) = self.manager {
-            step("plugins", manager.shutdown()).await;
-        }
-        if let Some(kv) = self.kv {
-            step("key-value store", kv.shutdown()).await;
-        }
-        // The writer writes what is still queued (the plugins' last lifecycle records) before it
-        // stops, within its own bound.
-        if let Some(writer) = self.writer {
-            step("database writer", writer.shutdown()).await;
-        }
-        if let Some(bus) = self.bus {
-            step("event bus flush", bus.flush()).await;
-        }
+        Part::Kv(kv) => kv.shutdown().await.map_err(|e| e.to_string()),
+        Part::Writer(writer) => writer.shutdown().await.map_err(|e| e.to_string()),
+        Part::Bus(bus) => bus.flush().await.map_err(|e| e.to_string()),
+    };
+    if let Err(error) = ended {
+        tracing::warn!(message = "part stopped with an error", part = name, %error);
     }
 }
 

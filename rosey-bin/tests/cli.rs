@@ -229,6 +229,106 @@ fn run_on_embedded_defaults_starts_and_stops_cleanly_on_sigterm() {
     assert!(log.contains("rosey ready"), "log file has the startup:\n{log}");
 }
 
+/// The parts named in the `started` log lines, in order; and those named in `not started` lines.
+fn parts_in(log: &str, what: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains(&format!(" {what} part=")))
+        .filter_map(|l| l.split("part=\"").nth(1)?.split('"').next().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn every_part_starts_in_the_documented_order_with_its_duration_and_stops_in_reverse() {
+    let dir = scratch_dir();
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = write_config(
+        &dir,
+        &format!(
+            r#"{{"owner": "alice", "plugin_dir": {:?}, "logging": {{"file": null}},
+                "dashboard": {{"port": {port}}}}}"#,
+            plugins.display().to_string()
+        ),
+    );
+    let running = Running::start(console_kept_open(rosey(
+        &dir,
+        &["run", "--config", config.to_str().unwrap()],
+    )));
+    let startup = running.wait_for("rosey ready");
+    assert_eq!(
+        parts_in(&startup, "started"),
+        [
+            "event bus",
+            "database",
+            "key-value store",
+            "plugin manager",
+            "control API",
+            "metrics collector",
+            "dashboard",
+            "admin plugin",
+            "router",
+            "connector"
+        ],
+        "{startup}"
+    );
+    assert!(
+        startup
+            .lines()
+            .filter(|l| l.contains(" started part="))
+            .all(|l| l.contains("duration_ms=")),
+        "{startup}"
+    );
+    assert!(parts_in(&startup, "not started").is_empty(), "{startup}");
+    running.signal("TERM");
+    let (status, rest) = running.wait_exit();
+    assert!(status.success(), "{rest}");
+    assert!(!rest.contains("part stopped with an error"), "{rest}");
+    // The connector is stopped by the serving loop itself, first; the rest unwinds the stack.
+    assert_eq!(
+        parts_in(&rest, "stopped"),
+        [
+            "router",
+            "dashboard",
+            "metrics collector",
+            "control API",
+            "plugin manager",
+            "key-value store",
+            "database",
+            "event bus"
+        ],
+        "{rest}"
+    );
+}
+
+#[test]
+fn parts_that_are_off_are_named_once_with_the_reason() {
+    let dir = scratch_dir();
+    let config = write_config(
+        &dir,
+        r#"{"logging": {"file": null}, "dashboard": {"enabled": false}, "metrics": {"enabled": false}}"#,
+    );
+    let running = Running::start(console_kept_open(rosey(
+        &dir,
+        &["run", "--config", config.to_str().unwrap()],
+    )));
+    let startup = running.wait_for("rosey ready");
+    assert_eq!(
+        parts_in(&startup, "not started"),
+        ["metrics collector", "dashboard", "admin plugin"],
+        "{startup}"
+    );
+    for reason in [
+        "metrics.enabled is false",
+        "dashboard.enabled is false",
+        "no owner or admins in the config",
+    ] {
+        assert!(startup.contains(reason), "{reason}: {startup}");
+    }
+    running.signal("TERM");
+    let (status, _) = running.wait_exit();
+    assert!(status.success());
+}
+
 #[test]
 fn run_stops_cleanly_on_sigint() {
     let dir = scratch_dir();

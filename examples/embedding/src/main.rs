@@ -52,9 +52,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let router =
         Router::new(bus.clone(), manager.command_table(), RouterOptions::default()).start().await?;
     let console = Box::new(ConsoleConnector::new(ConsoleOptions::default())).start(bus).await?;
+    // Listen for Ctrl-C before saying ready: a SIGINT from then on stops the bot cleanly.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     eprintln!("ready: type !hello");
 
-    tokio::signal::ctrl_c().await?;
+    interrupt.recv().await;
     // Reverse order: stop listening to the chat first, the plugins last.
     console.shutdown().await?;
     router.shutdown().await?;
