@@ -491,19 +491,28 @@ async fn serve(
     Ok(())
 }
 
-/// Waits until everything the console read has been answered: the router has taken in every line
-/// and no routed command still waits for its answer (the router makes sure each gets exactly one),
-/// then the console has printed every reply sent so far.
+/// Waits until everything the console read has been answered: the router has taken in every line,
+/// no routed command still waits for its answer (the router makes sure each gets exactly one) and no
+/// plugin has an event queued or in flight on two looks in a row, then the console has printed every
+/// reply sent so far.
 async fn answer_what_was_read(parts: &Parts, console: &ConsoleProgress) {
     let (Some(router), Some(bus)) = (parts.router(), parts.bus()) else {
         return;
     };
     let lines = console.lines_read();
-    loop {
+    // Plugins that hear plain chat (the admin plugin waiting for `yes`) may still hold lines the
+    // router never routed: they must be idle too, on two looks in a row (a line may be between the
+    // bus and a plugin's queue at one look).
+    let idle = |manager: Option<&Arc<PluginManager>>| {
+        manager.is_none_or(|m| {
+            m.snapshot().iter().all(|p| p.events.queued == 0 && p.events.in_flight == 0)
+        })
+    };
+    let mut idle_looks = 0;
+    while idle_looks < 2 {
         let stats = router.stats();
-        if stats.handled() >= lines && stats.in_flight == 0 {
-            break;
-        }
+        let routed = stats.handled() >= lines && stats.in_flight == 0;
+        idle_looks = if routed && idle(parts.manager()) { idle_looks + 1 } else { 0 };
         tokio::time::sleep(DRAIN_POLL).await;
     }
     if let Err(error) = console.flush(bus.as_ref()).await {

@@ -103,3 +103,34 @@ fn on_cytube_a_guest_using_the_owners_name_is_refused_and_a_registered_admin_ans
     let (status, rest) = running.wait_exit();
     assert!(status.success(), "{rest}");
 }
+
+#[test]
+fn a_piped_reload_and_its_yes_are_both_answered_before_rosey_exits() {
+    let dir = scratch_dir();
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let config = write_config(
+        &dir,
+        &format!(
+            r#"{{"owner": "alice", "plugin_dir": {:?}, "logging": {{"file": null}},
+                "dashboard": {{"enabled": false}}}}"#,
+            plugins.display().to_string()
+        ),
+    );
+    // `yes` is not a command: only the admin plugin hears it, and the end of input must wait for it.
+    let mut child = rosey(&dir, &["run", "--config", config.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"alice: !admin reload dice-roller\nalice: yes\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let chat = String::from_utf8_lossy(&out.stdout);
+    assert!(chat.contains("rosey: ✅ Reloaded dice-roller v1.0.0 → v1.0.0 ("), "{chat}");
+}

@@ -97,10 +97,12 @@ impl Slot {
                 if name != expected.name {
                     tracing::warn!(message = "plugin reports another name", plugin = %expected.name, reported = %name);
                 }
+                // The manifest's version is the one shown and reported (docs/PROTOCOL.md): it is what
+                // the operator deployed and what a reload prompt announced.
                 if version != expected.version {
-                    tracing::warn!(message = "plugin version differs from its manifest", plugin = %expected.name, manifest = %expected.version, reported = %version);
+                    tracing::warn!(message = "plugin version differs from its manifest; the manifest's is used", plugin = %expected.name, manifest = %expected.version, reported = %version);
                 }
-                candidate.live.version = version;
+                candidate.live.version.clone_from(&expected.version);
                 self.next_step().await;
             }
             InstanceOutput::Message(PluginMessage::Pong { id })
