@@ -15,10 +15,16 @@ const ROSEY: &str = env!("CARGO_BIN_EXE_rosey");
 
 #[path = "cli/admin.rs"]
 mod admin;
+#[path = "cli/checklist.rs"]
+mod checklist;
 #[path = "cli/dashboard.rs"]
 mod dashboard;
+#[path = "cli/e2e.rs"]
+mod e2e;
 #[path = "cli/floods.rs"]
 mod floods;
+#[path = "cli/prometheus.rs"]
+mod prometheus;
 #[path = "cli/storage.rs"]
 mod storage;
 

@@ -42,6 +42,9 @@
 //!
 //! [`browser::Browser`] drives a headless Chromium over WebDriver, for tests of web pages.
 //!
+//! [`nats::NatsServer`] is a throwaway `nats-server` of a test's own, for tests that run a whole
+//! Rosey node (whose queue groups and subjects would mix with another node's on a shared server).
+//!
 //! [`FaultProxy`] is a TCP proxy that cuts, stalls or delays the connection to a real server
 //! (PostgreSQL, NATS) on demand, for tests of how a client rides out an outage.
 
@@ -52,6 +55,7 @@ mod channel;
 mod chat;
 mod conn;
 mod http;
+pub mod nats;
 pub mod postgres;
 pub mod promtool;
 mod session;
