@@ -2,30 +2,12 @@
 //! QUICKSTART.md and docs/ is run or validated here, so the docs cannot drift from the code.
 //!
 //! A fenced block says what is done with it in its info string (the words after the opening
-//! fence); docs/ARCHITECTURE.md, "Tested documentation", is the reference. In short:
-//!
-//! | info string | what the test does |
-//! |---|---|
-//! | `sh test` | runs it with bash (`-e -o pipefail`) in a scratch directory laid out like the repository (shared by the blocks of one document, in order), `rosey` being the built binary; it must exit 0 |
-//! | `sh test bot` | the same, with a bot running (dashboard on a free port written as `127.0.0.1:8080`, `ROSEY_DASHBOARD_TOKEN` set) |
-//! | `sh test db` | the same, in a directory with a `rosey.db` written by a real run (plugin history and audit rows) |
-//! | `text output` | right after a `sh test` block: its standard output, `…` matching any text in a line, or any lines alone on one |
-//! | `sh no-run <reason>` | not run (needs root, a network, a server); parsed by `bash -n`, and every `rosey …` in it must parse |
-//! | `<any language> no-run <reason>` | shown only, for the reason given |
-//! | `json config [VAR=value…]` | `rosey check-config` accepts it (with those environment variables) |
-//! | `json response <METHOD> <path>` | each JSON value has the fields (names and types, at every depth) that a running bot answers there |
-//! | `json protocol` | each line is a plugin-protocol message the host or a plugin knows |
-//! | `json example` | one or more JSON values |
-//! | `toml manifest` | `Manifest::parse` accepts it |
-//! | `toml cargo` | a Cargo.toml fragment whose path dependencies are this workspace's crates with their features |
-//! | `python file=<path>` | equal to that file of the repository |
-//! | `python plugin <command>` | run as a plugin by `rosey run`: `!<command>` is answered |
-//! | `yaml prometheus` | `promtool check config` accepts it, with `docs/alerts.yml` as its rule file |
-//! | `promql query` | each line (but `#` comments) is a query `promtool check rules` accepts |
-//! | `ini systemd` | `systemd-analyze verify` accepts `deploy/rosey.service` with it as a drop-in |
-//! | `text` | output, a chat transcript or a diagram: shown only (it may not hold a `$ ` command line) |
-//!
-//! A block with any other info string, or none, fails [`every_block_is_marked`].
+//! fence): `sh test`, `sh test bot`, `sh test db`, `text output`, `sh no-run <reason>`,
+//! `json config`, `json response GET /path`, `json protocol`, `json example`, `toml manifest`,
+//! `toml cargo`, `python file=<path>`, `python plugin <command>`, `yaml prometheus`, `promql query`,
+//! `ini systemd`, `<language> no-run <reason>`, `text`. docs/ARCHITECTURE.md, "Tested
+//! documentation", says what each means; [`marker_problem`] is the same list in code, and a block
+//! that follows none of them fails [`every_block_is_marked`].
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with its location
 
 #[path = "docs/bot.rs"]

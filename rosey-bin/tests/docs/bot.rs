@@ -303,3 +303,35 @@ fn run_python_plugin(block: &Block) -> Result<(), String> {
         Err(format!("`!{command}` got no answer: {}", ran.describe()))
     }
 }
+
+/// Families that exist only once something happened the fixture does not do.
+const ONLY_AFTER_AN_EVENT: [&str; 1] = ["rosey_custom_metrics_refused_total"];
+
+#[test]
+fn metrics_md_names_every_family_the_bot_exposes_and_no_other() {
+    let bot = Bot::start();
+    let (_, body) = bot.http("GET", "/metrics");
+    let exposed: std::collections::BTreeSet<&str> = body
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.split_whitespace().next())
+        .collect();
+    assert!(exposed.len() > 20, "{body}");
+    let page = std::fs::read_to_string(markdown::repo().join("docs/METRICS.md")).unwrap();
+    let mut failures: Vec<String> = exposed
+        .iter()
+        .filter(|family| !page.contains(&format!("`{family}")))
+        .map(|family| format!("docs/METRICS.md: {family} is exposed but not described"))
+        .collect();
+    // The first column of the metric tables: `name{labels}` or `name`.
+    for (n, line) in page.lines().enumerate() {
+        let Some(cell) = line.strip_prefix("| `") else { continue };
+        let name: String =
+            cell.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        let is_metric = name.starts_with("rosey_") || name.starts_with("process_");
+        if is_metric && !exposed.contains(name.as_str()) && !ONLY_AFTER_AN_EVENT.contains(&&*name) {
+            failures
+                .push(format!("docs/METRICS.md:{}: {name} is described but not exposed", n + 1));
+        }
+    }
+    report("metrics the page and the bot disagree on", failures);
+}
