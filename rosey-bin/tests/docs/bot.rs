@@ -36,6 +36,7 @@ struct Bot {
 
 impl Bot {
     fn start() -> Bot {
+        run::require_bundled_plugins();
         let scratch = Scratch::new();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let config = format!(

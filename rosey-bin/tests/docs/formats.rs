@@ -134,9 +134,14 @@ fn strings(value: Option<&toml::Value>) -> Vec<String> {
 #[test]
 fn python_copies_equal_their_files() {
     let root = repo();
-    let failures = markdown::all_blocks()
+    let blocks = markdown::all_blocks();
+    let copies: Vec<&Block> = blocks
         .iter()
         .filter(|block| block.lang == "python" && block.marker.starts_with("file="))
+        .collect();
+    assert!(!copies.is_empty(), "no `python file=` block in the docs");
+    let failures = copies
+        .iter()
         .filter_map(|block| {
             let path = &block.marker["file=".len()..];
             match std::fs::read_to_string(root.join(path)) {

@@ -154,3 +154,19 @@ pub(crate) fn promtool() -> PathBuf {
          prometheus` (or run the tests through scripts/test, which installs it)",
     )
 }
+
+/// The bundled plugins' programs, which `rosey run` looks for next to itself: cargo builds them for
+/// the workspace's tests, not for `cargo test -p rosey-bin` alone, so say how when they are missing.
+pub(crate) fn require_bundled_plugins() {
+    let dir = Path::new(ROSEY).parent().unwrap();
+    let missing: Vec<&str> = ["rosey-dice-roller", "rosey-8ball", "rosey-quotes"]
+        .into_iter()
+        .filter(|program| !dir.join(program).is_file())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{missing:?} not built in {}: run `cargo build -p rosey-dice-roller -p rosey-8ball -p \
+         rosey-quotes` first (scripts/test builds the whole workspace)",
+        dir.display()
+    );
+}

@@ -40,6 +40,7 @@ pub(crate) fn run_block(
 
 #[test]
 fn sh_test_blocks_run_and_print_what_the_docs_show() {
+    run::require_bundled_plugins();
     let blocks = markdown::all_blocks();
     let mut failures = Vec::new();
     // The blocks of one document share a directory, in document order: a tutorial's later steps
