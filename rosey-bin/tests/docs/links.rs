@@ -7,10 +7,6 @@ use std::path::{Component, Path, PathBuf};
 use super::markdown::{documents, repo};
 use super::report;
 
-/// Files the docs link to that another branch of this change adds (the Grafana dashboard is
-/// written beside the docs); remove an entry once the file is on this branch.
-const ADDED_ELSEWHERE: [&str; 1] = ["docs/grafana-dashboard.json"];
-
 /// The lines of a Markdown text outside fenced blocks, with their 1-based numbers.
 fn prose_lines(text: &str) -> Vec<(usize, &str)> {
     let mut fence: Option<char> = None;
@@ -102,9 +98,6 @@ fn relative_links_reach_their_file_and_heading() {
                     normalize(&document.parent().unwrap_or(Path::new("")).join(file))
                 };
                 let at = format!("{}:{n}", document.display());
-                if ADDED_ELSEWHERE.iter().any(|added| Path::new(added) == path) {
-                    continue;
-                }
                 if !root.join(&path).exists() {
                     failures.push(format!("{at}: {target}: no file {}", path.display()));
                     continue;
