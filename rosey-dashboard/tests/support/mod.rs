@@ -143,8 +143,15 @@ impl Node {
     }
 
     /// Sets the version the plugin reports from its next start.
+    /// Deploys `version` of the plugin, as an operator would: the program reports it and the
+    /// manifest names it (the manifest's version is the one shown).
     pub fn set_version(&self, plugin: &str, version: &str) {
-        std::fs::write(self.dir.join(plugin).join("version"), version).unwrap();
+        let dir = self.dir.join(plugin);
+        std::fs::write(dir.join("version"), version).unwrap();
+        let manifest = std::fs::read_to_string(dir.join("plugin.toml")).unwrap();
+        let manifest =
+            manifest.replacen("version = \"1.0.0\"", &format!("version = \"{version}\""), 1);
+        std::fs::write(dir.join("plugin.toml"), manifest).unwrap();
     }
 
     /// Waits until the collector has polled `n` more times.
