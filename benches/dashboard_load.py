@@ -290,12 +290,14 @@ def run(args):
             self_before = resource.getrusage(resource.RUSAGE_SELF)
             machine_before = machine_cpu_seconds()
             cpu_b = (cpu_seconds(host.pid), descendants_cpu_seconds(host.pid), time.monotonic())
+            control_before = cpu_seconds(hosts[-1].pid) if args.control else 0.0
             wrk_process = subprocess.Popen(command + [target], stdout=subprocess.PIPE,
                                            stderr=subprocess.STDOUT, text=True)
             loaded = time_commands(console, lambda: wrk_process.poll() is not None)
             wrk_output = wrk_process.communicate(timeout=LOAD_SECS + 10)[0]
             cpu_b = [(now - then) for now, then in
                      zip((cpu_seconds(host.pid), descendants_cpu_seconds(host.pid), time.monotonic()), cpu_b)]
+            control_cpu = cpu_seconds(hosts[-1].pid) - control_before if args.control else 0.0
             children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
             self_after = resource.getrusage(resource.RUSAGE_SELF)
             machine_after = machine_cpu_seconds()
@@ -357,8 +359,12 @@ def run(args):
               % (name, len(times), percentile(times, 50), percentile(times, 99), max(times),
                  share(host_cpu, wall), share(plugins_cpu, wall), client))
     busy, total = (after - before for after, before in zip(machine_after, machine_before))
-    print("phase B: this script (command timing) used %s of a core; the machine's %d cores were %.0f %% busy"
-          % (share(self_cpu, cpu_b[2]), os.cpu_count(), busy / total * 100))
+    others = busy - (cpu_b[0] + cpu_b[1] + wrk_cpu + self_cpu + control_cpu)
+    if args.control:
+        print("phase B: the second rosey (the one under load) used %s of a core" % share(control_cpu, cpu_b[2]))
+    print("phase B: this script (command timing) used %s of a core; the machine's %d cores were %.0f %% "
+          "busy, %.0f %% of them with work not counted above (kernel, other processes)"
+          % (share(self_cpu, cpu_b[2]), os.cpu_count(), busy / total * 100, others / total * 100))
     print("rosey peak RSS %.1f MB; events counted by the dashboard afterwards: %d; plugins running: %d"
           % (rss, after["system"]["total_events"], after["system"]["plugins_running"]))
     if warnings:
