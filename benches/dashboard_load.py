@@ -102,27 +102,49 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def descendants_cpu_seconds(root):
-    """User + system CPU of every process below `root` (the plugins and their supervisors)."""
-    parents, cpu = {}, {}
+def process_table():
+    """{pid: (parent pid, user + system CPU seconds)} of every process."""
+    table = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open("/proc/%s/stat" % entry) as f:
                     fields = f.read().rsplit(")", 1)[1].split()
-                parents[int(entry)] = int(fields[1])
-                cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+                table[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
             except (OSError, ValueError, IndexError):
                 pass  # gone meanwhile
+    return table
 
-    def below(pid):
-        while pid in parents:
-            pid = parents[pid]
+
+def below(table, root):
+    """The pids of every process below `root` in `table`."""
+    def under(pid):
+        while pid in table:
+            pid = table[pid][0]
             if pid == root:
                 return True
         return False
 
-    return sum(seconds for pid, seconds in cpu.items() if below(pid))
+    return [pid for pid in table if under(pid)]
+
+
+def descendants_cpu_seconds(root):
+    """User + system CPU of every process below `root` (the plugins and their supervisors)."""
+    table = process_table()
+    return sum(table[pid][1] for pid in below(table, root))
+
+
+def run_queue_seconds(pids):
+    """Time the threads of `pids` have spent runnable but waiting for a CPU (`schedstat`), summed."""
+    total = 0
+    for pid in pids:
+        try:
+            for task in os.listdir("/proc/%d/task" % pid):
+                with open("/proc/%d/task/%s/schedstat" % (pid, task)) as f:
+                    total += int(f.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            pass  # gone meanwhile, or no schedstat in this kernel
+    return total / 1e9
 
 
 def machine_cpu_seconds():
@@ -267,11 +289,20 @@ def run(args):
                 sys.exit("%d of %d plugins running" % (running, PLUGINS))
             for command, expect in PROBES:  # warm-up
                 console.ask(command, expect)
+            answering = next(p["pid"] for p in metrics["plugins"] if p["name"] == "dice-00")
+            watched = {"this script": [os.getpid()],
+                       "dice-00": [answering] + below(process_table(), answering),
+                       "rosey": [host.pid]}
+
+            def waits():
+                return {name: run_queue_seconds(pids) for name, pids in watched.items()}
 
             # Phase A: the command path alone.
             cpu_a = (cpu_seconds(host.pid), descendants_cpu_seconds(host.pid), time.monotonic())
+            waits_a = waits()
             end = time.monotonic() + BASELINE_SECS
             baseline = time_commands(console, lambda: time.monotonic() >= end)
+            waits_a = {name: seconds - waits_a[name] for name, seconds in waits().items()}
             cpu_a = [(now - then) for now, then in
                      zip((cpu_seconds(host.pid), descendants_cpu_seconds(host.pid), time.monotonic()), cpu_a)]
 
@@ -291,9 +322,11 @@ def run(args):
             machine_before = machine_cpu_seconds()
             cpu_b = (cpu_seconds(host.pid), descendants_cpu_seconds(host.pid), time.monotonic())
             control_before = cpu_seconds(hosts[-1].pid) if args.control else 0.0
+            waits_b = waits()
             wrk_process = subprocess.Popen(command + [target], stdout=subprocess.PIPE,
                                            stderr=subprocess.STDOUT, text=True)
             loaded = time_commands(console, lambda: wrk_process.poll() is not None)
+            waits_b = {name: seconds - waits_b[name] for name, seconds in waits().items()}
             wrk_output = wrk_process.communicate(timeout=LOAD_SECS + 10)[0]
             cpu_b = [(now - then) for now, then in
                      zip((cpu_seconds(host.pid), descendants_cpu_seconds(host.pid), time.monotonic()), cpu_b)]
@@ -359,12 +392,15 @@ def run(args):
               % (name, len(times), percentile(times, 50), percentile(times, 99), max(times),
                  share(host_cpu, wall), share(plugins_cpu, wall), client))
     busy, total = (after - before for after, before in zip(machine_after, machine_before))
-    others = busy - (cpu_b[0] + cpu_b[1] + wrk_cpu + self_cpu + control_cpu)
+    others = max(0.0, busy - (cpu_b[0] + cpu_b[1] + wrk_cpu + self_cpu + control_cpu))
     if args.control:
         print("phase B: the second rosey (the one under load) used %s of a core" % share(control_cpu, cpu_b[2]))
     print("phase B: this script (command timing) used %s of a core; the machine's %d cores were %.0f %% "
           "busy, %.0f %% of them with work not counted above (kernel, other processes)"
           % (share(self_cpu, cpu_b[2]), os.cpu_count(), busy / total * 100, others / total * 100))
+    print("waiting for a CPU (run queue, schedstat) per command, A → B: %s"
+          % ", ".join("%s %.0f → %.0f µs" % (name, waits_a[name] / len(baseline) * 1e6,
+                                             waits_b[name] / len(loaded) * 1e6) for name in waits_a))
     print("rosey peak RSS %.1f MB; events counted by the dashboard afterwards: %d; plugins running: %d"
           % (rss, after["system"]["total_events"], after["system"]["plugins_running"]))
     if warnings:
