@@ -15,7 +15,8 @@ of 127.0.0.1) with 50 copies of the dice-roller (`rosey-dice-roller`, found next
 (10 s) times chat commands (`alice: !roll 1d6`, `bob: !flip`) at 50 a second, each from the line written
 on stdin to the answer read on stdout. Phase B (15 s) times the same commands while `wrk` loads
 `/api/metrics` over loopback. It prints HTTP requests/s and latency, command p50/p99/max in both phases,
-the CPU used by rosey, its plugins, wrk and the whole machine, and rosey's peak RSS.
+the CPU used by rosey, its plugins, wrk and the whole machine, how long the threads on the command
+path waited for a CPU (`/proc/<pid>/task/*/schedstat`), and rosey's peak RSS.
 
 wrk saturates the server unless `--delay-ms` paces each connection (about connections / delay requests
 a second). `--pin` runs wrk on CPU 0 and rosey (with its plugins) on CPU 1; `--gzip` asks for
@@ -282,8 +283,9 @@ def run(args):
             console = Console(host)
             start = time.monotonic()
             with urllib.request.urlopen(base + "/api/metrics", timeout=5) as answer:
-                metrics = json.load(answer)
+                body = answer.read()
             first_ms = (time.monotonic() - start) * 1000
+            metrics = json.loads(body)
             running = metrics["system"]["plugins_running"]
             if running != PLUGINS:
                 sys.exit("%d of %d plugins running" % (running, PLUGINS))
@@ -292,7 +294,7 @@ def run(args):
             answering = next(p["pid"] for p in metrics["plugins"] if p["name"] == "dice-00")
             watched = {"this script": [os.getpid()],
                        "dice-00": [answering] + below(process_table(), answering),
-                       "rosey": [host.pid]}
+                       "rosey (all its threads, HTTP included)": [host.pid]}
 
             def waits():
                 return {name: run_queue_seconds(pids) for name, pids in watched.items()}
@@ -373,7 +375,7 @@ def run(args):
 
     print("rosey %s, %d plugins, ready in %.1f s, first /api/metrics %.1f ms (%d bytes), after 10 s "
           "without requests %.1f ms, %s"
-          % (rosey, PLUGINS, ready_secs, first_ms, len(json.dumps(metrics)), stale_ms,
+          % (rosey, PLUGINS, ready_secs, first_ms, len(body), stale_ms,
              "pinned: wrk on CPU 0, rosey and plugins on CPU 1" if args.pin else "not pinned"))
     print("wrk -t%d -c%d -d%ds%s%s%s: %d requests, %.0f requests/s, %.1f MB/s, p50 %.3f ms, p90 %.3f ms, "
           "p99 %.3f ms, p99.9 %.3f ms, max %.3f ms, errors %s"
@@ -413,7 +415,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("rosey", nargs="?", default=os.path.join(ROOT, "target", "release", "rosey"))
     parser.add_argument("-t", "--threads", type=int, default=1, help="wrk threads (default 1)")
-    parser.add_argument("-c", "--connections", type=int, default=16, help="wrk connections (default 16)")
+    parser.add_argument("-c", "--connections", type=int, default=4, help="wrk connections (default 4)")
     parser.add_argument("--pin", action="store_true", help="wrk on CPU 0, rosey and its plugins on CPU 1")
     parser.add_argument("--gzip", action="store_true", help="send Accept-Encoding: gzip")
     parser.add_argument("--control", action="store_true",
