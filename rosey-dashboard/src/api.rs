@@ -107,8 +107,33 @@ pub(crate) async fn favicon() -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-pub(crate) async fn metrics_json(State(app): AppState) -> Response {
-    no_store(json_bytes(app.snapshots.get().await.metrics_json.clone()))
+pub(crate) async fn metrics_json(State(app): AppState, headers: HeaderMap) -> Response {
+    let snapshot = app.snapshots.get().await;
+    if accepts_gzip(&headers) {
+        let body = snapshot.metrics_gzip();
+        if !body.is_empty() {
+            // Already encoded: the compression layer leaves a response with a Content-Encoding be.
+            let mut response = no_store(json_bytes(body));
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+            return response;
+        }
+    }
+    no_store(json_bytes(snapshot.metrics_json.clone()))
+}
+
+/// Whether the client takes gzip (`Accept-Encoding: gzip`, not with `q=0`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).any(|v| {
+        v.split(',').any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or("");
+            let refused =
+                parts.any(|p| p.replace(' ', "") == "q=0" || p.replace(' ', "") == "q=0.0");
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
+    })
 }
 
 /// The windows `/api/plugin/{name}?window=` takes.
@@ -559,6 +584,20 @@ mod tests {
         assert_eq!(params.get("y").map(String::as_str), Some("a b"));
         assert_eq!(params.get("flag").map(String::as_str), Some(""));
         assert!(!params.contains_key("x"));
+    }
+
+    #[test]
+    fn gzip_is_taken_unless_refused() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(value).unwrap());
+            headers
+        };
+        assert!(accepts_gzip(&with("gzip, deflate, br")));
+        assert!(accepts_gzip(&with("br;q=1.0, gzip;q=0.8")));
+        assert!(!accepts_gzip(&with("gzip;q=0")));
+        assert!(!accepts_gzip(&with("br")));
+        assert!(!accepts_gzip(&HeaderMap::new()));
     }
 
     #[test]

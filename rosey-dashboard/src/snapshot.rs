@@ -64,6 +64,9 @@ pub(crate) struct Snapshot {
     pub(crate) statuses: Vec<PluginStatus>,
     /// `GET /api/metrics`.
     pub(crate) metrics_json: Bytes,
+    /// The same, gzipped once for every client that accepts gzip (compressing per request would
+    /// cost more than the rest of the answer).
+    pub(crate) metrics_gzip: std::sync::OnceLock<Bytes>,
     /// `GET /`.
     pub(crate) page: Bytes,
     /// One SSE `overview` event's data.
@@ -202,6 +205,7 @@ impl Builder {
         Snapshot {
             built: Instant::now(),
             metrics_json,
+            metrics_gzip: std::sync::OnceLock::new(),
             page: Bytes::new(),
             fragments_json: String::new(),
             plugin_answers: Mutex::new(HashMap::new()),
@@ -308,6 +312,11 @@ impl Builder {
 }
 
 impl Snapshot {
+    /// `/api/metrics` gzipped (fast level), made on first use.
+    pub(crate) fn metrics_gzip(&self) -> Bytes {
+        self.metrics_gzip.get_or_init(|| gzip(&self.metrics_json)).clone()
+    }
+
     /// Renders the page and the SSE fragments of `overview` into the snapshot.
     fn with_overview(mut self, overview: Overview) -> Self {
         self.page = Bytes::from(page::page(&overview));
@@ -367,6 +376,17 @@ fn spark(values: impl ExactSizeIterator<Item = Option<f64>>) -> Vec<Option<f64>>
     }
     let per_point = values.len().div_ceil(SPARK_POINTS);
     values.chunks(per_point).map(|chunk| chunk.iter().flatten().copied().reduce(f64::max)).collect()
+}
+
+/// `body` gzipped at the fast level; an encoder writing to memory does not fail, but should it, the
+/// body goes uncompressed (the caller then sees an empty result and sends the plain one).
+fn gzip(body: &[u8]) -> Bytes {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    match encoder.write_all(body).and_then(|()| encoder.finish()) {
+        Ok(compressed) => Bytes::from(compressed),
+        Err(_) => Bytes::new(),
+    }
 }
 
 /// Seconds since the epoch.

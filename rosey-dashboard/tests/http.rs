@@ -84,6 +84,23 @@ async fn api_metrics_has_every_field_of_design_6_with_sensible_values() {
         (&Value::from(2), &Value::from(2), &Value::from(0))
     );
     assert_eq!(system["total_events"], 3);
+
+    // A client that takes gzip (every browser) gets the same JSON, compressed once per snapshot.
+    let zipped = node
+        .http
+        .get(node.url("/api/metrics"))
+        .header("accept-encoding", "gzip, deflate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    let bytes = zipped.bytes().await.unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text)
+        .unwrap();
+    let unzipped: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(keys(&unzipped), ["plugins", "system", "timestamp"]);
+    assert_eq!(unzipped["system"]["total_events"], 3);
     assert!(system["bot_uptime_seconds"].as_f64().is_some());
     assert!(system["bot_uptime_human"].as_str().unwrap().ends_with('s'), "{system}");
     node.stop().await;
