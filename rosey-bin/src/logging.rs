@@ -2,7 +2,7 @@
 //!
 //! Both go through `tracing-appender`'s non-blocking writers: a log line is handed to a writer
 //! thread, so no async thread ever waits on a slow terminal, a full pipe or a slow disk. If a
-//! writer falls 128 000 lines behind, further lines are dropped rather than stall the bot.
+//! writer falls [`QUEUED_LINES`] lines behind, further lines are dropped rather than stall the bot.
 
 use std::fs::OpenOptions;
 use std::io::IsTerminal;
@@ -13,6 +13,11 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, fmt};
+
+/// Lines each writer may hold before it drops new ones. The queue is allocated whole at start, so
+/// `tracing-appender`'s default (128 000) would cost 4 MB per writer; bursts the bot logs (a plugin's
+/// stderr, say) are rate-limited well below this.
+const QUEUED_LINES: usize = 16_384;
 
 /// Why logging could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -52,14 +57,20 @@ pub(crate) fn init(config: &LoggingConfig) -> Result<LogGuard, LoggingError> {
                 source,
             })?;
             let (writer, guard) =
-                NonBlockingBuilder::default().thread_name("rosey-log-file").finish(file);
+                NonBlockingBuilder::default()
+                .buffered_lines_limit(QUEUED_LINES)
+                .thread_name("rosey-log-file")
+                .finish(file);
             guards.push(guard);
             Some(fmt::layer().with_ansi(false).with_writer(writer).with_filter(filter()))
         }
         None => None,
     };
     let (stderr, guard) =
-        NonBlockingBuilder::default().thread_name("rosey-log-stderr").finish(std::io::stderr());
+        NonBlockingBuilder::default()
+        .buffered_lines_limit(QUEUED_LINES)
+        .thread_name("rosey-log-stderr")
+        .finish(std::io::stderr());
     guards.push(guard);
     let stderr_layer = fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
