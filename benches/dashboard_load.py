@@ -31,6 +31,7 @@ instance) and are sampled and listed by the dashboard; the commands timed all go
 """
 import argparse
 import json
+import re
 import os
 import resource
 import select
@@ -87,8 +88,10 @@ def plugin_dir(root, dice):
         name = "dice-%02d" % n
         commands = '["roll", "flip"]' if n == 0 else '["roll%02d"]' % n
         text = (manifest.replace('name = "dice-roller"', 'name = "%s"' % name)
-                .replace('exec = ["rosey-dice-roller"]', "exec = [%s]" % json.dumps(dice))
-                .replace('commands = ["roll", "flip"]', "commands = %s" % commands))
+                .replace('exec = ["rosey-dice-roller"]', "exec = [%s]" % json.dumps(dice)))
+        # The command list: on one line, or over several (tables with `description` and `usage`).
+        text = re.sub(r"^commands = \[[^\n#]*\][^\n]*$|^commands = \[[^\n]*\n(?s:.*?)^\]",
+                      "commands = %s" % commands, text, count=1, flags=re.M)
         assert name in text and dice in text and commands in text, "plugins/dice-roller/plugin.toml changed"
         os.makedirs(os.path.join(plugins, name))
         with open(os.path.join(plugins, name, "plugin.toml"), "w") as f:
