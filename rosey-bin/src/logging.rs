@@ -56,8 +56,7 @@ pub(crate) fn init(config: &LoggingConfig) -> Result<LogGuard, LoggingError> {
                 path: path.display().to_string(),
                 source,
             })?;
-            let (writer, guard) =
-                NonBlockingBuilder::default()
+            let (writer, guard) = NonBlockingBuilder::default()
                 .buffered_lines_limit(QUEUED_LINES)
                 .thread_name("rosey-log-file")
                 .finish(file);
@@ -66,8 +65,7 @@ pub(crate) fn init(config: &LoggingConfig) -> Result<LogGuard, LoggingError> {
         }
         None => None,
     };
-    let (stderr, guard) =
-        NonBlockingBuilder::default()
+    let (stderr, guard) = NonBlockingBuilder::default()
         .buffered_lines_limit(QUEUED_LINES)
         .thread_name("rosey-log-stderr")
         .finish(std::io::stderr());
