@@ -437,6 +437,17 @@ async fn a_channels_stricter_antiflood_is_followed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_replies_under_the_recorded_antiflood_draw_no_cooldown() {
+    // The antiflood recorded from a real channel: burst 4, sustained 1, cooldown 4 (about 30 s).
+    let server = started_server(FakeCytubeOptions::default()).await;
+    server.channel(CHANNEL).set_antiflood(Some((4, 1.0, 4)));
+    let bot = Bot::start(options(&server, BOT)).await;
+    assert_eq!(burst(&bot, &server, 30, None).await, 0, "the server never answered `cooldown`");
+    assert_eq!(bot.stats.snapshot().cooldowns, 0);
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_network_cut_in_the_middle_of_a_burst_loses_nothing() {
     let server = started_server(FakeCytubeOptions::default()).await;
     let bot = Bot::start(options(&server, BOT)).await;

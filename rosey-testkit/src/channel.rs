@@ -57,9 +57,10 @@ impl ChannelHandle {
 
     /// Turns the channel's `chat_antiflood` option on with `(burst, sustained per second,
     /// cooldown seconds)`, or off (`None`). While on, users below rank 2 are limited by
-    /// it (a token bucket of `burst`, refilled `sustained` per second) instead of the
-    /// built-in limit; a dropped message is answered `cooldown <1000 / sustained>` (as
-    /// recorded). `cooldown` is only shown in `channelOpts`, which joined clients get.
+    /// it instead of the per-user limit, by CyTube's rules (`burst` at once, then one per
+    /// `1000 / sustained` ms after the last accepted message, the burst back after more
+    /// than `cooldown` s of quiet); a dropped message is answered
+    /// `cooldown <1000 / sustained>` (as recorded). Joined clients get the new `channelOpts`.
     pub fn set_antiflood(&self, v: Option<(u32, f64, u32)>) {
         self.with(|st, key| {
             let ch = st.channel_mut(key);

@@ -4,11 +4,8 @@ use serde_json::Value;
 
 use crate::ServerEvent;
 use crate::state::State;
-use crate::text::{self, ChatAction};
+use crate::text::{self, ChatAction, FloodParams};
 use crate::wire::{self, event, js, num};
-
-/// The built-in chat limit for every rank: burst 20, then 10 per second.
-const BUILTIN_FLOOD: (u32, f64) = (20, 10.0);
 
 /// The type name CyTube's payload checker prints.
 fn type_name(v: Option<&Value>) -> &'static str {
@@ -71,23 +68,23 @@ impl State {
             return;
         };
         let (user, rank) = (ch.users[idx].name.clone(), ch.users[idx].rank);
-        let (antiflood_on, (burst, sustained, _)) = (ch.antiflood_on, ch.antiflood);
+        let (antiflood_on, (burst, sustained, cooldown)) = (ch.antiflood_on, ch.antiflood);
         let channel = ch.name.clone();
         let msg = text::clean_input(msg);
         if msg.trim().is_empty() {
             return;
         }
         let Some(c) = self.conns.get_mut(&conn) else { return };
-        let (dropped, per_second) = if antiflood_on && rank < 2.0 {
-            (c.antiflood_limiter.throttle(burst, sustained), sustained)
+        // One limiter per user, called with the parameters in force for this message.
+        let params = if antiflood_on && rank < 2.0 {
+            FloodParams { burst, sustained, cooldown: Some(f64::from(cooldown)) }
         } else {
-            let (b, s) = BUILTIN_FLOOD;
-            (c.limiter.throttle(b, s), s)
+            FloodParams::PER_USER
         };
-        if dropped {
+        if c.limiter.throttle(params) {
             // As recorded: `cooldown 100` for the built-in limit, `cooldown 1000` for
             // antiflood {burst 4, sustained 1, cooldown 4}, i.e. 1000 / sustained.
-            let cooldown_ms = 1000.0 / per_second;
+            let cooldown_ms = params.cooldown_ms();
             self.send(conn, event("cooldown", Some(&num(cooldown_ms))));
             // Rounded for the event; the frame carries the exact JavaScript number.
             let cooldown_ms = cooldown_ms.round() as u64;
@@ -124,6 +121,13 @@ impl State {
             self.send(conn, wire::error_msg("You can't PM yourself!"));
             return;
         }
+        // PMs share the sender's limiter, always with the per-user limit.
+        let per_user = FloodParams::PER_USER;
+        if self.conns.get_mut(&conn).is_some_and(|c| c.limiter.throttle(per_user)) {
+            self.send(conn, event("cooldown", Some(&num(per_user.cooldown_ms()))));
+            return;
+        }
+        let Some(ch) = self.channels.get(&key) else { return };
         let Some(target) = ch.user_index(to).map(|i| ch.users[i].clone()) else {
             let text = format!("PM failed: {to} isn't connected to this channel.");
             self.send(conn, wire::error_msg(&text));

@@ -66,7 +66,6 @@ async fn handle(inner: Arc<Inner>, stream: TcpStream, mut shutdown: watch::Recei
                 channel: None,
                 pending_password: None,
                 limiter: Default::default(),
-                antiflood_limiter: Default::default(),
             },
         );
         st.emit(ServerEvent::Connected { conn: id });

@@ -63,7 +63,6 @@ impl State {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.ns = Namespace::Connected;
             c.limiter = Default::default();
-            c.antiflood_limiter = Default::default();
         }
         self.send(conn, format!(r#"40{{"sid":{}}}"#, js(&wire::sid())));
         self.send(conn, event("rank", Some("-1")));

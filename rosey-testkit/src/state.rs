@@ -56,7 +56,6 @@ pub(crate) struct Conn {
     /// Key of the channel waiting for this connection's password.
     pub(crate) pending_password: Option<String>,
     pub(crate) limiter: RateLimiter,
-    pub(crate) antiflood_limiter: RateLimiter,
 }
 
 /// A logged-in user of a channel: a client connection or a simulated peer.

@@ -1,5 +1,5 @@
 //! Text processing as CyTube does it: name validation, chat truncation, commands,
-//! HTML escaping and link conversion, and the chat rate limiter.
+//! HTML escaping and link conversion, and CyTube's chat flood limiter.
 
 use std::time::Instant;
 
@@ -144,36 +144,68 @@ pub(crate) fn process_pm(raw: &str) -> String {
     linkify(&escape(&clean_input(raw)))
 }
 
-/// A chat flood limit: a token bucket holding `burst` tokens, refilled at `sustained`
-/// tokens per second; each accepted message takes one.
+/// One set of flood parameters, as CyTube passes them to its limiter: `burst` messages,
+/// then `sustained` a second, reset after `cooldown` seconds of quiet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct FloodParams {
+    /// Messages accepted at once.
+    pub(crate) burst: u32,
+    /// Messages a second after the burst.
+    pub(crate) sustained: f64,
+    /// Quiet seconds after which the burst is available again; `None` means CyTube's
+    /// default, `burst / sustained`.
+    pub(crate) cooldown: Option<f64>,
+}
+
+impl FloodParams {
+    /// CyTube's limit for every user (`MIN_ANTIFLOOD`): 20 at once, then 10 a second.
+    pub(crate) const PER_USER: Self = Self { burst: 20, sustained: 10.0, cooldown: None };
+
+    /// The `cooldown` answer to a dropped message, in ms: `1000 / sustained`.
+    pub(crate) fn cooldown_ms(&self) -> f64 {
+        1000.0 / self.sustained
+    }
+}
+
+/// CyTube's per-user flood limiter (`newRateLimiter`): a message is accepted when more than
+/// `cooldown` seconds passed since the last accepted one (the count starts again at 1),
+/// or while fewer than `burst` were counted, or when at least `1000 / sustained` ms passed
+/// since the last accepted one. A dropped message changes nothing.
 #[derive(Debug, Default)]
 pub(crate) struct RateLimiter {
-    /// Tokens left and when they were counted; `None` until the first message.
-    bucket: Option<(f64, Instant)>,
-    /// The `burst` the bucket was last used with (a changed limit refills it).
-    burst: u32,
+    count: u32,
+    /// When the last message was accepted; `None` until the first (CyTube's time 0).
+    last: Option<Instant>,
 }
 
 impl RateLimiter {
     /// True when the message must be dropped.
-    pub(crate) fn throttle(&mut self, burst: u32, sustained: f64) -> bool {
-        let now = Instant::now();
-        let capacity = f64::from(burst);
-        let tokens = match self.bucket {
-            Some((tokens, at)) if self.burst == burst => {
-                let refill = now.duration_since(at).as_secs_f64() * sustained.max(0.0);
-                (tokens + refill).min(capacity)
-            }
-            _ => capacity,
-        };
-        self.burst = burst;
-        if tokens >= 1.0 {
-            self.bucket = Some((tokens - 1.0, now));
-            false
-        } else {
-            self.bucket = Some((tokens, now));
-            true
+    pub(crate) fn throttle(&mut self, params: FloodParams) -> bool {
+        self.throttle_at(Instant::now(), params)
+    }
+
+    /// [`RateLimiter::throttle`] for a message arriving at `now`.
+    pub(crate) fn throttle_at(&mut self, now: Instant, params: FloodParams) -> bool {
+        let FloodParams { burst, sustained, cooldown } = params;
+        let cooldown = cooldown.unwrap_or(f64::from(burst) / sustained);
+        // Milliseconds, compared as JavaScript does (a NaN or infinite bound compares false).
+        let since_last =
+            self.last.map(|last| now.saturating_duration_since(last).as_secs_f64() * 1000.0);
+        if since_last.is_none_or(|ms| ms > cooldown * 1000.0) {
+            self.count = 1;
+            self.last = Some(now);
+            return false;
         }
+        if self.count < burst {
+            self.count += 1;
+            self.last = Some(now);
+            return false;
+        }
+        if since_last.is_some_and(|ms| ms < 1000.0 / sustained) {
+            return true;
+        }
+        self.last = Some(now);
+        false
     }
 }
 
@@ -233,12 +265,28 @@ mod tests {
     }
 
     #[test]
-    fn limiter_burst_then_drops() {
+    fn limiter_burst_then_one_per_interval_from_the_last_accepted() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + std::time::Duration::from_millis(n);
         let mut l = RateLimiter::default();
-        let passed = (0..30).filter(|_| !l.throttle(20, 10.0)).count();
+        let passed = (0..30).filter(|_| !l.throttle_at(t0, FloodParams::PER_USER)).count();
         assert_eq!(passed, 20);
+        assert!(l.throttle_at(ms(99), FloodParams::PER_USER));
+        assert!(!l.throttle_at(ms(100), FloodParams::PER_USER));
+        assert!(l.throttle_at(ms(150), FloodParams::PER_USER), "100 ms from the accepted one");
+
+        // The recorded antiflood: burst 4, sustained 1, cooldown 4.
+        let antiflood = FloodParams { burst: 4, sustained: 1.0, cooldown: Some(4.0) };
         let mut l = RateLimiter::default();
-        let passed = (0..10).filter(|_| !l.throttle(4, 1.0)).count();
+        let passed = (0..10).filter(|_| !l.throttle_at(t0, antiflood)).count();
+        assert_eq!(passed, 4);
+        // Drops do not move the reference: still a second after the last accepted.
+        assert!(l.throttle_at(ms(999), antiflood));
+        assert!(!l.throttle_at(ms(1000), antiflood));
+        // Exactly the cooldown of quiet is not yet a reset, past it the burst is back.
+        assert!(!l.throttle_at(ms(5000), antiflood));
+        assert!(l.throttle_at(ms(5000), antiflood));
+        let passed = (0..10).filter(|_| !l.throttle_at(ms(9001), antiflood)).count();
         assert_eq!(passed, 4);
     }
 }

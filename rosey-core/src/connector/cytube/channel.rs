@@ -1,5 +1,5 @@
 //! What the connector knows of its channel across connections, and what it does with each event
-//! CyTube sends: the user table, chat and PMs onto the bus, media changes, the rate limit (the bot's
+//! CyTube sends: the user table, chat and PMs onto the bus, media changes, the flood limit (the bot's
 //! rank and the channel's `chat_antiflood`), echoes and `cooldown` for the outbox.
 
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::CytubeOptions;
 use super::incoming::Incoming;
 use super::outbox::Outbox;
-use super::ratelimit::RateLimiter;
+use super::ratelimit::{FloodLimit, RateLimiter};
 use super::users::{User, UserTable};
 use crate::bus::{EventBus, EventBusExt};
 use crate::connector::ConnectorStats;
@@ -54,10 +54,6 @@ impl UserDirectory {
 /// CyTube's rank from which `chat_antiflood` no longer applies (moderators and up).
 const ANTIFLOOD_EXEMPT_RANK: f64 = 2.0;
 
-/// The outgoing rate: CyTube's `chat_antiflood` allows `sustained` a second; staying 10 % under it
-/// keeps network jitter from tripping it.
-const ANTIFLOOD_MARGIN: f64 = 0.9;
-
 /// The connector's view of its channel; see the [module docs](self).
 #[derive(Debug)]
 pub(super) struct ChannelState {
@@ -65,12 +61,13 @@ pub(super) struct ChannelState {
     users: UserDirectory,
     pub(super) incoming: Incoming,
     pub(super) outbox: Outbox,
-    /// The default rate (burst, per second).
-    base_rate: (u32, f64),
-    /// The rate in force.
-    rate: (u32, f64),
+    /// The configured per-user limit.
+    base_limit: FloodLimit,
+    /// The limit in force.
+    limit: FloodLimit,
     own_rank: f64,
-    antiflood: Option<(u32, f64)>,
+    /// The channel's `chat_antiflood_params`, while `chat_antiflood` is on.
+    antiflood: Option<FloodLimit>,
     /// The connector's counters (shared with the outbox).
     pub(super) stats: ConnectorStats,
 }
@@ -82,8 +79,8 @@ impl ChannelState {
         users: UserDirectory,
         stats: ConnectorStats,
     ) -> Self {
-        let rate = (options.rate_burst, options.rate_per_second);
-        let limiter = RateLimiter::new(rate.0, rate.1, Instant::now());
+        let limit = FloodLimit::configured(options.rate_burst, options.rate_per_second);
+        let limiter = RateLimiter::new(limit);
         Self {
             channel: options.channel.clone(),
             users,
@@ -91,8 +88,8 @@ impl ChannelState {
             outbox: Outbox::new(limiter, options.max_message_length)
                 .with_max_pieces(options.max_message_pieces)
                 .with_capacity(options.outbox_capacity, stats.clone()),
-            base_rate: rate,
-            rate,
+            base_limit: limit,
+            limit,
             own_rank: -1.0,
             antiflood: None,
             stats,
@@ -124,9 +121,11 @@ impl ChannelState {
                 self.antiflood = (arg.get("chat_antiflood") == Some(&Value::Bool(true)))
                     .then(|| {
                         let params = arg.get("chat_antiflood_params")?;
-                        let burst = params.get("burst")?.as_u64()?;
+                        // A float-to-int `as` saturates (and NaN is 0, then clamped to 1).
+                        let burst = params.get("burst")?.as_f64()? as u32;
                         let sustained = params.get("sustained")?.as_f64()?;
-                        Some((u32::try_from(burst).unwrap_or(u32::MAX), sustained))
+                        let cooldown = params.get("cooldown").and_then(Value::as_f64);
+                        Some(FloodLimit::new(burst, sustained, cooldown))
                     })
                     .flatten();
                 self.update_rate();
@@ -207,24 +206,24 @@ impl ChannelState {
         })
     }
 
-    /// Applies the stricter of the default rate and the channel's `chat_antiflood` (which spares
-    /// moderators and up).
+    /// Applies the stricter of the per-user limit and the channel's `chat_antiflood` (which spares
+    /// moderators and up). The limiter keeps what it counted: so does CyTube.
     fn update_rate(&mut self) {
-        let mut rate = self.base_rate;
-        if let Some((burst, sustained)) = self.antiflood
+        let mut limit = self.base_limit;
+        if let Some(antiflood) = self.antiflood
             && self.own_rank < ANTIFLOOD_EXEMPT_RANK
         {
-            rate = (rate.0.min(burst.max(1)), rate.1.min(sustained * ANTIFLOOD_MARGIN));
+            limit = limit.stricter(antiflood);
         }
-        if rate != self.rate {
+        if limit != self.limit {
             tracing::info!(
                 message = "outgoing chat rate changed",
                 channel = %self.channel,
-                burst = rate.0,
-                per_second = rate.1
+                burst = limit.burst(),
+                per_second = limit.sustained()
             );
-            self.rate = rate;
-            self.outbox.set_limiter(RateLimiter::new(rate.0, rate.1, Instant::now()));
+            self.limit = limit;
+            self.outbox.set_limit(limit);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! What the bot has to say, kept until CyTube has taken it.
 //!
 //! Long messages are split at the channel's limit; the [`RateLimiter`] spaces them out below CyTube's
-//! flood limit. CyTube answers every `chatMsg` of a logged-in user, in order, either with its echo or
+//! flood limit, so the server's `cooldown` is a safety net rather than the pacing. CyTube answers every `chatMsg` of a logged-in user, in order, either with its echo or
 //! with `cooldown` (the message was dropped), so the chat messages sent and not yet answered wait in an
 //! in-flight list: an echo settles the oldest, a `cooldown` puts the oldest back at the front of the
 //! queue to be sent again after the pause. When the connection is lost, what is still in flight goes
@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::ratelimit::RateLimiter;
+use super::ratelimit::{FloodLimit, RateLimiter};
 use super::text::split_message;
 use crate::connector::ConnectorStats;
 
@@ -181,9 +181,10 @@ impl Outbox {
         self.queue.is_empty()
     }
 
-    /// Replaces the rate limit, e.g. with a channel's stricter `chat_antiflood`.
-    pub(super) fn set_limiter(&mut self, limiter: RateLimiter) {
-        self.limiter = limiter;
+    /// Changes the flood limit, e.g. to a channel's stricter `chat_antiflood`, keeping count of what
+    /// was sent under the old one (as CyTube does).
+    pub(super) fn set_limit(&mut self, limit: FloodLimit) {
+        self.limiter.set_limit(limit);
     }
 
     /// The next message if the rate limit allows one now, `Ok(None)` when the queue is empty, or how
@@ -252,11 +253,11 @@ mod tests {
     #[test]
     fn the_module_example_holds() {
         use super::{Outbox, Outgoing};
-        use crate::connector::cytube::ratelimit::RateLimiter;
+        use crate::connector::cytube::ratelimit::{FloodLimit, RateLimiter};
         use std::time::Instant;
 
         let now = Instant::now();
-        let mut outbox = Outbox::new(RateLimiter::new(20, 10.0, now), 320);
+        let mut outbox = Outbox::new(RateLimiter::new(FloodLimit::CYTUBE_PER_USER), 320);
         outbox.push(Outgoing::Chat("hello".into()));
         let next = outbox.next(now).unwrap().unwrap();
         outbox.sent(&next, now);
@@ -268,8 +269,8 @@ mod tests {
         Outgoing::Chat(text.to_owned())
     }
 
-    fn outbox(now: Instant) -> Outbox {
-        Outbox::new(RateLimiter::new(20, 10.0, now), 10)
+    fn outbox(_now: Instant) -> Outbox {
+        Outbox::new(RateLimiter::new(FloodLimit::CYTUBE_PER_USER), 10)
     }
 
     fn drain(outbox: &mut Outbox, now: Instant) -> Vec<Outgoing> {
@@ -327,8 +328,13 @@ mod tests {
         outbox.cooldown(now, 100);
         outbox.cooldown(now, 100);
         assert_eq!(outbox.next(now), Err(Duration::from_millis(100)), "paused");
+        // The server is past its burst now: the lines come again one interval apart.
         let later = now + Duration::from_secs(1);
-        assert_eq!(drain(&mut outbox, later), [chat("c"), chat("d"), chat("e")]);
+        let mut resent = drain(&mut outbox, later);
+        assert_eq!(resent, [chat("c")]);
+        resent.extend(drain(&mut outbox, later + Duration::from_millis(110)));
+        resent.extend(drain(&mut outbox, later + Duration::from_millis(220)));
+        assert_eq!(resent, [chat("c"), chat("d"), chat("e")]);
     }
 
     #[test]
@@ -400,12 +406,13 @@ mod tests {
     #[test]
     fn the_rate_limit_spaces_messages_out() {
         let now = Instant::now();
-        let mut outbox = Outbox::new(RateLimiter::new(2, 10.0, now), 320);
+        let mut outbox = Outbox::new(RateLimiter::new(FloodLimit::new(2, 10.0, None)), 320);
         for text in ["a", "b", "c"] {
             outbox.push(chat(text));
         }
         assert_eq!(drain(&mut outbox, now).len(), 2);
-        assert_eq!(outbox.next(now), Err(Duration::from_millis(100)));
-        assert_eq!(drain(&mut outbox, now + Duration::from_millis(100)), [chat("c")]);
+        // CyTube's 100 ms after the burst, and a margin for network jitter.
+        assert_eq!(outbox.next(now), Err(Duration::from_millis(110)));
+        assert_eq!(drain(&mut outbox, now + Duration::from_millis(110)), [chat("c")]);
     }
 }
