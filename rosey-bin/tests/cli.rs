@@ -247,7 +247,7 @@ fn parts_in(log: &str, what: &str) -> Vec<String> {
 fn every_part_starts_in_the_documented_order_with_its_duration_and_stops_in_reverse() {
     let dir = scratch_dir();
     let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = e2e::free_port();
     let config = write_config(
         &dir,
         &format!(

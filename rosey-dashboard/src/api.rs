@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::page;
-use crate::snapshot::{Snapshot, Snapshots, round3};
+use crate::snapshot::{Snapshots, round3};
 
 /// How often an idle SSE stream sends a comment, so proxies keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -203,7 +203,7 @@ pub(crate) async fn plugin_json(
     if let Some(body) = snapshot.plugin_answers.lock().get(&key) {
         return no_store(json_bytes(body.clone()));
     }
-    let body = plugin_answer(&app, &snapshot, status, window, span);
+    let body = plugin_answer(&app, status, window, span);
     snapshot.plugin_answers.lock().insert(key, body.clone());
     no_store(json_bytes(body))
 }
@@ -211,7 +211,6 @@ pub(crate) async fn plugin_json(
 /// `GET /api/plugin/{name}` (docs/METRICS.md).
 fn plugin_answer(
     app: &App,
-    _snapshot: &Snapshot,
     status: &rosey_core::plugin::PluginStatus,
     window: &str,
     span: Duration,

@@ -1,29 +1,46 @@
-//! `promtool check metrics` for tests of the Prometheus exposition (Debian package `prometheus`;
-//! `scripts/test` installs it and exports `PROMTOOL`).
+//! `promtool check metrics` for tests of the Prometheus exposition, and the Prometheus server for
+//! tests that scrape (Debian package `prometheus`; `scripts/test` installs it and exports `PROMTOOL`
+//! and `PROMETHEUS`).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-
-const INSTALL: &str = "Install it with\n\n    sudo apt-get install prometheus\n\n(or set PROMTOOL to its \
-                       path), or run scripts/test, which installs it when it can.";
 
 /// The promtool to run: `PROMTOOL` when set, else the first in `PATH`, /usr/bin or /usr/local/bin.
 ///
 /// # Panics
 /// When there is none, with the install command: tests that need it are never skipped.
 pub fn promtool() -> PathBuf {
-    if let Some(path) = std::env::var_os("PROMTOOL") {
+    program("PROMTOOL", "promtool")
+}
+
+/// The Prometheus server to run (the same Debian package): `PROMETHEUS` when set, else the first in
+/// `PATH`, /usr/bin or /usr/local/bin.
+///
+/// # Panics
+/// As [`promtool`].
+pub fn prometheus() -> PathBuf {
+    program("PROMETHEUS", "prometheus")
+}
+
+/// `name` from the Debian package `prometheus`: the path in `variable` when set, else the first in
+/// `PATH`, /usr/bin or /usr/local/bin; a panic with the install command when there is none.
+fn program(variable: &str, name: &str) -> PathBuf {
+    let install = format!(
+        "Install it with\n\n    sudo apt-get install prometheus\n\n(or set {variable} to its path), or \
+         run scripts/test, which installs it when it can."
+    );
+    if let Some(path) = std::env::var_os(variable) {
         let path = PathBuf::from(path);
-        assert!(path.is_file(), "PROMTOOL={} is not a file. {INSTALL}", path.display());
+        assert!(path.is_file(), "{variable}={} is not a file. {install}", path.display());
         return path;
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
-        .map(|dir| dir.join("promtool"))
+        .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| panic!("promtool is not installed; these tests need it. {INSTALL}"))
+        .unwrap_or_else(|| panic!("{name} is not installed; these tests need it. {install}"))
 }
 
 /// Runs `promtool check metrics` on `body`.

@@ -11,18 +11,23 @@ use rosey_testkit::cytube::FakeCytubeOptions;
 
 use super::{Cytube, Running, rosey, scratch_dir, write_config};
 
-#[test]
-fn on_the_console_the_owner_reloads_with_yes_and_a_stranger_is_refused_all_audited() {
-    let dir = scratch_dir();
+/// A console bot with the bundled plugins, `alice` as its owner, no dashboard.
+fn owner_alice_config(dir: &Path) -> std::path::PathBuf {
     let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
-    let config = write_config(
-        &dir,
+    write_config(
+        dir,
         &format!(
             r#"{{"owner": "alice", "plugin_dir": {:?}, "logging": {{"file": null}},
                 "dashboard": {{"enabled": false}}}}"#,
             plugins.display().to_string()
         ),
-    );
+    )
+}
+
+#[test]
+fn on_the_console_the_owner_reloads_with_yes_and_a_stranger_is_refused_all_audited() {
+    let dir = scratch_dir();
+    let config = owner_alice_config(&dir);
     let mut cmd = rosey(&dir, &["run", "--config", config.to_str().unwrap()]);
     cmd.stdin(Stdio::piped());
     let mut running = Running::start(cmd);
@@ -107,15 +112,7 @@ fn on_cytube_a_guest_using_the_owners_name_is_refused_and_a_registered_admin_ans
 #[test]
 fn a_piped_reload_and_its_yes_are_both_answered_before_rosey_exits() {
     let dir = scratch_dir();
-    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
-    let config = write_config(
-        &dir,
-        &format!(
-            r#"{{"owner": "alice", "plugin_dir": {:?}, "logging": {{"file": null}},
-                "dashboard": {{"enabled": false}}}}"#,
-            plugins.display().to_string()
-        ),
-    );
+    let config = owner_alice_config(&dir);
     // `yes` is not a command: only the admin plugin hears it, and the end of input must wait for it.
     let mut child = rosey(&dir, &["run", "--config", config.to_str().unwrap()])
         .stdin(Stdio::piped())

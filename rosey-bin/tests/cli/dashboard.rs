@@ -2,36 +2,20 @@
 //! (checked by promtool), the JSON API's aggregates, an action with the token, and what a busy port
 //! does on an explicit and on the default address.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use super::e2e::{free_port, get_json, poll, request};
 use super::{Running, exit_within, rosey, scratch_dir, stderr, write_config};
 
 const TOKEN: &str = "cli-test-token-0123456789";
 
-/// A free loopback port (bound and released; the kernel does not hand it out again at once).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// One HTTP/1.0 request to 127.0.0.1:`port`; returns the status code and the body.
-fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 0\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, body.to_owned())
+/// `Authorization: Bearer <TOKEN>` as a header line for [`request`].
+fn with_token() -> String {
+    format!("Authorization: Bearer {TOKEN}\r\n")
 }
 
 fn value(body: &str, series: &str) -> Option<f64> {
@@ -105,25 +89,18 @@ fn rosey_run_exposes_every_listed_metric_over_http_with_sensible_values() {
     let answers: Vec<String> =
         (0..3).map(|_| running.chat.recv_timeout(Duration::from_secs(20)).unwrap()).collect();
     assert_eq!(answers.iter().filter(|a| a.starts_with("rosey: 🎲")).count(), 2, "{answers:?}");
-    let (status, report) = http(port, "POST", "/api/plugin/8ball/reload", Some(TOKEN));
+    let (status, report) = request(port, "POST", "/api/plugin/8ball/reload", &with_token());
     assert_eq!(status, 200, "{report}");
     assert!(report.contains("\"outcome\":\"success\""), "{report}");
 
     // The collector samples every second; a few samples give every plugin its 1 h aggregates.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, body) = http(port, "GET", "/api/plugin/dice-roller", None);
-        assert_eq!(status, 200, "{body}");
-        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    poll(Duration::from_secs(30), "1 h aggregates of dice-roller", || {
+        let json = get_json(port, "/api/plugin/dice-roller");
         let aggregates = &json["metrics"]["aggregates_1h"];
-        if aggregates["cpu_avg"].is_number() && aggregates["memory_p95"].is_number() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no 1 h aggregates yet: {json}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        (aggregates["cpu_avg"].is_number() && aggregates["memory_p95"].is_number()).then_some(())
+    });
 
-    let (status, body) = http(port, "GET", "/metrics", None);
+    let (status, body) = request(port, "GET", "/metrics", "");
     assert_eq!(status, 200);
     let missing: Vec<&str> = LISTED.iter().copied().filter(|name| !body.contains(name)).collect();
     assert!(missing.is_empty(), "missing {missing:?} from:\n{body}");

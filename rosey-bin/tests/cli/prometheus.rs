@@ -13,29 +13,11 @@ use super::checklist::checklist_config;
 use super::e2e::{Bot, free_port, plugin_metrics, poll, request};
 use super::scratch_dir;
 
-const INSTALL: &str = "Install it with\n\n    sudo apt-get install prometheus\n\n(or set PROMETHEUS to \
-                       its path), or run scripts/test, which installs it when it can.";
-
 /// How long the whole Prometheus test may take, start to finish.
 const WHOLE_TEST: Duration = Duration::from_secs(60);
 
 fn docs() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs")
-}
-
-/// The Prometheus server to run: `PROMETHEUS` when set, else the first in `PATH` or /usr/bin.
-fn prometheus_program() -> PathBuf {
-    if let Some(path) = std::env::var_os("PROMETHEUS") {
-        let path = PathBuf::from(path);
-        assert!(path.is_file(), "PROMETHEUS={} is not a file. {INSTALL}", path.display());
-        return path;
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join("prometheus"))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| panic!("prometheus is not installed; this test needs it. {INSTALL}"))
 }
 
 /// A Prometheus server of this test's own on a free loopback port, scraping one target every second
@@ -66,7 +48,7 @@ impl Prometheus {
         for _ in 0..3 {
             let port = free_port();
             let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-            let child = Command::new(prometheus_program())
+            let child = Command::new(rosey_testkit::promtool::prometheus())
                 .arg(format!("--config.file={}", config.display()))
                 .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
                 .arg(format!("--web.listen-address=127.0.0.1:{port}"))
