@@ -131,7 +131,7 @@ impl KvNode {
             args: args.to_owned(),
             message: format!("!kvbench {args}"),
             time: 0,
-            private: false,
+            via: Default::default(),
         };
         self.bus.publish_json("rosey.command.kvbench", &command).await.expect("publish");
         let said = tokio::time::timeout(Duration::from_secs(130), self.said.next())

@@ -426,9 +426,9 @@ fn audit_entry(
     }
 }
 
-/// Whether the command came by private message (the router sets `private` on such commands).
+/// Whether the command came by private message (the router sets `"via": "pm"` on such commands).
 fn came_by_pm(event: &CommandEvent) -> bool {
-    event.private
+    event.via.is_pm()
 }
 
 /// Waits out a request's time, then ends it as expired if it still waits.

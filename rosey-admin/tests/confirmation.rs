@@ -84,19 +84,10 @@ async fn a_late_yes_is_told_the_request_expired() {
 async fn a_request_by_private_message_is_confirmed_by_private_message() {
     let bed = Setup::console().start().await;
     let mut event = bed.command_event("carol", "restart echo");
-    event["private"] = serde_json::json!(true);
-    // The router marks commands that came by PM with `private` (CommandEvent's field from the PM
-    // routing work); a build whose CommandEvent lacks it sees every command as said in the channel.
-    let typed: rosey_core::event::CommandEvent = serde_json::from_value(event.clone()).unwrap();
-    let knows_private = serde_json::to_value(typed).unwrap().get("private").is_some();
+    event["via"] = serde_json::json!("pm");
     assert_eq!(bed.admin_event(event).await, [PROMPT]);
-    if knows_private {
-        assert!(bed.say("carol", "yes").await.is_empty(), "a yes in the channel does nothing");
-        assert_eq!(bed.pm("Carol", "yes").await, ["✅ Restarted echo v1.0.0 (0.0s)"]);
-    } else {
-        assert!(bed.pm("carol", "yes").await.is_empty(), "a yes by PM does nothing");
-        assert_eq!(bed.say("Carol", "yes").await, ["✅ Restarted echo v1.0.0 (0.0s)"]);
-    }
+    assert!(bed.say("carol", "yes").await.is_empty(), "a yes in the channel does nothing");
+    assert_eq!(bed.pm("Carol", "yes").await, ["✅ Restarted echo v1.0.0 (0.0s)"]);
     bed.stop().await;
 }
 

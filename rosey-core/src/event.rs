@@ -151,8 +151,8 @@ pub struct MediaChange {
 /// A routed command on `rosey.command.<command>[.<sub>]` (see [`subject::command`](crate::subject::command)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandEvent {
-    /// Channel the command was typed in (for a [`private`](Self::private) one, the channel whose
-    /// connection received the PM); replies go back there unless the command is private.
+    /// Channel the command was typed in (for one sent [by PM](Via::Pm), the channel whose connection
+    /// received the PM); replies go back there unless the command came by PM.
     pub channel: String,
     /// Who typed it.
     pub user: String,
@@ -167,15 +167,44 @@ pub struct CommandEvent {
     pub message: String,
     /// When the chat line was said.
     pub time: EpochMillis,
-    /// Whether the command came by private message: its replies (and the host's own answers, such
-    /// as `❌ <plugin> is not running`) go back by PM to `user` instead of to the channel. Absent
-    /// from the JSON when false.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub private: bool,
+    /// Where the command came from: `"chat"` (said in the channel) or `"pm"` (sent to the bot by
+    /// private message). The replies to a `"pm"` command (and the host's own answers, such as
+    /// `❌ <plugin> is not running`) go back by PM to `user` instead of to the channel. Always in the
+    /// JSON; read as `"chat"` when absent.
+    #[serde(default)]
+    pub via: Via,
 }
 
-fn is_false(value: &bool) -> bool {
-    !*value
+/// Where a [`CommandEvent`] came from, `"chat"` or `"pm"` in JSON.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// Said in the channel; answered in the channel.
+    #[default]
+    Chat,
+    /// Sent to the bot by private message; answered by PM to its sender.
+    Pm,
+}
+
+impl Via {
+    /// The JSON name: `"chat"` or `"pm"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Pm => "pm",
+        }
+    }
+
+    /// Whether it came by private message.
+    pub fn is_pm(self) -> bool {
+        self == Self::Pm
+    }
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Where the answers to one event go: said in a channel, or sent by PM to one user.
@@ -209,14 +238,14 @@ pub enum ReplyTarget {
 
 impl ReplyTarget {
     /// Where replies to an event that arrived on `subject` with payload `data` go: by PM to `user`
-    /// for a private command (`"private": true`) or a PM; in `channel` for any other event. `None`
-    /// when the payload names no channel, or a private one names no user (a private answer is never
-    /// said in the channel instead).
+    /// for a command that came by PM (`"via": "pm"`) or a PM; in `channel` for any other event.
+    /// `None` when the payload names no channel, or a private one names no user (a private answer is
+    /// never said in the channel instead).
     pub fn for_event(subject: &str, data: &serde_json::Value) -> Option<Self> {
         let text = |key: &str| data.get(key).and_then(serde_json::Value::as_str);
         let channel = text("channel")?.to_owned();
-        let private = subject == crate::subject::PM_MESSAGE
-            || data.get("private").and_then(serde_json::Value::as_bool) == Some(true);
+        let private =
+            subject == crate::subject::PM_MESSAGE || text("via") == Some(Via::Pm.as_str());
         if private {
             Some(Self::Pm { channel, to: text("user")?.to_owned() })
         } else {
@@ -224,15 +253,15 @@ impl ReplyTarget {
         }
     }
 
-    /// Where the answers to `command` go: by PM to its user when it is private, else its channel.
+    /// Where the answers to `command` go: by PM to its user when it came by PM, else its channel.
     pub fn for_command(command: &CommandEvent) -> Self {
-        Self::to_sender(&command.channel, &command.user, command.private)
+        Self::to_sender(&command.channel, &command.user, command.via)
     }
 
     /// Where the answers to something `user` sent in `channel` go: by PM to `user` when it came by
-    /// PM (`private`), else to the channel.
-    pub fn to_sender(channel: &str, user: &str, private: bool) -> Self {
-        if private {
+    /// PM, else to the channel.
+    pub fn to_sender(channel: &str, user: &str, via: Via) -> Self {
+        if via.is_pm() {
             Self::Pm { channel: channel.to_owned(), to: user.to_owned() }
         } else {
             Self::Channel(channel.to_owned())
@@ -306,18 +335,23 @@ mod tests {
     }
 
     #[test]
-    fn a_command_is_private_only_when_it_says_so() {
+    fn a_command_came_by_pm_only_when_it_says_so() {
         let json =
             br#"{"channel":"c","user":"u","command":"roll","args":"","message":"!roll","time":1}"#;
         let mut command: CommandEvent = decode(json).unwrap();
-        assert!(!command.private, "absent means said in the channel");
-        assert_eq!(&encode(&command).unwrap()[..], &json[..], "false is left out");
-        assert_eq!(ReplyTarget::for_command(&command), ReplyTarget::Channel("c".into()));
-        command.private = true;
+        assert_eq!(command.via, Via::Chat, "absent means said in the channel");
         assert!(
             String::from_utf8(encode(&command).unwrap().to_vec())
                 .unwrap()
-                .ends_with(r#","private":true}"#)
+                .ends_with(r#","via":"chat"}"#),
+            "plugins always see where it came from"
+        );
+        assert_eq!(ReplyTarget::for_command(&command), ReplyTarget::Channel("c".into()));
+        command.via = Via::Pm;
+        assert!(
+            String::from_utf8(encode(&command).unwrap().to_vec())
+                .unwrap()
+                .ends_with(r#","via":"pm"}"#)
         );
         assert_eq!(
             ReplyTarget::for_command(&command),
@@ -338,12 +372,12 @@ mod tests {
             ),
             (
                 "rosey.command.roll",
-                json!({"channel": "c", "user": "u", "private": true}),
+                json!({"channel": "c", "user": "u", "via": "pm"}),
                 Some(pm("c", "u")),
             ),
             (
                 "rosey.command.roll",
-                json!({"channel": "c", "user": "u", "private": false}),
+                json!({"channel": "c", "user": "u", "via": "chat"}),
                 Some(ReplyTarget::Channel("c".into())),
             ),
             (
@@ -357,7 +391,7 @@ mod tests {
                 Some(ReplyTarget::Channel("c".into())),
             ),
             ("cytube.pm.message", json!({"channel": "c"}), None),
-            ("rosey.command.roll", json!({"channel": "c", "private": true}), None),
+            ("rosey.command.roll", json!({"channel": "c", "via": "pm"}), None),
             ("weather.alert", json!({"level": 3}), None),
             ("weather.alert", json!([1, 2]), None),
         ];

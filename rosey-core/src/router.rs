@@ -7,7 +7,7 @@
 //! [`CommandTable`], so plugins added or reloaded with new commands are routed at once.
 //!
 //! **Private messages.** A PM to the bot (`cytube.pm.message`) that starts with the prefix is routed
-//! exactly like a chat line, as a command event with `private: true` (and no rank: CyTube's PMs carry
+//! exactly like a chat line, as a command event with `"via": "pm"` (and no rank: CyTube's PMs carry
 //! none). Everything said in answer — the plugin's replies and the router's own lines below — goes back
 //! by PM to the sender ([`ReplyTarget`]), so nothing of it appears in the channel.
 //!
@@ -42,7 +42,9 @@ use tokio::task::JoinSet;
 use futures_util::StreamExt;
 
 use crate::bus::{BusError, EventBus, Message};
-use crate::event::{ChatMessage, CommandEvent, EpochMillis, PayloadError, PmMessage, ReplyTarget};
+use crate::event::{
+    ChatMessage, CommandEvent, EpochMillis, PayloadError, PmMessage, ReplyTarget, Via,
+};
 use crate::plugin::CommandTable;
 use crate::plugin::commands::{Parsed, help};
 use crate::quiet::LogLimit;
@@ -344,7 +346,7 @@ impl Routing {
                 tracing::debug!(
                     message = "unknown command ignored",
                     command,
-                    private = line.private
+                    via = %line.via
                 );
                 return;
             }
@@ -358,7 +360,7 @@ impl Routing {
             args: routed.args,
             message: line.message,
             time: line.time,
-            private: line.private,
+            via: line.via,
         };
         let payload = match serde_json::to_vec(&event) {
             Ok(payload) => Bytes::from(payload),
@@ -425,8 +427,8 @@ struct Line {
     rank: Option<f64>,
     message: String,
     time: EpochMillis,
-    /// It came by PM: answers go back by PM.
-    private: bool,
+    /// Said in the channel or sent by PM (answers go back by PM).
+    via: Via,
 }
 
 impl Line {
@@ -440,7 +442,7 @@ impl Line {
                 rank: None,
                 message: pm.message,
                 time: pm.time.unwrap_or_else(crate::event::now_millis),
-                private: true,
+                via: Via::Pm,
             })
         } else {
             let chat: ChatMessage = message.decode()?;
@@ -450,13 +452,13 @@ impl Line {
                 rank: chat.rank,
                 message: chat.message,
                 time: chat.time,
-                private: false,
+                via: Via::Chat,
             })
         }
     }
 
     /// Where the router's own answers to this line go.
     fn reply_target(&self) -> ReplyTarget {
-        ReplyTarget::to_sender(&self.channel, &self.user, self.private)
+        ReplyTarget::to_sender(&self.channel, &self.user, self.via)
     }
 }

@@ -341,6 +341,7 @@ fn secrets_never_appear_in_debug_or_error_output() {
         username: "u".to_owned(),
         password: None,
         channel_password: None,
+        connect_timeout: None,
     });
     config.apply_env(|name| (name == "ROSEY_CYTUBE_PASSWORD").then(|| CYTUBE_PASSWORD.to_owned()));
     let debug = format!("{config:?} {config:#?}");

@@ -124,3 +124,131 @@ fn recorded_join_and_chat_give_plugins_only_live_chat_from_others() {
         }
     }
 }
+
+/// What alice typed and what CyTube broadcast of it, for every chat line and PM of the `filters`
+/// scenarios (`filters`: a registered channel, with CyTube's default chat filters; `unregistered`:
+/// without them). Her own echo is what every other user received; a line the flood limiter dropped
+/// (answered with `cooldown`) is left out.
+fn typed_and_received(scenario: &str) -> Vec<(String, String)> {
+    let path = fixtures().join(format!("{scenario}.peers.jsonl"));
+    let mut typed = std::collections::VecDeque::new();
+    let mut pairs = Vec::new();
+    for line in std::fs::read_to_string(path).unwrap().lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        if record["conn"] != "alice" {
+            continue;
+        }
+        let Ok(Frame::Event { name, arg: Some(arg) }) =
+            Frame::parse(record["frame"].as_str().unwrap())
+        else {
+            continue;
+        };
+        if name == "cooldown" {
+            // The flood limiter dropped the oldest line not yet echoed (a `/me` counts twice).
+            typed.pop_front();
+            continue;
+        }
+        if name != "chatMsg" && name != "pm" {
+            continue;
+        }
+        let msg = arg["msg"].as_str().unwrap().to_owned();
+        match record["dir"].as_str() {
+            Some("out") => typed.push_back(msg),
+            Some("in") if arg["username"] == "alice" => {
+                pairs.push((typed.pop_front().expect("an echo follows what was typed"), msg));
+            }
+            _ => {}
+        }
+    }
+    assert!(typed.is_empty(), "every line was echoed: {typed:?}");
+    pairs
+}
+
+/// The HTML CyTube broadcast for what alice typed in the filtered channel.
+fn recorded(typed: &str) -> String {
+    typed_and_received("filters")
+        .into_iter()
+        .find(|(t, _)| t == typed)
+        .unwrap_or_else(|| panic!("{typed:?} is not in filters.peers.jsonl"))
+        .1
+}
+
+#[test]
+fn italic_underscores_come_back_as_typed() {
+    assert_eq!(recorded("_italic_"), "<em>italic</em>");
+    assert_eq!(html_to_text(&recorded("_italic_")), "_italic_");
+    let quote = recorded("!quote add snake_case_name");
+    assert_eq!(quote, "!quote add snake<em>case</em>name");
+    assert_eq!(html_to_text(&quote), "!quote add snake_case_name");
+    for typed in ["a_b_c_d", "__double__", "_unclosed"] {
+        assert_eq!(html_to_text(&recorded(typed)), typed);
+    }
+}
+
+#[test]
+fn bold_asterisks_come_back_as_typed() {
+    assert_eq!(recorded("*bold*"), "<strong>bold</strong>");
+    for typed in ["*bold*", "*a*b*c*", "2*3*4", "**double**"] {
+        assert_eq!(html_to_text(&recorded(typed)), typed);
+    }
+}
+
+#[test]
+fn backtick_code_comes_back_as_typed() {
+    assert_eq!(recorded("`mono`"), "<code>mono</code>");
+    let typed = "`code with *star* and _under_`";
+    assert_eq!(html_to_text(&recorded(typed)), typed, "the filters nest inside <code>");
+}
+
+#[test]
+fn strike_tildes_come_back_as_typed() {
+    assert_eq!(recorded("~~strike~~"), "<s>strike</s>");
+    assert_eq!(html_to_text(&recorded("~~*both*~~")), "~~*both*~~");
+}
+
+#[test]
+fn spoilers_come_back_as_typed() {
+    assert_eq!(recorded("[sp]spoiler[/sp]"), r#"<span class="spoiler">spoiler</span>"#);
+    for typed in ["[sp]spoiler[/sp]", "[sp]_nested_[/sp]", "[sp][/sp]"] {
+        assert_eq!(html_to_text(&recorded(typed)), typed);
+    }
+    assert_eq!(
+        html_to_text(&recorded("[SP]upper[/SP]")),
+        "[sp]upper[/sp]",
+        "any case, one spelling"
+    );
+}
+
+#[test]
+fn links_keep_their_text_and_the_markup_around_them() {
+    let typed = "_x_ and http://example.com/a_b_c*d* link";
+    assert!(
+        recorded(typed).contains(r#"<a href="http://example.com/a_b_c*d*""#),
+        "links are not filtered"
+    );
+    assert_eq!(html_to_text(&recorded(typed)), typed);
+}
+
+#[test]
+fn every_recorded_line_reads_back_as_typed_with_or_without_filters() {
+    for scenario in ["filters", "filters_unregistered"] {
+        let pairs = typed_and_received(scenario);
+        assert!(pairs.len() >= 25, "{scenario}: {} lines", pairs.len());
+        for (typed, received) in pairs {
+            // `/me` and `/sp` become meta; CyTube keeps the first 320 characters; a filtered `[SP]`
+            // reads as `[sp]`.
+            let text =
+                typed.strip_prefix("/me ").or_else(|| typed.strip_prefix("/sp ")).unwrap_or(&typed);
+            let expected: String = text.chars().take(320).collect();
+            let expected = match scenario {
+                "filters" => expected.replace("[SP]", "[sp]").replace("[/SP]", "[/sp]"),
+                _ => expected,
+            };
+            assert_eq!(
+                html_to_text(&received),
+                expected,
+                "{scenario}: {typed:?} arrived as {received:?}"
+            );
+        }
+    }
+}

@@ -126,7 +126,7 @@ impl Host {
             args: args.clone(),
             message: format!("!{plugin} {args}"),
             time: 0,
-            private: false,
+            via: Default::default(),
         };
         self.bus.publish_json(&format!("rosey.command.{plugin}"), &command).await.unwrap();
         let said = tokio::time::timeout(Duration::from_secs(5), self.said.next()).await;

@@ -88,7 +88,7 @@ impl Bed {
             args: args.into(),
             message: format!("!{command} {args}"),
             time: 1,
-            private: false,
+            via: Default::default(),
         }
     }
 

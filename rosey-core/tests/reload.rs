@@ -198,7 +198,7 @@ async fn zero_loss(mut bed: Bed) {
                         args: format!("echo {n}"),
                         message: String::new(),
                         time: 1,
-                        private: false,
+                        via: Default::default(),
                     };
                     use rosey_core::bus::EventBusExt;
                     bus.publish_json(&format!("rosey.command.{command}"), &event).await.unwrap();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use rosey_core::bus::{EventBus, EventBusExt, MemoryBus, NatsBus, Subscription};
-use rosey_core::event::{ChatMessage, CommandEvent, PmMessage, PmSend};
+use rosey_core::event::{ChatMessage, CommandEvent, PmMessage, PmSend, Via};
 use rosey_core::plugin::CommandTable;
 use rosey_core::router::{Router, RouterHandle, RouterOptions};
 
@@ -108,13 +108,13 @@ async fn routes_private_messages_as_private_commands(bus: Arc<dyn EventBus>) {
     let (subject, event) = r.next().await;
     assert_eq!(subject, "rosey.command.admin.reload");
     assert_eq!(
-        (event.user.as_str(), event.args.as_str(), event.time, event.rank, event.private),
-        ("alice", "reload dice-roller", 7, None, true),
+        (event.user.as_str(), event.args.as_str(), event.time, event.rank, event.via),
+        ("alice", "reload dice-roller", 7, None, Via::Pm),
         "a PM carries no rank"
     );
     r.say("bob", "!roll 2d6").await;
     let (_, event) = r.next().await;
-    assert!(!event.private, "a chat command is not private");
+    assert_eq!(event.via, Via::Chat, "a chat command came by chat");
     assert!(r.router.stats().ignored >= 2, "the bot's echo and the PM that is no command");
     r.router.shutdown().await.unwrap();
 }

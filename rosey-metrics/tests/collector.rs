@@ -120,7 +120,7 @@ async fn two_polls_of_a_real_manager_give_two_samples_with_events_and_latency() 
         args: "hi".to_owned(),
         message: "!echo hi".to_owned(),
         time: 0,
-        private: false,
+        via: Default::default(),
     };
     bus.publish_json("rosey.command.echo", &command).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(4);

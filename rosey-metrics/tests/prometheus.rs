@@ -535,7 +535,7 @@ async fn a_running_node_with_two_plugins_exposes_every_metric_and_has_1h_aggrega
                 args: format!("n{i}"),
                 message: format!("!greet n{i}"),
                 time: 1,
-                private: false,
+                via: Default::default(),
             };
             let payload = serde_json::to_vec(&event).unwrap();
             let subject = format!("rosey.command.{command}");

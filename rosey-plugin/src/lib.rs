@@ -28,4 +28,4 @@ pub mod sdk;
 
 pub use context::Context;
 pub use kv::{Kv, KvError, KvErrorCode, KvPage};
-pub use sdk::{Command, Event, Plugin, Response};
+pub use sdk::{Command, Event, Plugin, Response, Via};

@@ -69,10 +69,39 @@ pub struct Command<'a> {
     pub message: &'a str,
     /// When it was said, epoch milliseconds.
     pub time: i64,
+    /// Where it came from: said in the channel, or sent to the bot by private message. The host sends
+    /// the [`Response`] lines of a PM command back by PM to [`user`](Self::user) by itself; a plugin
+    /// that publishes its own lines picks `cytube.pm.send` for [`Via::Pm`].
+    pub via: Via,
     /// The raw event payload.
     pub data: &'a Value,
     /// The plugin's `[config]` table from its manifest (as JSON).
     pub config: &'a Value,
+}
+
+/// Where a [`Command`] came from (`"via"` in the event: `"chat"` or `"pm"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Via {
+    /// Said in the channel (also when the event does not say).
+    #[default]
+    Chat,
+    /// Sent to the bot by private message.
+    Pm,
+}
+
+impl Via {
+    /// Reads the event's `via` field; anything but `"pm"` is [`Via::Chat`].
+    fn from_event(data: &Value) -> Self {
+        match data.get("via").and_then(Value::as_str) {
+            Some("pm") => Self::Pm,
+            _ => Self::Chat,
+        }
+    }
+
+    /// Whether it came by private message.
+    pub fn is_pm(self) -> bool {
+        self == Self::Pm
+    }
 }
 
 /// A non-command event (from the manifest's extra subscriptions).
@@ -292,6 +321,7 @@ impl Plugin {
                     args: text("args"),
                     message: text("message"),
                     time: data.get("time").and_then(Value::as_i64).unwrap_or_default(),
+                    via: Via::from_event(data),
                     data,
                     config,
                 };
@@ -372,6 +402,22 @@ pub(crate) mod tests {
             (Some("a"), Some("b"))
         );
         assert_eq!(out[4]["type"], "done");
+    }
+
+    #[test]
+    fn a_command_says_whether_it_came_by_pm() {
+        let mut plugin = Plugin::new("where", "1.0.0").command("where", |cmd| {
+            Ok(Response::reply(match cmd.via {
+                Via::Pm => "you whispered",
+                Via::Chat => "you said it out loud",
+            }))
+        });
+        let pm = event(1, "where", "").replace(r#""time":1}"#, r#""time":1,"via":"pm"}"#);
+        let chat = event(2, "where", "").replace(r#""time":1}"#, r#""time":1,"via":"chat"}"#);
+        let older_host = event(3, "where", "");
+        let out = talk(&mut plugin, &format!("{pm}\n{chat}\n{older_host}\n"));
+        let replies: Vec<&str> = out.iter().filter_map(|line| line["message"].as_str()).collect();
+        assert_eq!(replies, ["you whispered", "you said it out loud", "you said it out loud"]);
     }
 
     #[test]

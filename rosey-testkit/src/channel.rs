@@ -140,7 +140,7 @@ impl ChannelHandle {
     pub fn say(&self, peer: &str, text: &str) {
         self.with(|st, key| {
             let cleaned = text::clean_input(text);
-            match text::process_chat(&cleaned) {
+            match text::process_chat(&cleaned, st.channel_mut(key).registered) {
                 ChatAction::Say { msg, meta } => st.broadcast_chat(key, peer, &msg, &meta),
                 ChatAction::ToggleAfk => {
                     let ch = st.channel_mut(key);
@@ -163,7 +163,7 @@ impl ChannelHandle {
                 tracing::warn!(to, "fake cytube: pm to a user that is not a client here");
                 return;
             };
-            let frame = pm_frame(peer, &text::process_pm(text), &ch.users[idx].name);
+            let frame = pm_frame(peer, &text::process_pm(text, ch.registered), &ch.users[idx].name);
             st.send(conn, frame);
         });
     }

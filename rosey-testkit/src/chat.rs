@@ -69,7 +69,7 @@ impl State {
         };
         let (user, rank) = (ch.users[idx].name.clone(), ch.users[idx].rank);
         let (antiflood_on, (burst, sustained, cooldown)) = (ch.antiflood_on, ch.antiflood);
-        let channel = ch.name.clone();
+        let (channel, filters) = (ch.name.clone(), ch.registered);
         let msg = text::clean_input(msg);
         if msg.trim().is_empty() {
             return;
@@ -81,7 +81,9 @@ impl State {
         } else {
             FloodParams::PER_USER
         };
-        if c.limiter.throttle(params) {
+        // `/me` and `/sp` go through the limiter a second time, as the message they send.
+        let passes = if text::counts_twice(&msg) { 2 } else { 1 };
+        if (0..passes).any(|_| c.limiter.throttle(params)) {
             // As recorded: `cooldown 100` for the built-in limit, `cooldown 1000` for
             // antiflood {burst 4, sustained 1, cooldown 4}, i.e. 1000 / sustained.
             let cooldown_ms = params.cooldown_ms();
@@ -91,7 +93,7 @@ impl State {
             self.emit(ServerEvent::ChatDropped { channel, user, msg, cooldown_ms });
             return;
         }
-        match text::process_chat(&msg) {
+        match text::process_chat(&msg, filters) {
             ChatAction::ToggleAfk => {
                 let afk = self.channels.get(&key).is_some_and(|c| c.users[idx].afk);
                 self.set_afk(&key, idx, !afk);
@@ -134,7 +136,7 @@ impl State {
             return;
         };
         let channel = ch.name.clone();
-        let msg = text::process_pm(msg);
+        let msg = text::process_pm(msg, ch.registered);
         let frame = pm_frame(&from, &msg, &target.name);
         if let Some(c) = target.conn {
             self.send(c, frame.clone());

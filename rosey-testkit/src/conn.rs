@@ -65,6 +65,7 @@ async fn handle(inner: Arc<Inner>, stream: TcpStream, mut shutdown: watch::Recei
                 ns: Namespace::Pending,
                 channel: None,
                 pending_password: None,
+                early_login: None,
                 limiter: Default::default(),
             },
         );

@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::ServerEvent;
-use crate::state::{ChanUser, Namespace, Out, State, channel_key};
+use crate::state::{ChanUser, EarlyLogin, Namespace, Out, State, channel_key};
 use crate::text;
 use crate::wire::{self, event, js, num};
 
@@ -110,11 +110,14 @@ impl State {
             return;
         }
         let pw = arg.and_then(|a| a.get("pw")).and_then(Value::as_str);
+        let moderator = c.early_login.as_ref().is_some_and(|login| login.rank >= 2.0);
         let channel = self.channel_mut(name);
         let key = channel_key(name);
         match (&channel.password, pw) {
             (None, _) => self.finish_join(conn, &key),
             (Some(expected), Some(pw)) if expected == pw => self.finish_join(conn, &key),
+            // Logged in already as a moderator: no password needed.
+            (Some(_), _) if moderator => self.finish_join(conn, &key),
             (Some(_), given) => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.pending_password = Some(key);
@@ -141,8 +144,20 @@ impl State {
         }
     }
 
-    /// The join burst, in the recorded order, then `usercount` and `channelNotRegistered`.
+    /// The join burst, in the recorded order, then `usercount` and `channelNotRegistered`. A
+    /// connection that logged in before is a user of the channel from the start: a moderator gets
+    /// its `rank` first and `cancelNeedPassword` after the burst (when the channel has a password),
+    /// and others see it arrive with `addUser`.
     fn finish_join(&mut self, conn: u64, key: &str) {
+        let early = self.conns.get_mut(&conn).and_then(|c| c.early_login.take());
+        if let Some(login) = &early {
+            if login.rank >= 2.0 {
+                self.send(conn, event("rank", Some(&num(login.rank))));
+            }
+            if let Some(idx) = self.add_user(key, &login.name, login.rank, conn) {
+                self.announce_user(key, idx);
+            }
+        }
         let Some(ch) = self.channels.get(key) else { return };
         let mut frames = vec![
             event(
@@ -178,6 +193,15 @@ impl State {
         if !registered {
             self.send(conn, event("channelNotRegistered", None));
         }
+        let has_password = self.channels.get(key).is_some_and(|c| c.password.is_some());
+        if let Some(login) = early {
+            if login.rank >= 2.0 && has_password {
+                self.send(conn, event("cancelNeedPassword", None));
+            }
+            self.emit(ServerEvent::Joined { conn, channel: name });
+            self.emit_logged_in(conn, key, login.name, login.guest);
+            return;
+        }
         self.emit(ServerEvent::Joined { conn, channel: name });
     }
 
@@ -191,7 +215,7 @@ impl State {
             return;
         };
         let Some(key) = self.conns.get(&conn).and_then(|c| c.channel.clone()) else {
-            tracing::debug!(conn, "fake cytube: login before joinChannel ignored");
+            self.login_outside_channel(conn, name, arg);
             return;
         };
         let Some(ch) = self.channels.get(&key) else { return };
@@ -202,6 +226,75 @@ impl State {
         match arg.and_then(|a| a.get("pw")).and_then(Value::as_str).filter(|pw| !pw.is_empty()) {
             Some(pw) => self.registered_login(conn, &key, name, pw),
             None => self.guest_login(conn, &key, name),
+        }
+    }
+
+    /// A login on a connection that is in no channel: before `joinChannel`, or while a channel waits
+    /// for its password. As recorded (`moderator_password`): `rank 1` and `login` (or `rank 0` and a
+    /// guest `login`); an account with a channel rank of 2 or more waiting for a password is then
+    /// admitted without it (`rank <r>`, the join burst, `cancelNeedPassword`), any other gets its
+    /// rank once more and keeps waiting.
+    fn login_outside_channel(&mut self, conn: u64, name: &str, arg: Option<&Value>) {
+        let Some(c) = self.conns.get(&conn) else { return };
+        if c.early_login.is_some() {
+            tracing::debug!(conn, "fake cytube: login on a logged-in socket ignored");
+            return;
+        }
+        let pending = c.pending_password.clone();
+        let pw = arg.and_then(|a| a.get("pw")).and_then(Value::as_str).filter(|pw| !pw.is_empty());
+        let login = match pw {
+            Some(pw) => {
+                let account =
+                    self.options.accounts.iter().find(|a| a.name.eq_ignore_ascii_case(name));
+                let Some(account) = account.cloned() else {
+                    self.send(conn, wire::login_failed("User does not exist"));
+                    return;
+                };
+                if account.password != pw {
+                    self.send(conn, wire::login_failed("Invalid username/password combination"));
+                    return;
+                }
+                self.send(conn, event("rank", Some("1")));
+                let ok = format!(r#"42["login",{{"success":true,"name":{}}}]"#, js(&account.name));
+                self.send(conn, ok);
+                let rank = account.channel_rank.map_or(1.0, |r| r.max(1.0));
+                EarlyLogin { name: account.name, rank, guest: false }
+            }
+            None => {
+                let error = if !text::valid_user_name(name) {
+                    Some(wire::INVALID_USERNAME)
+                } else if text::is_reserved(name) {
+                    Some("That username is reserved.")
+                } else if self.options.accounts.iter().any(|a| a.name.eq_ignore_ascii_case(name)) {
+                    Some("That username is registered.")
+                } else {
+                    None
+                };
+                if let Some(error) = error {
+                    self.send(conn, wire::login_failed(error));
+                    return;
+                }
+                self.send(conn, event("rank", Some("0")));
+                let ok =
+                    format!(r#"42["login",{{"success":true,"name":{},"guest":true}}]"#, js(name));
+                self.send(conn, ok);
+                EarlyLogin { name: name.to_owned(), rank: 0.0, guest: true }
+            }
+        };
+        let (rank, guest) = (login.rank, login.guest);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.early_login = Some(login);
+        }
+        let Some(key) = pending else { return };
+        if rank >= 2.0 {
+            // A moderator is let in without the password.
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.pending_password = None;
+            }
+            self.finish_join(conn, &key);
+        } else if !guest {
+            // The channel rank looked up: still 1, still waiting for the password.
+            self.send(conn, event("rank", Some("1")));
         }
     }
 

@@ -55,7 +55,19 @@ pub(crate) struct Conn {
     pub(crate) channel: Option<String>,
     /// Key of the channel waiting for this connection's password.
     pub(crate) pending_password: Option<String>,
+    /// A login made outside a channel (before `joinChannel`, or while the channel waits for its
+    /// password): the user joins the channel's users when the connection is admitted.
+    pub(crate) early_login: Option<EarlyLogin>,
     pub(crate) limiter: RateLimiter,
+}
+
+/// A successful login of a connection that is not in a channel yet.
+#[derive(Debug, Clone)]
+pub(crate) struct EarlyLogin {
+    pub(crate) name: String,
+    /// The account's rank in the channel (1 without a channel rank; 0 for a guest).
+    pub(crate) rank: f64,
+    pub(crate) guest: bool,
 }
 
 /// A logged-in user of a channel: a client connection or a simulated peer.

@@ -1,5 +1,6 @@
 //! Text processing as CyTube does it: name validation, chat truncation, commands,
-//! HTML escaping and link conversion, and CyTube's chat flood limiter.
+//! HTML escaping, CyTube's default chat filters and link conversion, and CyTube's chat flood
+//! limiter.
 
 use std::time::Instant;
 
@@ -42,21 +43,97 @@ pub(crate) fn escape(s: &str) -> String {
     out
 }
 
-/// Turns every `https?://\S+` of already-escaped text into the anchor CyTube writes.
-pub(crate) fn linkify(escaped: &str) -> String {
-    let mut out = String::with_capacity(escaped.len());
+/// What CyTube puts in the place of each link while its filters run (`LINK_PLACEHOLDER`).
+const LINK_PLACEHOLDER: char = '\u{eeee}';
+
+/// Escaped text as CyTube broadcasts it (its `filterMessage`): every `https?://\S+` is set aside,
+/// the default chat filters run on the rest when the channel has them (`filters`: registered
+/// channels do, unregistered ones have none), then each link comes back as the anchor CyTube writes
+/// (the default filters leave links alone).
+pub(crate) fn render(escaped: &str, filters: bool) -> String {
+    let mut links = Vec::new();
+    let mut intermediate = String::with_capacity(escaped.len());
     let mut rest = escaped;
     while let Some((start, scheme_len)) = find_url(rest) {
         let after = &rest[start + scheme_len..];
         let end = start + scheme_len + after.find(char::is_whitespace).unwrap_or(after.len());
-        let url = &rest[start..end];
-        out.push_str(&rest[..start]);
-        out.push_str(&format!(
-            r#"<a href="{url}" target="_blank" rel="noopener noreferrer">{url}</a>"#
-        ));
+        // A placeholder typed by the user would take a link's place, as on CyTube; harmless here.
+        intermediate.push_str(&rest[..start]);
+        intermediate.push(LINK_PLACEHOLDER);
+        links.push(&rest[start..end]);
         rest = &rest[end..];
     }
-    out.push_str(rest);
+    intermediate.push_str(rest);
+    let filtered = if filters { default_filters(&intermediate) } else { intermediate };
+    let mut links = links.into_iter();
+    let mut out = String::with_capacity(filtered.len());
+    for c in filtered.chars() {
+        if c == LINK_PLACEHOLDER {
+            if let Some(url) = links.next() {
+                out.push_str(&format!(
+                    r#"<a href="{url}" target="_blank" rel="noopener noreferrer">{url}</a>"#
+                ));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// CyTube's default chat filters (its `filters.js`), in their order: `` `x` `` → `<code>`, `*x*` →
+/// `<strong>`, `_x_` → `<em>`, `~~x~~` → `<s>`, `[sp]x[/sp]` (any case, may be empty) →
+/// `<span class="spoiler">`. Each is a global, non-greedy regex replacement on the escaped text.
+pub(crate) fn default_filters(text: &str) -> String {
+    let text = replace_pairs(text, "`", "`", false, false, "<code>", "</code>");
+    let text = replace_pairs(&text, "*", "*", false, false, "<strong>", "</strong>");
+    let text = replace_pairs(&text, "_", "_", false, false, "<em>", "</em>");
+    let text = replace_pairs(&text, "~~", "~~", false, false, "<s>", "</s>");
+    replace_pairs(&text, "[sp]", "[/sp]", true, true, r#"<span class="spoiler">"#, "</span>")
+}
+
+/// `text` with every `open(.+?)close` (`.*?` when `empty_ok`; ASCII case-insensitive delimiters
+/// when `fold_case`) replaced by `before$1after`, left to right, as a JavaScript `/g` regex does.
+fn replace_pairs(
+    text: &str,
+    open: &str,
+    close: &str,
+    empty_ok: bool,
+    fold_case: bool,
+    before: &str,
+    after: &str,
+) -> String {
+    let starts_with = |s: &str, p: &str| {
+        s.len() >= p.len()
+            && s.is_char_boundary(p.len())
+            && if fold_case { s[..p.len()].eq_ignore_ascii_case(p) } else { s.starts_with(p) }
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        let rest = &text[i..];
+        if starts_with(rest, open) {
+            let inner = &rest[open.len()..];
+            // The content: at least one character (`.+?`) unless `empty_ok`; `.` stops at a newline.
+            let first = if empty_ok { 0 } else { inner.chars().next().map_or(0, char::len_utf8) };
+            if empty_ok || first > 0 {
+                let line = &inner[..inner.find('\n').unwrap_or(inner.len())];
+                let found = (first..=line.len())
+                    .filter(|&j| line.is_char_boundary(j))
+                    .find(|&j| starts_with(&line[j..], close));
+                if let Some(j) = found.filter(|&j| j >= first) {
+                    out.push_str(before);
+                    out.push_str(&inner[..j]);
+                    out.push_str(after);
+                    i += open.len() + j + close.len();
+                    continue;
+                }
+            }
+        }
+        let c = rest.chars().next().map_or(1, char::len_utf8);
+        out.push_str(&rest[..c]);
+        i += c;
+    }
     out
 }
 
@@ -106,8 +183,16 @@ pub(crate) enum ChatAction {
     ToggleAfk,
 }
 
-/// Processes a cleaned chat line: `/me`, `/sp`, `/afk`, greentext, escaping, links.
-pub(crate) fn process_chat(msg: &str) -> ChatAction {
+/// Whether CyTube passes a chat line through its flood limiter twice: `/me` and `/sp` are commands
+/// that send their text as a new chat message.
+pub(crate) fn counts_twice(msg: &str) -> bool {
+    let command = msg.strip_prefix('/').map(|rest| rest.split(' ').next().unwrap_or(rest));
+    matches!(command, Some("me" | "sp"))
+}
+
+/// Processes a cleaned chat line: `/me`, `/sp`, `/afk`, greentext, escaping, filters (in a
+/// channel with `filters`), links.
+pub(crate) fn process_chat(msg: &str, filters: bool) -> ChatAction {
     let mut meta: Vec<(&str, &str)> = Vec::new();
     let mut text = msg;
     if let Some(cmd_line) = msg.strip_prefix('/') {
@@ -136,12 +221,13 @@ pub(crate) fn process_chat(msg: &str) -> ChatAction {
         "{{{}}}",
         meta.iter().map(|(k, v)| format!(r#""{k}":{v}"#)).collect::<Vec<_>>().join(",")
     );
-    ChatAction::Say { msg: linkify(&escape(text)), meta }
+    ChatAction::Say { msg: render(&escape(text), filters), meta }
 }
 
-/// A PM's text: cleaned, escaped and linkified, no commands.
-pub(crate) fn process_pm(raw: &str) -> String {
-    linkify(&escape(&clean_input(raw)))
+/// A PM's text: cleaned, escaped, filtered (in a channel with `filters`) and linkified, no
+/// commands.
+pub(crate) fn process_pm(raw: &str, filters: bool) -> String {
+    render(&escape(&clean_input(raw)), filters)
 }
 
 /// One set of flood parameters, as CyTube passes them to its limiter: `burst` messages,
@@ -213,8 +299,9 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
+    /// A line said in an unregistered channel (no chat filters), as in the first recordings.
     fn say(msg: &str) -> (String, String) {
-        match process_chat(msg) {
+        match process_chat(msg, false) {
             ChatAction::Say { msg, meta } => (msg, meta),
             ChatAction::ToggleAfk => panic!("not a chat line"),
         }
@@ -257,11 +344,38 @@ mod tests {
             ("spoiler text".into(), r#"{"addClass":"spoiler"}"#.into())
         );
         assert_eq!(say("/mean"), ("/mean".into(), "{}".into()));
-        assert_eq!(process_chat("/afk"), ChatAction::ToggleAfk);
+        assert_eq!(process_chat("/afk", false), ChatAction::ToggleAfk);
         assert_eq!(clean_input(&"x".repeat(330)).len(), 320);
         assert_eq!(clean_input("a\n\tb"), "a b");
-        assert_eq!(process_pm("/me pokes <b>"), "/me pokes &lt;b&gt;");
-        assert_eq!(linkify("http:// x"), "http:// x");
+        assert_eq!(process_pm("/me pokes <b>", false), "/me pokes &lt;b&gt;");
+        assert_eq!(render("http:// x", true), "http:// x");
+        assert!(counts_twice("/me waves") && counts_twice("/sp x") && counts_twice("/me"));
+        assert!(!counts_twice("/mean") && !counts_twice("me") && !counts_twice("/afk"));
+    }
+
+    #[test]
+    fn default_filters_as_cytube_runs_them() {
+        let cases = [
+            ("_italic_", "<em>italic</em>"),
+            ("snake_case_name", "snake<em>case</em>name"),
+            ("__double__", "<em>_double</em>_"),
+            ("*a*b*c*", "<strong>a</strong>b<strong>c</strong>"),
+            ("`code with *star*`", "<code>code with <strong>star</strong></code>"),
+            (
+                "~~s~~ [SP]x[/sp] [sp][/sp]",
+                r#"<s>s</s> <span class="spoiler">x</span> <span class="spoiler"></span>"#,
+            ),
+            ("_unclosed", "_unclosed"),
+            ("é_é_é", "é<em>é</em>é"),
+        ];
+        for (typed, html) in cases {
+            assert_eq!(default_filters(typed), html, "{typed}");
+        }
+        assert_eq!(
+            render("_x_ http://e.com/a_b_c y_z_", true),
+            r#"<em>x</em> <a href="http://e.com/a_b_c" target="_blank" rel="noopener noreferrer">http://e.com/a_b_c</a> y<em>z</em>"#,
+            "links are left alone"
+        );
     }
 
     #[test]
@@ -288,5 +402,57 @@ mod tests {
         assert!(l.throttle_at(ms(5000), antiflood));
         let passed = (0..10).filter(|_| !l.throttle_at(ms(9001), antiflood)).count();
         assert_eq!(passed, 4);
+    }
+
+    /// What the fake broadcasts for each line alice typed in the recorded `filters` scenarios (a
+    /// registered channel with CyTube's default filters, and an unregistered one without) is what
+    /// the real server broadcast.
+    #[test]
+    fn chat_and_pms_are_rendered_as_recorded() {
+        for (scenario, filters) in [("filters", true), ("filters_unregistered", false)] {
+            let path =
+                format!("{}/fixtures/cytube/{scenario}.peers.jsonl", env!("CARGO_MANIFEST_DIR"));
+            let mut typed = std::collections::VecDeque::new();
+            let mut checked = 0;
+            for line in std::fs::read_to_string(path).expect("fixture").lines() {
+                let record: serde_json::Value = serde_json::from_str(line).expect("json");
+                let frame = record["frame"].as_str().unwrap_or_default();
+                if record["conn"] != "alice" || !frame.starts_with("42") {
+                    continue;
+                }
+                let event: serde_json::Value = serde_json::from_str(&frame[2..]).expect("event");
+                let (name, arg) = (event[0].as_str().unwrap_or_default(), &event[1]);
+                match (record["dir"].as_str(), name) {
+                    (Some("in"), "cooldown") => {
+                        typed.pop_front();
+                    }
+                    (Some("out"), "chatMsg" | "pm") => {
+                        typed.push_back((
+                            name.to_owned(),
+                            arg["msg"].as_str().unwrap_or_default().to_owned(),
+                        ));
+                    }
+                    (Some("in"), "chatMsg" | "pm") if arg["username"] == "alice" => {
+                        let (kind, text) = typed.pop_front().expect("typed before echoed");
+                        let ours = if kind == "pm" {
+                            process_pm(&text, filters)
+                        } else {
+                            match process_chat(&clean_input(&text), filters) {
+                                ChatAction::Say { msg, .. } => msg,
+                                ChatAction::ToggleAfk => panic!("{text}"),
+                            }
+                        };
+                        assert_eq!(
+                            ours,
+                            arg["msg"].as_str().unwrap_or_default(),
+                            "{scenario}: {text:?}"
+                        );
+                        checked += 1;
+                    }
+                    _ => {}
+                }
+            }
+            assert!(checked >= 25, "{scenario}: {checked} lines");
+        }
     }
 }

@@ -37,6 +37,7 @@ const SECTIONS: &[(&str, Keys)] = &[
             ("username", &["\"RoseyBot\""]),
             ("password", &["\"pw\""]),
             ("channel_password", &["\"pw\""]),
+            ("connect_timeout", &["60"]),
             ("pasword", &[]),
         ],
     ),

@@ -54,6 +54,11 @@ pub struct CytubeConfig {
     /// given as `ROSEY_CYTUBE_CHANNEL_PASSWORD`.
     #[serde(default)]
     pub channel_password: Option<Secret>,
+    /// Longest time, in seconds, that starting may spend retrying passing failures (server
+    /// unreachable, HTTP 5xx, `Rate limit exceeded`, timeouts) before the bot gives up; `None` (the
+    /// default) retries until joined or stopped. At least 1 when given (an addition to the spec's keys).
+    #[serde(default)]
+    pub connect_timeout: Option<u64>,
 }
 
 fn default_cytube_server() -> String {

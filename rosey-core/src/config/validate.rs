@@ -87,6 +87,12 @@ pub(super) fn check(config: &Config, stage: Stage) -> Vec<ConfigError> {
                 "must not be empty; leave the key out to join as a guest".to_owned(),
             );
         }
+        if cytube.connect_timeout == Some(0) {
+            fail(
+                "cytube.connect_timeout",
+                "must be at least 1 second (leave it out to retry until joined)".to_owned(),
+            );
+        }
         if cytube.channel_password.as_ref().is_some_and(|password| password.expose().is_empty()) {
             fail(
                 "cytube.channel_password",

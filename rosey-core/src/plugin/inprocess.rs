@@ -375,7 +375,7 @@ mod tests {
             args: args.to_owned(),
             message: format!("!{name} {args}"),
             time: 0,
-            private: false,
+            via: Default::default(),
         }
     }
 

@@ -170,7 +170,7 @@ impl Node {
             args: String::new(),
             message: format!("!{command}"),
             time: 1,
-            private: false,
+            via: Default::default(),
         };
         let payload = serde_json::to_vec(&event).unwrap();
         let subject = format!("rosey.command.{command}");

@@ -102,6 +102,11 @@ impl ChannelState {
         self.own_rank = -1.0;
     }
 
+    /// The bot's rank as the server last said (-1 before the first `rank`).
+    pub(super) fn own_rank(&self) -> f64 {
+        self.own_rank
+    }
+
     /// The login succeeded under `name` (CyTube's spelling).
     pub(super) fn logged_in(&mut self, name: &str) {
         self.incoming.set_bot_name(name);

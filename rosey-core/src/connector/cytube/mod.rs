@@ -123,6 +123,15 @@ pub enum CytubeError {
     /// The server kicked the bot.
     #[error("kicked by the server: {0}")]
     Kicked(String),
+    /// Starting gave up: passing failures went on for longer than
+    /// [`CytubeOptions::connect_timeout`].
+    #[error("not joined within {after:?} (cytube.connect_timeout); last error: {last}")]
+    GaveUp {
+        /// The connect timeout.
+        after: Duration,
+        /// The last failure.
+        last: Box<CytubeError>,
+    },
 }
 
 impl CytubeError {
@@ -131,7 +140,7 @@ impl CytubeError {
     /// bot's own old session, which the server drops after its ping timeout, so it is worth retrying.
     pub fn is_permanent(&self, reconnecting: bool) -> bool {
         match self {
-            Self::UnknownChannel { .. } | Self::ChannelPassword(_) => true,
+            Self::UnknownChannel { .. } | Self::ChannelPassword(_) | Self::GaveUp { .. } => true,
             Self::Login { reason, .. } => !(reconnecting && reason.contains("already in use")),
             Self::Kicked(reason) => {
                 let reason = reason.to_lowercase();
@@ -176,6 +185,12 @@ pub struct CytubeOptions {
     pub stable_after: Duration,
     /// Time allowed for each handshake step (connect, join, login).
     pub handshake_timeout: Duration,
+    /// Longest time [`Connector::start`] spends retrying passing failures (server unreachable,
+    /// HTTP 5xx, `Rate limit exceeded`, timeouts) with the [`reconnect`](Self::reconnect) backoff
+    /// before it fails with [`CytubeError::GaveUp`]; `None` retries until joined (or the start is
+    /// abandoned). Permanent failures (wrong password, ban, unknown channel, name taken or
+    /// registered, duplicate login) fail the start at once either way.
+    pub connect_timeout: Option<Duration>,
     /// Most lines (pieces of messages) waiting to be sent, connected or not (1 000). Beyond it the
     /// oldest are dropped, counted in [`ConnectorStats::outbox_dropped`] and logged as an error (rate-limited),
     /// so a flood of replies can neither grow memory nor delay the newest answers for long.
@@ -184,9 +199,10 @@ pub struct CytubeOptions {
 
 impl CytubeOptions {
     /// Options for `channel` on `server` as `username` (a guest unless a password is set), with the
-    /// defaults: 320-character messages (10 at most per reply), a burst of 15 then 8 a second,
-    /// reconnects after 1 s, 2 s, 4 s… capped at 60 s with ±30 % jitter, 10 s per handshake step,
-    /// at most 1 000 lines waiting to be sent.
+    /// defaults: 320-character messages (10 at most per reply), a burst of 15 then 8 a second (and
+    /// the channel's antiflood limit when stricter), reconnects after 1 s, 2 s, 4 s… capped at 60 s
+    /// with ±30 % jitter (also when the first connection fails for a passing reason, with no
+    /// overall limit), 10 s per handshake step, at most 1 000 lines waiting to be sent.
     pub fn new(server: &str, channel: &str, username: &str) -> Self {
         Self {
             server: server.to_owned(),
@@ -208,6 +224,7 @@ impl CytubeOptions {
             refused_delay: Duration::from_secs(10),
             stable_after: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
+            connect_timeout: None,
             outbox_capacity: 1_000,
         }
     }
@@ -217,6 +234,7 @@ impl CytubeOptions {
         Self {
             password: config.password.clone(),
             channel_password: config.channel_password.clone(),
+            connect_timeout: config.connect_timeout.map(Duration::from_secs),
             ..Self::new(&config.server, &config.channel, &config.username)
         }
     }
@@ -304,9 +322,19 @@ impl Connector for CytubeConnector {
         let tls = discovery::tls_config()?;
         let mut state = ChannelState::new(&options, users, stats);
         health.report(false, || format!("joining {}", options.channel));
-        let link = match connect(&options, &tls, &mut state, bus.as_ref()).await {
-            Ok(link) => link,
+        let mut retry = Retry::new(&options, &tls, &health);
+        let deadline =
+            options.connect_timeout.map(|after| (tokio::time::Instant::now() + after, after));
+        // Never cancelled: abandoning the start (dropping this future) is how a start is stopped.
+        let never = CancellationToken::new();
+        let connected =
+            retry.connect(None, deadline, &mut state, bus.as_ref(), &mut outgoing, &never).await;
+        let link = match connected {
+            Ok(Some(link)) => link,
+            // Unreachable with a token nobody cancels; an error rather than a panic all the same.
+            Ok(None) => return Err(CytubeError::Lost("the start was abandoned".into()).into()),
             Err(error) => {
+                tracing::error!(message = "cannot join the CyTube channel", channel = %options.channel, %error);
                 health.report(false, || format!("disconnected: {error}"));
                 return Err(error.into());
             }
@@ -352,54 +380,29 @@ async fn run(
     health: &Health,
     stop: &CancellationToken,
 ) -> Result<(), CytubeError> {
-    let mut attempt = 0;
+    let mut retry = Retry::new(options, tls, health);
+    retry.reconnecting = true;
     loop {
         let since = Instant::now();
         let end = link.serve(&mut state, bus.as_ref(), outgoing, stop).await;
-        let mut error = match end {
+        let error = match end {
             SessionEnd::Shutdown => return Ok(()),
             SessionEnd::Ended(err) => err,
         };
         state.outbox.connection_lost(Instant::now());
         if since.elapsed() >= options.stable_after {
-            attempt = 0;
+            retry.attempt = 0;
         }
         // Reconnect until it works, shutdown, or an error that retrying cannot fix.
-        link = loop {
-            if error.is_permanent(true) {
+        link = match retry
+            .connect(Some(error), None, &mut state, bus.as_ref(), outgoing, stop)
+            .await
+        {
+            Ok(Some(link)) => link,
+            Ok(None) => return Ok(()),
+            Err(error) => {
                 tracing::error!(message = "CyTube connector stopped", channel = %options.channel, %error);
                 return Err(error);
-            }
-            let mut delay = options.reconnect.delay_with_jitter(attempt, random_fraction());
-            if let CytubeError::ConnectRefused(_) = error {
-                delay = delay.max(options.refused_delay);
-            }
-            attempt = attempt.saturating_add(1);
-            health.report(false, || format!("reconnecting: {error}"));
-            tracing::warn!(
-                message = "CyTube connection lost; reconnecting",
-                channel = %options.channel,
-                %error,
-                attempt,
-                delay = ?delay
-            );
-            // What is said meanwhile waits in the outbox, which bounds itself.
-            let pause = tokio::time::sleep(delay);
-            tokio::pin!(pause);
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return Ok(()),
-                    () = &mut pause => break,
-                    Some(message) = outgoing.recv() => state.outbox.push(message),
-                }
-            }
-            let connected = tokio::select! {
-                () = stop.cancelled() => return Ok(()),
-                connected = connect(options, tls, &mut state, bus.as_ref()) => connected,
-            };
-            match connected {
-                Ok(link) => break link,
-                Err(err) => error = err,
             }
         };
         state.stats.reconnected();
@@ -409,6 +412,111 @@ async fn run(
             channel = %options.channel,
             queued = state.outbox.len() + outgoing.len()
         );
+    }
+}
+
+/// Connecting again and again with backoff: at start (passing failures are retried, permanent ones
+/// fail the start, within [`CytubeOptions::connect_timeout`] if set) and after a lost connection.
+struct Retry<'a> {
+    options: &'a CytubeOptions,
+    tls: &'a Arc<rustls::ClientConfig>,
+    health: &'a Health,
+    /// Failed attempts since the last stable connection: the backoff's exponent.
+    attempt: u32,
+    /// Whether the bot was connected before (a guest name "in use" is then probably its own ghost).
+    reconnecting: bool,
+}
+
+impl<'a> Retry<'a> {
+    fn new(
+        options: &'a CytubeOptions,
+        tls: &'a Arc<rustls::ClientConfig>,
+        health: &'a Health,
+    ) -> Self {
+        Self { options, tls, health, attempt: 0, reconnecting: false }
+    }
+
+    /// Connects until joined: `Ok(None)` when `stop` is cancelled first; the error when retrying
+    /// cannot fix it, or (`deadline`, with the timeout it came from) when time is up. `failed` is the
+    /// failure that calls for a retry, if any: the first attempt then waits out the backoff too.
+    /// What is said meanwhile waits in the outbox, which bounds itself.
+    async fn connect(
+        &mut self,
+        mut failed: Option<CytubeError>,
+        deadline: Option<(tokio::time::Instant, Duration)>,
+        state: &mut ChannelState,
+        bus: &dyn EventBus,
+        outgoing: &mut mpsc::Receiver<Outgoing>,
+        stop: &CancellationToken,
+    ) -> Result<Option<Link>, CytubeError> {
+        let options = self.options;
+        let give_up = |last: CytubeError| match deadline {
+            Some((_, after)) => CytubeError::GaveUp { after, last: Box::new(last) },
+            None => last,
+        };
+        loop {
+            if let Some(error) = failed.take() {
+                if error.is_permanent(self.reconnecting) {
+                    return Err(error);
+                }
+                let mut delay =
+                    options.reconnect.delay_with_jitter(self.attempt, random_fraction());
+                if let CytubeError::ConnectRefused(_) = error {
+                    delay = delay.max(options.refused_delay);
+                }
+                if deadline.is_some_and(|(at, _)| tokio::time::Instant::now() + delay >= at) {
+                    return Err(give_up(error));
+                }
+                self.attempt = self.attempt.saturating_add(1);
+                let attempt = self.attempt;
+                if self.reconnecting {
+                    self.health.report(false, || format!("reconnecting: {error}"));
+                    tracing::warn!(
+                        message = "CyTube connection lost; reconnecting",
+                        channel = %options.channel,
+                        %error,
+                        attempt,
+                        delay = ?delay
+                    );
+                } else {
+                    self.health.report(false, || format!("joining {}: {error}", options.channel));
+                    tracing::warn!(
+                        message = "cannot join the CyTube channel yet; retrying",
+                        channel = %options.channel,
+                        %error,
+                        attempt,
+                        delay = ?delay
+                    );
+                }
+                let pause = tokio::time::sleep(delay);
+                tokio::pin!(pause);
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return Ok(None),
+                        () = &mut pause => break,
+                        Some(message) = outgoing.recv() => state.outbox.push(message),
+                    }
+                }
+            }
+            let attempt = connect(options, self.tls, state, bus);
+            let connected = tokio::select! {
+                () = stop.cancelled() => return Ok(None),
+                connected = async {
+                    match deadline {
+                        Some((at, _)) => tokio::time::timeout_at(at, attempt).await.ok(),
+                        None => Some(attempt.await),
+                    }
+                } => connected,
+            };
+            match connected {
+                Some(Ok(link)) => return Ok(Some(link)),
+                Some(Err(error)) => failed = Some(error),
+                None => {
+                    let after = deadline.map_or(options.handshake_timeout, |(_, after)| after);
+                    return Err(give_up(CytubeError::Timeout("join", after)));
+                }
+            }
+        }
     }
 }
 

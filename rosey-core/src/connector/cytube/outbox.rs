@@ -42,6 +42,18 @@ pub(super) fn clip(mut text: String, max_length: usize, max_pieces: usize) -> St
     text
 }
 
+/// How many times CyTube's flood limiter counts `message`: twice for a chat line that is one of
+/// CyTube's chat commands sending a message of its own (`/me`, `/sp`, `/say`, `/rcv`, `/shout`,
+/// `/a`: the command and then its message), once otherwise. PMs run no commands.
+fn limiter_slots(message: &Outgoing) -> u32 {
+    let Outgoing::Chat(text) = message else { return 1 };
+    let command = text.strip_prefix('/').map(|rest| rest.split(' ').next().unwrap_or(rest));
+    match command {
+        Some("me" | "sp" | "say" | "rcv" | "shout" | "a") => 2,
+        _ => 1,
+    }
+}
+
 /// One message to send, already cut to the channel's limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Outgoing {
@@ -193,7 +205,8 @@ impl Outbox {
         if self.queue.is_empty() {
             return Ok(None);
         }
-        self.limiter.acquire(now)?;
+        let slots = self.queue.front().map_or(1, limiter_slots);
+        self.limiter.acquire_slots(now, slots)?;
         self.requeued = 0;
         let next = self.queue.pop_front();
         self.settle();

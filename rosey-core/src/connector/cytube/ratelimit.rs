@@ -145,6 +145,18 @@ impl RateLimiter {
         Err(interval.min(reset_after) - quiet)
     }
 
+    /// Takes `slots` send slots at once, or none: a chat command such as `/me` passes CyTube's
+    /// limiter twice, as the line and as the message it sends. Past the burst the second pass
+    /// comes too soon after the first, so such a line waits for the burst to come back.
+    pub(super) fn acquire_slots(&mut self, now: Instant, slots: u32) -> Result<(), Duration> {
+        let mut trial = self.clone();
+        for _ in 0..slots.max(1) {
+            trial.acquire(now)?;
+        }
+        *self = trial;
+        Ok(())
+    }
+
     fn accept(&mut self, now: Instant, count: u32) {
         self.count = count;
         self.last = Some(now);
@@ -245,6 +257,33 @@ mod tests {
         // Every other message is 90 ms late: the next one looks 90 ms closer to the server.
         let jitter = |i: usize| if i.is_multiple_of(2) { 90 } else { 0 };
         assert_eq!(run(&mut limiter, &mut server, t0, 0, 30, (4, 1.0, 4.0), jitter).0, 0);
+    }
+
+    #[test]
+    fn a_me_line_passing_the_limiter_twice_is_never_dropped() {
+        // CyTube runs `/me text` through the limiter as the line, then as the message it sends.
+        let t0 = Instant::now();
+        let mut limiter = RateLimiter::new(FloodLimit::new(4, 1.0, Some(4.0)));
+        let mut server = CytubeModel::new();
+        let (mut at, mut dropped) = (0u64, 0);
+        for i in 0..12 {
+            let slots = if i % 3 == 0 { 2 } else { 1 };
+            while let Err(wait) = limiter.acquire_slots(t0 + MS * at as u32, slots) {
+                at += wait.as_millis().max(1) as u64;
+            }
+            let arrives = 1_000_000 + at + 5;
+            if (0..slots).any(|_| server.throttle(arrives, 4, 1.0, 4.0)) {
+                dropped += 1;
+            }
+        }
+        assert_eq!(dropped, 0);
+        // Without the second slot, a `/me` past the burst is always dropped by the server.
+        let mut server = CytubeModel::new();
+        let drops = (0..5).filter(|_| server.throttle(1_000_000, 4, 1.0, 4.0)).count();
+        assert_eq!(drops, 1);
+        let me_later = 1_000_000 + 1_500;
+        assert!(!server.throttle(me_later, 4, 1.0, 4.0), "the line passes");
+        assert!(server.throttle(me_later, 4, 1.0, 4.0), "its message does not");
     }
 
     #[test]

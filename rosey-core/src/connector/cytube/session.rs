@@ -31,6 +31,10 @@ const MAX_FRAME: usize = 2 * 1024 * 1024;
 /// How long closing the websocket may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a bot that logged in on a channel with a password waits to be admitted as a moderator
+/// (`cancelNeedPassword`) before giving up.
+const ADMISSION_WAIT: Duration = Duration::from_secs(5);
+
 /// How many guest logins in a row may be refused with "restricted to one per … seconds".
 const GUEST_DELAY_RETRIES: u32 = 3;
 
@@ -159,21 +163,58 @@ impl Link {
                         let pw = Value::String(pw.expose().to_owned());
                         self.send(&Frame::event("channelPassword", pw)).await?;
                     }
-                    Some(_) => {
-                        return Err(CytubeError::ChannelPassword(
-                            "the channel password was rejected (cytube.channel_password)".into(),
-                        ));
-                    }
-                    None => {
-                        return Err(CytubeError::ChannelPassword(
-                            "the channel has a password; set cytube.channel_password".into(),
-                        ));
+                    configured => {
+                        let why = match configured {
+                            Some(_) => {
+                                "the channel password was rejected (cytube.channel_password)"
+                            }
+                            None => "the channel has a password; set cytube.channel_password",
+                        };
+                        return self.login_past_password(options, state, bus, why).await;
                     }
                 },
                 _ => {}
             }
         }
         self.login(options, state, bus).await
+    }
+
+    /// The channel wants a password the bot does not have: CyTube admits a moderator (rank 2 and up)
+    /// without it once logged in, with `cancelNeedPassword` and then the join burst. Logs in and waits
+    /// [`ADMISSION_WAIT`] for that; `why` is the error if the bot is not admitted.
+    async fn login_past_password(
+        &mut self,
+        options: &CytubeOptions,
+        state: &mut ChannelState,
+        bus: &dyn EventBus,
+        why: &str,
+    ) -> Result<(), CytubeError> {
+        tracing::info!(
+            message = "the channel has a password; logging in first, as CyTube admits moderators without it",
+            channel = %state.channel
+        );
+        self.login(options, state, bus).await?;
+        // Admission is `cancelNeedPassword` and the join burst, which ends with `userlist`; either
+        // may come first, so the join is complete at `userlist`.
+        let mut step = Step::new("cancelNeedPassword", ADMISSION_WAIT);
+        loop {
+            match self.next_event(&step, state, bus).await {
+                Ok((name, _)) if name == "userlist" => return Ok(()),
+                Ok((name, _)) if name == "cancelNeedPassword" => {
+                    step = Step::new("join (userlist)", options.handshake_timeout);
+                }
+                Ok(_) => {}
+                Err(CytubeError::Timeout("cancelNeedPassword", _)) => {
+                    return Err(CytubeError::ChannelPassword(format!(
+                        "{why} (logged in as {} with rank {}; only moderators, rank 2 and up, \
+                         are let in without it)",
+                        state.incoming.bot_name(),
+                        state.own_rank()
+                    )));
+                }
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     async fn login(

@@ -1,13 +1,22 @@
-//! Chat text: CyTube sends chat as HTML; plugins and users want plain text, and CyTube cuts messages at
-//! the channel's limit (320 UTF-16 units by default), so long replies are split on word boundaries.
+//! Chat text: CyTube sends chat as HTML; plugins and users want what was typed, and CyTube cuts messages
+//! at the channel's limit (320 UTF-16 units by default), so long replies are split on word boundaries.
+//!
+//! CyTube escapes `<`, `>` and `&`, turns links into `<a>` tags and runs the channel's chat filters,
+//! whose defaults turn markup into HTML: `` `x` `` → `<code>`, `*x*` → `<strong>`, `_x_` → `<em>`,
+//! `~~x~~` → `<s>`, `[sp]x[/sp]` → `<span class="spoiler">`. A user's own `<` always arrives escaped,
+//! so these tags can only come from the filters: they are turned back into the markup (so
+//! `snake_case_name` stays itself), links into their text, and any other tag (a channel's custom
+//! filter) is dropped.
 
 /// The default `max-chat-message-length` of a CyTube server.
 pub(super) const DEFAULT_MAX_LENGTH: usize = 320;
 
-/// Strips tags (a link becomes its text) and decodes HTML entities. Never fails: anything that is not
-/// a recognised entity or a closed tag is kept as typed.
+/// What was typed, from CyTube's HTML: the default filters' tags back to their markup, other tags
+/// stripped (a link becomes its text), HTML entities decoded. Never fails: anything that is not a
+/// recognised entity or a closed tag is kept as typed.
 pub fn html_to_text(html: &str) -> String {
     let mut out = String::with_capacity(html.len());
+    let mut spans = SpanStack::default();
     let mut rest = html;
     while let Some(i) = rest.find(['<', '&']) {
         out.push_str(&rest[..i]);
@@ -17,6 +26,9 @@ pub fn html_to_text(html: &str) -> String {
             // keeps a hostile line of many `<` linear rather than quadratic.
             match rest[1..].find(['<', '>']).map(|i| i + 1) {
                 Some(end) if rest.as_bytes()[end] == b'>' && looks_like_tag(&rest[1..end]) => {
+                    if let Some(markup) = filter_markup(&rest[1..end], &mut spans) {
+                        out.push_str(markup);
+                    }
                     rest = &rest[end + 1..];
                 }
                 _ => {
@@ -39,6 +51,56 @@ pub fn html_to_text(html: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The markup a default CyTube filter turned into the tag `<inside>`, if it is one of theirs.
+fn filter_markup(inside: &str, spans: &mut SpanStack) -> Option<&'static str> {
+    match inside {
+        "em" | "/em" => Some("_"),
+        "strong" | "/strong" => Some("*"),
+        "code" | "/code" => Some("`"),
+        "s" | "/s" => Some("~~"),
+        r#"span class="spoiler""# => {
+            spans.open(true);
+            Some("[sp]")
+        }
+        "/span" => spans.close().then_some("[/sp]"),
+        _ => {
+            let name = inside.split([' ', '\t', '\n', '/']).next().unwrap_or_default();
+            if name.eq_ignore_ascii_case("span") {
+                spans.open(false);
+            }
+            None
+        }
+    }
+}
+
+/// Which open `<span>`s are spoilers, so that each `</span>` closes the right kind. Only the innermost
+/// [`MAX_DEPTH`](SpanStack::MAX_DEPTH) are remembered, so hostile nesting costs no memory.
+#[derive(Debug, Default)]
+struct SpanStack {
+    /// Bit `i` is set when the span at depth `i` is a spoiler.
+    spoilers: u64,
+    depth: u32,
+}
+
+impl SpanStack {
+    const MAX_DEPTH: u32 = 64;
+
+    fn open(&mut self, spoiler: bool) {
+        if self.depth < Self::MAX_DEPTH {
+            self.spoilers =
+                (self.spoilers & !(1 << self.depth)) | (u64::from(spoiler) << self.depth);
+        }
+        self.depth = self.depth.saturating_add(1);
+    }
+
+    /// Closes the innermost span; whether it was a spoiler.
+    fn close(&mut self) -> bool {
+        let Some(depth) = self.depth.checked_sub(1) else { return false };
+        self.depth = depth;
+        depth < Self::MAX_DEPTH && self.spoilers & (1 << depth) != 0
+    }
 }
 
 fn looks_like_tag(inside: &str) -> bool {

@@ -360,7 +360,7 @@ fn probe_event(probe: &str) -> (String, serde_json::Value) {
         args: args.to_owned(),
         message: probe.to_owned(),
         time: now_millis(),
-        private: false,
+        via: Default::default(),
     };
     let subject = format!("{}.{command}", subject::COMMAND_PREFIX);
     (subject, serde_json::to_value(&event).unwrap_or_default())

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::bus::{EventBus, EventBusExt, MemoryBus};
-use crate::event::{ChatSend, CommandEvent, PmSend};
+use crate::event::{ChatSend, CommandEvent, PmSend, Via};
 use crate::plugin::{
     Action, ControlError, ExitReason, INSTANCE_INPUT_CAPACITY, Instance, InstanceOutput, Manifest,
     PluginManager, PluginRuntime, PluginState, PluginStatus, ReloadReport, RuntimeError, StartStep,
@@ -159,11 +159,11 @@ impl Bed {
     }
 
     async fn command(&self, args: &str) {
-        self.command_from("alice", args, false).await;
+        self.command_from("alice", args, Via::Chat).await;
     }
 
-    /// `!roll <args>` from `user`, said in the channel or sent by PM (`private`).
-    async fn command_from(&self, user: &str, args: &str, private: bool) {
+    /// `!roll <args>` from `user`, said in the channel or sent by PM (`via`).
+    async fn command_from(&self, user: &str, args: &str, via: Via) {
         let event = CommandEvent {
             channel: "lobby".to_owned(),
             user: user.to_owned(),
@@ -172,7 +172,7 @@ impl Bed {
             args: args.to_owned(),
             message: format!("!roll {args}"),
             time: 0,
-            private,
+            via,
         };
         self.bus.publish_json("rosey.command.roll", &event).await.unwrap();
     }
@@ -357,11 +357,11 @@ async fn the_replies_and_refusals_of_a_private_command_go_by_pm_to_its_sender() 
         assert_eq!(pm.channel, "lobby", "sent through the channel's connection");
         (pm.to, pm.message)
     };
-    bed.command_from("alice", "1", true).await;
+    bed.command_from("alice", "1", Via::Pm).await;
     let HostMessage::Event { id, data, .. } = puppet.next().await else { panic!("an event") };
-    assert_eq!(data["private"], true, "the plugin can tell");
-    bed.command_from("bob", "2", true).await; // waits in the queue
-    bed.command_from("carol", "3", true).await; // the queue is full
+    assert_eq!(data["via"], "pm", "the plugin can tell");
+    bed.command_from("bob", "2", Via::Pm).await; // waits in the queue
+    bed.command_from("carol", "3", Via::Pm).await; // the queue is full
     let busy = "❌ puppet is busy, try again in a moment";
     assert_eq!(next_pm().await, ("carol".to_owned(), busy.to_owned()));
     puppet.say(PluginMessage::Reply { id, message: "one".to_owned() }).await;
@@ -370,7 +370,7 @@ async fn the_replies_and_refusals_of_a_private_command_go_by_pm_to_its_sender() 
     let HostMessage::Event { id, .. } = puppet.next().await else { panic!("bob's event") };
     puppet.say(PluginMessage::Done { id, error: None }).await;
     // The first line said in the channel is the reply to a command said there.
-    bed.command_from("dave", "4", false).await;
+    bed.command_from("dave", "4", Via::Chat).await;
     let HostMessage::Event { id, .. } = puppet.next().await else { panic!("dave's event") };
     puppet.say(PluginMessage::Reply { id, message: "out loud".to_owned() }).await;
     let message = futures_util::StreamExt::next(&mut said).await.unwrap();

@@ -49,14 +49,19 @@ const MARKUP: &[&str] = &[
     "&;",
 ];
 
-/// Tags CyTube wraps chat in (a link, formatting).
-const WRAPPERS: &[&str] = &[
-    "",
-    "b",
-    "i",
-    "strong",
-    "span class=\"x\"",
-    "a href=\"http://x.io/?a=1&amp;b=2\" target=\"_blank\"",
+/// Tags chat may be wrapped in (a link, a channel's own filter, a default filter), with the markup
+/// the default filters' tags read back as.
+const WRAPPERS: &[(&str, &str, &str)] = &[
+    ("", "", ""),
+    ("b", "", ""),
+    ("i", "", ""),
+    ("span class=\"x\"", "", ""),
+    ("a href=\"http://x.io/?a=1&amp;b=2\" target=\"_blank\"", "", ""),
+    ("strong", "*", "*"),
+    ("em", "_", "_"),
+    ("code", "`", "`"),
+    ("s", "~~", "~~"),
+    ("span class=\"spoiler\"", "[sp]", "[/sp]"),
 ];
 
 /// Text rich in what the decoder looks at: brackets, ampersands, semicolons, hashes, letters.
@@ -121,9 +126,11 @@ proptest! {
         tag in prop::sample::select(WRAPPERS),
     ) {
         prop_assert_eq!(html_to_text(&escape(&typed)), typed.clone());
+        let (tag, open, close) = tag;
         if !tag.is_empty() {
-            let close = tag.split(' ').next().unwrap_or_default();
-            prop_assert_eq!(html_to_text(&format!("<{tag}>{}</{close}>", escape(&typed))), typed);
+            let end = tag.split(' ').next().unwrap_or_default();
+            let html = format!("<{tag}>{}</{end}>", escape(&typed));
+            prop_assert_eq!(html_to_text(&html), format!("{open}{typed}{close}"));
         }
     }
 
