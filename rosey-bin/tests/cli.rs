@@ -23,6 +23,8 @@ mod dashboard;
 mod e2e;
 #[path = "cli/floods.rs"]
 mod floods;
+#[path = "cli/interop.rs"]
+mod interop;
 #[path = "cli/prometheus.rs"]
 mod prometheus;
 #[path = "cli/storage.rs"]
