@@ -719,3 +719,230 @@ async fn the_connector_reports_joined_reconnecting_and_stopped_into_health() {
     let stopped = health.component(health::CONNECTOR).unwrap();
     assert_eq!((stopped.healthy, stopped.detail.as_str()), (false, "stopped"));
 }
+
+/// Waits until the server accepted chat from `user` saying `text`.
+async fn server_got_from(events: &mut broadcast::Receiver<ServerEvent>, user: &str, text: &str) {
+    wait_for(events, |e| match e {
+        ServerEvent::Chat { user: who, msg, .. } if who == user && msg == text => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
+/// Logs in as `name` (password `hunter22`) on a server where that account has `rank` in every channel.
+async fn account_server(name: &str, rank: Option<f64>) -> FakeCytube {
+    let account = Account::new(name, "hunter22");
+    let account = match rank {
+        Some(rank) => account.with_channel_rank(rank),
+        None => account,
+    };
+    started_server(FakeCytubeOptions { accounts: vec![account], ..FakeCytubeOptions::default() })
+        .await
+}
+
+fn logging_in(server: &FakeCytube, name: &str) -> CytubeOptions {
+    CytubeOptions { password: Some(Secret::new("hunter22".into())), ..options(server, name) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moderator_joins_a_password_channel_without_the_password() {
+    // As recorded (`moderator_password`): CyTube lets a logged-in moderator in without the channel
+    // password (`needPassword`, login, rank 2, the join burst, `cancelNeedPassword`).
+    let server = account_server("RoseyMod", Some(2.0)).await;
+    let channel = server.channel(CHANNEL);
+    channel.set_registered(true);
+    channel.set_password(Some("letmein"));
+    channel.join_peer("alice", 0.0);
+    let mut events = server.subscribe();
+    let bot = Bot::start(logging_in(&server, "RoseyMod")).await;
+    let (healthy, detail) = bot.health_until(|healthy, _| healthy).await;
+    assert!(healthy && detail == "joined testchan as RoseyMod", "{detail}");
+    bot.say("a moderator needs no password").await;
+    server_got_from(&mut events, "RoseyMod", "a moderator needs no password").await;
+    let mut chat = bot.subscribe("cytube.chat.message").await;
+    channel.say("alice", "hi mod");
+    let line: ChatMessage = next(&mut chat).await;
+    assert_eq!((line.user.as_str(), line.message.as_str()), ("alice", "hi mod"));
+    assert_eq!(bot.users.rank("RoseyMod"), Some(2.0));
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_or_guest_without_the_channel_password_is_told_why_after_logging_in() {
+    let server = account_server("RoseyMember", None).await;
+    server.channel(CHANNEL).set_password(Some("letmein"));
+    let started = std::time::Instant::now();
+    let err = Bot::try_start(logging_in(&server, "RoseyMember")).await.err().unwrap();
+    assert!(err.contains("set cytube.channel_password"), "{err}");
+    assert!(err.contains("logged in as RoseyMember with rank 1"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "a few seconds, not the whole timeout");
+    let err = Bot::try_start(options(&server, "RoseyGuest")).await.err().unwrap();
+    assert!(err.contains("with rank 0") && err.contains("set cytube.channel_password"), "{err}");
+}
+
+/// A connector started in the background, with the health registry to watch it retry.
+struct Starting {
+    health: HealthRegistry,
+    task: tokio::task::JoinHandle<Result<ConnectorHandle, ConnectorError>>,
+}
+
+impl Starting {
+    fn spawn(options: CytubeOptions) -> Self {
+        let health = HealthRegistry::new();
+        let connector = CytubeConnector::new(options).with_health(health.clone());
+        let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
+        let task = tokio::spawn(Box::new(connector).start(bus));
+        Self { health, task }
+    }
+
+    /// Waits until the connector reports a failed attempt whose reason contains `why`.
+    async fn retrying(&self, why: &str) {
+        tokio::time::timeout(
+            PATIENCE,
+            self.health.wait_for(|s| {
+                s.components.iter().any(|c| {
+                    c.name == health::CONNECTOR
+                        && !c.healthy
+                        && c.detail.starts_with("joining testchan: ")
+                        && c.detail.contains(why)
+                })
+            }),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("no retry after {why:?}; health {:?}", self.health.snapshot()));
+    }
+
+    async fn joined(self) -> ConnectorHandle {
+        let started = tokio::time::timeout(PATIENCE, self.task).await.expect("joined in time");
+        started.unwrap().unwrap_or_else(|err| panic!("the start failed: {err}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passing_failures_at_start_are_retried_until_the_bot_joins() {
+    let server = started_server(FakeCytubeOptions {
+        connect_limit: Some(0),
+        ..FakeCytubeOptions::default()
+    })
+    .await;
+    let mut events = server.subscribe();
+    // The site answers 503, then refuses the socket.io connection (`Rate limit exceeded`).
+    server.fail_http(Some(503));
+    let patient =
+        CytubeOptions { refused_delay: Duration::from_millis(50), ..options(&server, BOT) };
+    let starting = Starting::spawn(patient);
+    starting.retrying("503").await;
+    server.fail_http(None);
+    starting.retrying("Rate limit exceeded").await;
+    server.set_connect_limit(None);
+    logged_in(&mut events, BOT).await;
+    let handle = starting.joined().await;
+    tokio::time::timeout(PATIENCE, handle.shutdown()).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_at_start_is_retried_until_it_answers() {
+    let server = started_server(FakeCytubeOptions::default()).await;
+    let proxy = rosey_testkit::proxy::FaultProxy::start_for_url(&server.url()).await.unwrap();
+    proxy.cut();
+    let through_proxy =
+        CytubeOptions { server: proxy.proxied_url(&server.url()), ..options(&server, BOT) };
+    let mut events = server.subscribe();
+    let starting = Starting::spawn(through_proxy);
+    starting.retrying("cannot find the channel's server").await;
+    proxy.resume();
+    logged_in(&mut events, BOT).await;
+    let handle = starting.joined().await;
+    tokio::time::timeout(PATIENCE, handle.shutdown()).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connect_timeout_bounds_retrying_at_start_and_permanent_errors_stop_at_once() {
+    let server = started_server(FakeCytubeOptions::default()).await;
+    server.fail_http(Some(502));
+    let bounded = CytubeOptions {
+        connect_timeout: Some(Duration::from_millis(800)),
+        ..options(&server, BOT)
+    };
+    let started = std::time::Instant::now();
+    let err = Bot::try_start(bounded).await.err().unwrap();
+    assert!(err.contains("not joined within 800ms (cytube.connect_timeout)"), "{err}");
+    assert!(err.contains("502"), "the last failure is named: {err}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+
+    // A wrong password is not retried, even without a connect timeout.
+    server.fail_http(None);
+    let server = account_server("RoseyReg", None).await;
+    let wrong = CytubeOptions {
+        password: Some(Secret::new("wrong".into())),
+        ..options(&server, "RoseyReg")
+    };
+    let started = std::time::Instant::now();
+    let err = Bot::try_start(wrong).await.err().unwrap();
+    assert!(err.contains("Invalid username/password combination"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3), "not retried: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_from_cytubes_chat_filters_reaches_plugins_as_typed() {
+    // A registered channel has CyTube's default filters: `_x_` arrives as `<em>x</em>`, and so on.
+    let server = started_server(FakeCytubeOptions::default()).await;
+    let channel = server.channel(CHANNEL);
+    channel.set_registered(true);
+    channel.join_peer("alice", 0.0);
+    let bot = Bot::start(options(&server, BOT)).await;
+    let mut chat = bot.subscribe("cytube.chat.message").await;
+    let mut pms = bot.subscribe("cytube.pm.message").await;
+    let lines = [
+        "!quote add snake_case_name",
+        "*bold* `code` ~~gone~~ [sp]secret[/sp]",
+        "see http://example.com/a_b_c for _more_",
+    ];
+    for line in lines {
+        channel.say("alice", line);
+        let got: ChatMessage = next(&mut chat).await;
+        assert_eq!(got.message, line);
+    }
+    let log = channel.chat_log();
+    assert!(log.iter().any(|(_, msg)| msg == "!quote add snake<em>case</em>name"), "{log:?}");
+    channel.pm("alice", BOT, "!roll _1d6_");
+    let pm: PmMessage = next(&mut pms).await;
+    assert_eq!(pm.message, "!roll _1d6_", "PMs are filtered too, and read back");
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn me_lines_that_pass_cytubes_limiter_twice_draw_no_cooldown() {
+    // `/me text` goes through CyTube's limiter as the line and again as the message it sends.
+    let server = started_server(FakeCytubeOptions::default()).await;
+    server.channel(CHANNEL).set_antiflood(Some((3, 5.0, 1)));
+    let bot = Bot::start(options(&server, BOT)).await;
+    let mut events = server.subscribe();
+    let lines: Vec<String> = (0..8)
+        .map(|i| if i % 2 == 0 { format!("/me waves {i}") } else { format!("line {i}") })
+        .collect();
+    for line in &lines {
+        bot.say(line).await;
+    }
+    let mut seen = Vec::new();
+    while seen.len() < lines.len() {
+        let event = wait_for(&mut events, |e| match e {
+            ServerEvent::Chat { user, .. } | ServerEvent::ChatDropped { user, .. }
+                if user == BOT =>
+            {
+                Some(e.clone())
+            }
+            _ => None,
+        })
+        .await;
+        match event {
+            ServerEvent::Chat { msg, .. } => seen.push(msg),
+            other => panic!("the server dropped a line: {other:?}"),
+        }
+    }
+    let expected: Vec<String> =
+        lines.iter().map(|l| l.strip_prefix("/me ").unwrap_or(l).to_owned()).collect();
+    assert_eq!(seen, expected, "every line, in order");
+    assert_eq!(bot.stats.snapshot().cooldowns, 0);
+    bot.stop().await;
+}

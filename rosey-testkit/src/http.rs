@@ -1,6 +1,8 @@
 //! The tiny HTTP listener: `GET /socketconfig/<channel>.json`, everything else 404.
 //! One request per connection: read the head, answer, close.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,16 +17,23 @@ const MAX_HEAD: usize = 16 * 1024;
 /// How long a client may take to send its request head.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves HTTP until shutdown.
-pub(crate) async fn serve(listener: TcpListener, ws_port: u16, mut shutdown: watch::Receiver<()>) {
+/// Serves HTTP until shutdown; while `failing` holds a status code (not 0), every request is
+/// answered with it (a server in trouble).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    ws_port: u16,
+    failing: Arc<AtomicU16>,
+    mut shutdown: watch::Receiver<()>,
+) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let mut shutdown = shutdown.clone();
+                    let failing = failing.load(Ordering::Relaxed);
                     tokio::spawn(async move {
                         tokio::select! {
-                            () = handle(stream, ws_port) => {}
+                            () = handle(stream, ws_port, failing) => {}
                             _ = shutdown.changed() => {}
                         }
                     });
@@ -36,7 +45,7 @@ pub(crate) async fn serve(listener: TcpListener, ws_port: u16, mut shutdown: wat
     }
 }
 
-async fn handle(mut stream: TcpStream, ws_port: u16) {
+async fn handle(mut stream: TcpStream, ws_port: u16, failing: u16) {
     let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
         Ok(Some(head)) => head,
         _ => return,
@@ -45,7 +54,12 @@ async fn handle(mut stream: TcpStream, ws_port: u16) {
     let mut parts = request_line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
     tracing::debug!(method, target, "fake cytube: http request");
-    let response = respond(method, target, ws_port);
+    let response = if failing == 0 {
+        respond(method, target, ws_port)
+    } else {
+        let status = format!("{failing} Server Trouble");
+        response(&status, "text/html; charset=utf-8", "<h1>Service Unavailable</h1>")
+    };
     let _ = stream.write_all(response.as_bytes()).await;
     let _ = stream.shutdown().await;
 }

@@ -237,6 +237,8 @@ pub enum ServerEvent {
 /// every connection down (abruptly, like a dead server).
 pub struct FakeCytube {
     inner: Arc<Inner>,
+    /// The status every HTTP request gets while the server "fails" (0: none).
+    http_failing: Arc<std::sync::atomic::AtomicU16>,
     http_port: u16,
     ws_port: u16,
     _shutdown: watch::Sender<()>,
@@ -276,10 +278,11 @@ impl FakeCytube {
                 last_guest_login: None,
             }),
         });
-        tokio::spawn(http::serve(http, ws_port, shutdown_rx.clone()));
+        let http_failing = Arc::new(std::sync::atomic::AtomicU16::new(0));
+        tokio::spawn(http::serve(http, ws_port, http_failing.clone(), shutdown_rx.clone()));
         tokio::spawn(conn::serve(inner.clone(), ws, shutdown_rx));
         tracing::debug!(http_port, ws_port, "fake cytube started");
-        Ok(FakeCytube { inner, http_port, ws_port, _shutdown: shutdown_tx })
+        Ok(FakeCytube { inner, http_failing, http_port, ws_port, _shutdown: shutdown_tx })
     }
 
     /// `http://127.0.0.1:<http_port>`: the bot's `server` setting.
@@ -338,6 +341,19 @@ impl FakeCytube {
     /// How many websockets are open.
     pub fn connections(&self) -> usize {
         self.inner.state.lock().conns.len()
+    }
+
+    /// Answers every HTTP request (socketconfig included) with `status` (a 5xx, say) until called
+    /// again with `None`, like a site behind a proxy whose backend is down.
+    pub fn fail_http(&self, status: Option<u16>) {
+        self.http_failing.store(status.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Changes [`FakeCytubeOptions::connect_limit`] (and restarts its count).
+    pub fn set_connect_limit(&self, limit: Option<u32>) {
+        let mut st = self.inner.state.lock();
+        st.options.connect_limit = limit;
+        st.connects = 0;
     }
 
     /// Restarts the count behind [`FakeCytubeOptions::connect_limit`].

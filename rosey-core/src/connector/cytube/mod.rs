@@ -4,18 +4,23 @@
 //!
 //! [`CytubeConnector`] finds the channel's server (`socketconfig`), connects, joins and logs in, then
 //! puts the channel on the bus:
-//! - `chatMsg` → [`CHAT_MESSAGE`](crate::subject::CHAT_MESSAGE), HTML decoded, with the sender's rank,
+//! - `chatMsg` → [`CHAT_MESSAGE`](crate::subject::CHAT_MESSAGE), read back as typed (HTML decoded,
+//!   CyTube's default chat filters turned back into their markup), with the sender's rank,
 //!   without the history replayed on join, the bot's own echo or server whispers;
 //!   `pm` → [`PM_MESSAGE`](crate::subject::PM_MESSAGE); `addUser` / `userLeave` →
 //!   [`USER_JOIN`](crate::subject::USER_JOIN) / [`USER_LEAVE`](crate::subject::USER_LEAVE);
 //!   `changeMedia` → [`MEDIA_CHANGE`](crate::subject::MEDIA_CHANGE); the channel's users are
 //!   queryable through the [`UserDirectory`] of [`CytubeConnector::users`];
 //! - [`CHAT_SEND`](crate::subject::CHAT_SEND) and [`PM_SEND`](crate::subject::PM_SEND) → `chatMsg` /
-//!   `pm`, split at the channel's limit on word boundaries, paced below CyTube's flood limit and
-//!   obeying its `cooldown`: delayed, never dropped;
-//! - a lost connection or a `kick` is followed by a reconnect with capped exponential backoff and
-//!   jitter, a new join and login, and then what was queued meanwhile is sent. A duplicate login, a
-//!   ban, a rejected password or an unknown channel stop the connector with a clear error instead.
+//!   `pm`, split at the channel's limit on word boundaries, paced by a model of CyTube's own flood
+//!   limiter and obeying its `cooldown`: delayed, never dropped;
+//! - passing failures at start (server unreachable, HTTP 5xx, `Rate limit exceeded`, timeouts) are
+//!   retried, within [`CytubeOptions::connect_timeout`] if set; a lost connection or a `kick` is
+//!   followed by a reconnect with the same capped exponential backoff and jitter, a new join and
+//!   login, and then what was queued meanwhile is sent. A duplicate login, a ban, a rejected password
+//!   or an unknown channel stop the connector with a clear error instead;
+//! - on a channel with a password it does not have, a moderator account is let in without it (the
+//!   connector logs in and waits for CyTube to admit it).
 //!
 //! With a [`HealthRegistry`] (see [`CytubeConnector::with_health`]) the connector reports itself as
 //! the [`CONNECTOR`](health::CONNECTOR): `joined <channel> as <name>` (healthy), `reconnecting: <why>`,
@@ -172,7 +177,8 @@ pub struct CytubeOptions {
     /// Most pieces one long message is split into; the rest is dropped with a warning, so a runaway
     /// reply cannot flood the channel (10, i.e. 3 200 characters by default).
     pub max_message_pieces: usize,
-    /// Messages that may be sent at once (CyTube allows 20).
+    /// Messages that may be sent at once (CyTube allows 20); the channel's `chat_antiflood` is
+    /// followed too when it is stricter and applies to the bot's rank.
     pub rate_burst: u32,
     /// Messages a second after the burst (CyTube allows 10).
     pub rate_per_second: f64,
