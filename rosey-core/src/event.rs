@@ -96,6 +96,10 @@ pub struct PmMessage {
     /// When the server saw it, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<EpochMillis>,
+    /// The sender's channel rank, when the connector knows it (CyTube's PMs carry none; the
+    /// connector takes it from the channel's user list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<f64>,
 }
 
 /// Outgoing private message on [`PM_SEND`](crate::subject::PM_SEND).

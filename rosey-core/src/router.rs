@@ -7,8 +7,8 @@
 //! [`CommandTable`], so plugins added or reloaded with new commands are routed at once.
 //!
 //! **Private messages.** A PM to the bot (`cytube.pm.message`) that starts with the prefix is routed
-//! exactly like a chat line, as a command event with `"via": "pm"` (and no rank: CyTube's PMs carry
-//! none). Everything said in answer — the plugin's replies and the router's own lines below — goes back
+//! exactly like a chat line, as a command event with `"via": "pm"` (and the sender's rank when the
+//! connector found it in the channel's user list: CyTube's PMs carry none). Everything said in answer — the plugin's replies and the router's own lines below — goes back
 //! by PM to the sender ([`ReplyTarget`]), so nothing of it appears in the channel.
 //!
 //! The router ignores the bot's own messages and lines that are not commands, and passes arguments
@@ -439,7 +439,7 @@ impl Line {
             Ok(Self {
                 channel: pm.channel,
                 user: pm.user,
-                rank: None,
+                rank: pm.rank,
                 message: pm.message,
                 time: pm.time.unwrap_or_else(crate::event::now_millis),
                 via: Via::Pm,

@@ -73,6 +73,7 @@ impl Chat {
             user: user.to_owned(),
             message: line.to_owned(),
             time: None,
+            rank: None,
         };
         self.bus.publish_json("cytube.pm.message", &pm).await.unwrap();
     }

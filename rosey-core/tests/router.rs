@@ -97,6 +97,7 @@ async fn routes_private_messages_as_private_commands(bus: Arc<dyn EventBus>) {
         user: user.to_owned(),
         message: line.to_owned(),
         time: Some(7),
+        rank: (user == "alice").then_some(2.0),
     };
     // The bot's own PMs (CyTube echoes them) and PMs that are no command are not routed.
     r.bus.publish_json("cytube.pm.message", &pm("roseybot", "!roll 1d6")).await.unwrap();
@@ -109,8 +110,8 @@ async fn routes_private_messages_as_private_commands(bus: Arc<dyn EventBus>) {
     assert_eq!(subject, "rosey.command.admin.reload");
     assert_eq!(
         (event.user.as_str(), event.args.as_str(), event.time, event.rank, event.via),
-        ("alice", "reload dice-roller", 7, None, Via::Pm),
-        "a PM carries no rank"
+        ("alice", "reload dice-roller", 7, Some(2.0), Via::Pm),
+        "a PM carries the rank the connector found"
     );
     r.say("bob", "!roll 2d6").await;
     let (_, event) = r.next().await;
@@ -233,6 +234,7 @@ async fn a_pm_command_nobody_takes_is_answered_not_running_by_pm(bus: Arc<dyn Ev
         user: "alice".into(),
         message: format!("!{command} now"),
         time: None,
+        rank: None,
     };
     bus.publish_json("cytube.pm.message", &pm).await.unwrap();
     let answer = pm_in(&mut pms, &channel).await;

@@ -151,7 +151,8 @@ impl ChannelState {
                 }
             }
             "pm" => {
-                if let Some(pm) = self.incoming.pm(arg) {
+                let pm = self.incoming.pm(arg, &self.users.0.read());
+                if let Some(pm) = pm {
                     self.stats.chat_received();
                     publish(bus, subject::PM_MESSAGE, &pm).await;
                 }

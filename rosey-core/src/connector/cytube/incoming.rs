@@ -86,8 +86,9 @@ impl Incoming {
         })
     }
 
-    /// Reads a `pm` event; `None` for the echo of the bot's own PMs and for malformed ones.
-    pub fn pm(&self, arg: Option<&Value>) -> Option<PmMessage> {
+    /// Reads a `pm` event, with the sender's rank from `users`; `None` for the echo of the bot's own
+    /// PMs and for malformed ones.
+    pub fn pm(&self, arg: Option<&Value>, users: &UserTable) -> Option<PmMessage> {
         let arg = arg?;
         let user = arg.get("username")?.as_str()?;
         if self.is_bot(user) {
@@ -98,6 +99,7 @@ impl Incoming {
             user: user.to_owned(),
             message: html_to_text(arg.get("msg")?.as_str()?),
             time: arg.get("time").and_then(Value::as_i64),
+            rank: users.rank(user),
         })
     }
 }
@@ -132,13 +134,16 @@ mod tests {
     #[test]
     fn private_messages_skip_the_bots_own_echo() {
         let incoming = Incoming::new("testchan", "RoseyBot");
-        let pm = incoming.pm(Some(
-            &json!({"username": "alice", "msg": "a &amp; b", "to": "RoseyBot", "time": 9}),
-        ));
-        assert_eq!(pm.unwrap().message, "a & b");
+        let users = UserTable::default();
+        let pm = incoming.pm(
+            Some(&json!({"username": "alice", "msg": "a &amp; b", "to": "RoseyBot", "time": 9})),
+            &users,
+        );
+        let pm = pm.unwrap();
+        assert_eq!((pm.message.as_str(), pm.rank), ("a & b", None), "alice is not in the list");
         assert!(
             incoming
-                .pm(Some(&json!({"username": "RoseyBot", "msg": "x", "to": "alice"})))
+                .pm(Some(&json!({"username": "RoseyBot", "msg": "x", "to": "alice"})), &users)
                 .is_none()
         );
     }

@@ -246,6 +246,10 @@ impl CytubeOptions {
     }
 }
 
+/// How long before [`CytubeOptions::connect_timeout`] runs out the last attempt starts (at most half
+/// the time left), so that it has a chance to finish.
+const LAST_TRY_TIME: Duration = Duration::from_secs(1);
+
 /// Messages handed from the bus subscriptions to the connection's outbox, which bounds itself; while
 /// a handshake holds the outbox, the forwarders wait on this and the bus buffers behind them.
 const HANDOFF_CAPACITY: usize = 64;
@@ -456,6 +460,8 @@ impl<'a> Retry<'a> {
         stop: &CancellationToken,
     ) -> Result<Option<Link>, CytubeError> {
         let options = self.options;
+        let mut last: Option<CytubeError> = None;
+        let mut final_try = false;
         let give_up = |last: CytubeError| match deadline {
             Some((_, after)) => CytubeError::GaveUp { after, last: Box::new(last) },
             None => last,
@@ -470,9 +476,18 @@ impl<'a> Retry<'a> {
                 if let CytubeError::ConnectRefused(_) = error {
                     delay = delay.max(options.refused_delay);
                 }
-                if deadline.is_some_and(|(at, _)| tokio::time::Instant::now() + delay >= at) {
-                    return Err(give_up(error));
+                if let Some((at, _)) = deadline {
+                    let remaining = at.saturating_duration_since(tokio::time::Instant::now());
+                    if delay >= remaining {
+                        // One last try a little before the deadline, rather than none.
+                        if final_try || remaining.is_zero() {
+                            return Err(give_up(error));
+                        }
+                        final_try = true;
+                        delay = remaining - LAST_TRY_TIME.min(remaining / 2);
+                    }
                 }
+                last = Some(error.clone());
                 self.attempt = self.attempt.saturating_add(1);
                 let attempt = self.attempt;
                 if self.reconnecting {
@@ -518,8 +533,9 @@ impl<'a> Retry<'a> {
                 Some(Ok(link)) => return Ok(Some(link)),
                 Some(Err(error)) => failed = Some(error),
                 None => {
+                    // Cut by the deadline: the failure before it says more than the cut.
                     let after = deadline.map_or(options.handshake_timeout, |(_, after)| after);
-                    return Err(give_up(CytubeError::Timeout("join", after)));
+                    return Err(give_up(last.unwrap_or(CytubeError::Timeout("join", after))));
                 }
             }
         }

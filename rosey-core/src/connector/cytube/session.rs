@@ -104,7 +104,11 @@ impl Link {
             ping_deadline: tokio::time::Instant::now() + options.handshake_timeout,
         };
         state.new_connection();
-        link.handshake(options, state, bus).await?;
+        if let Err(err) = link.handshake(options, state, bus).await {
+            // A polite close, so the server does not keep a half-joined user until its ping timeout.
+            link.close().await;
+            return Err(err);
+        }
         Ok(link)
     }
 
@@ -152,7 +156,8 @@ impl Link {
         }
         self.send(&Frame::event("joinChannel", join)).await?;
         let step = Step::new("join (userlist)", timeout);
-        let mut answered_password = false;
+        // A password sent with `joinChannel` and answered `needPassword` was rejected: not sent again.
+        let mut answered_password = options.channel_password.is_some();
         loop {
             let (name, _) = self.next_event(&step, state, bus).await?;
             match name.as_str() {

@@ -134,7 +134,7 @@ proptest! {
             prop_assert!(chat.message.len() <= text.len());
             prop_assert!(!incoming.is_bot(&chat.user));
         }
-        if let Some(pm) = incoming.pm(arg.as_ref()) {
+        if let Some(pm) = incoming.pm(arg.as_ref(), &UserTable::default()) {
             prop_assert!(pm.message.len() <= text.len());
         }
     }
