@@ -380,10 +380,24 @@ async fn burst(bot: &Bot, server: &FakeCytube, count: usize, cut_after: Option<u
     for i in 0..count {
         bot.say(&format!("line {i}")).await;
     }
+    let (seen, dropped) = bot_lines(server, &mut events, count, cut_after).await;
+    let expected: Vec<String> = (0..count).map(|i| format!("line {i}")).collect();
+    assert_eq!(seen, expected, "every line arrived, in order");
+    dropped
+}
+
+/// The first `count` different lines the server accepted from the bot, in order, and how many it
+/// dropped meanwhile (`cooldown`); the connections are dropped once `cut_after` lines arrived.
+async fn bot_lines(
+    server: &FakeCytube,
+    events: &mut broadcast::Receiver<ServerEvent>,
+    count: usize,
+    cut_after: Option<usize>,
+) -> (Vec<String>, usize) {
     let mut seen = Vec::new();
     let mut dropped = 0;
     while seen.len() < count {
-        let event = wait_for(&mut events, |e| match e {
+        let event = wait_for(events, |e| match e {
             ServerEvent::Chat { user, .. } | ServerEvent::ChatDropped { user, .. }
                 if user == BOT =>
             {
@@ -405,9 +419,7 @@ async fn burst(bot: &Bot, server: &FakeCytube, count: usize, cut_after: Option<u
             _ => dropped += 1,
         }
     }
-    let expected: Vec<String> = (0..count).map(|i| format!("line {i}")).collect();
-    assert_eq!(seen, expected, "every line arrived, in order");
-    dropped
+    (seen, dropped)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -929,22 +941,8 @@ async fn me_lines_that_pass_cytubes_limiter_twice_draw_no_cooldown() {
     for line in &lines {
         bot.say(line).await;
     }
-    let mut seen = Vec::new();
-    while seen.len() < lines.len() {
-        let event = wait_for(&mut events, |e| match e {
-            ServerEvent::Chat { user, .. } | ServerEvent::ChatDropped { user, .. }
-                if user == BOT =>
-            {
-                Some(e.clone())
-            }
-            _ => None,
-        })
-        .await;
-        match event {
-            ServerEvent::Chat { msg, .. } => seen.push(msg),
-            other => panic!("the server dropped a line: {other:?}"),
-        }
-    }
+    let (seen, dropped) = bot_lines(&server, &mut events, lines.len(), None).await;
+    assert_eq!(dropped, 0, "the server dropped no line");
     let expected: Vec<String> =
         lines.iter().map(|l| l.strip_prefix("/me ").unwrap_or(l).to_owned()).collect();
     assert_eq!(seen, expected, "every line, in order");

@@ -261,16 +261,7 @@ impl State {
                 EarlyLogin { name: account.name, rank, guest: false }
             }
             None => {
-                let error = if !text::valid_user_name(name) {
-                    Some(wire::INVALID_USERNAME)
-                } else if text::is_reserved(name) {
-                    Some("That username is reserved.")
-                } else if self.options.accounts.iter().any(|a| a.name.eq_ignore_ascii_case(name)) {
-                    Some("That username is registered.")
-                } else {
-                    None
-                };
-                if let Some(error) = error {
+                if let Some(error) = self.guest_name_error(name, None) {
                     self.send(conn, wire::login_failed(error));
                     return;
                 }
@@ -365,18 +356,7 @@ impl State {
             self.send(conn, wire::login_failed(&msg));
             return;
         }
-        let error = if !text::valid_user_name(name) {
-            Some(wire::INVALID_USERNAME)
-        } else if self.channels.get(key).is_some_and(|c| c.user_index(name).is_some()) {
-            Some("That name is already in use on this channel.")
-        } else if text::is_reserved(name) {
-            Some("That username is reserved.")
-        } else if self.options.accounts.iter().any(|a| a.name.eq_ignore_ascii_case(name)) {
-            Some("That username is registered.")
-        } else {
-            None
-        };
-        if let Some(error) = error {
+        if let Some(error) = self.guest_name_error(name, Some(key)) {
             self.send(conn, wire::login_failed(error));
             return;
         }
@@ -393,6 +373,24 @@ impl State {
         let Some(idx) = self.add_user(key, name, 0.0, conn) else { return };
         self.announce_user(key, idx);
         self.emit_logged_in(conn, key, name.to_owned(), true);
+    }
+
+    /// Why CyTube refuses `name` as a guest name (in channel `key`, when the connection is in one),
+    /// in its words, checked in its order.
+    fn guest_name_error(&self, name: &str, key: Option<&str>) -> Option<&'static str> {
+        if !text::valid_user_name(name) {
+            Some(wire::INVALID_USERNAME)
+        } else if key
+            .is_some_and(|key| self.channels.get(key).is_some_and(|c| c.user_index(name).is_some()))
+        {
+            Some("That name is already in use on this channel.")
+        } else if text::is_reserved(name) {
+            Some("That username is reserved.")
+        } else if self.options.accounts.iter().any(|a| a.name.eq_ignore_ascii_case(name)) {
+            Some("That username is registered.")
+        } else {
+            None
+        }
     }
 
     fn add_user(&mut self, key: &str, name: &str, rank: f64, conn: u64) -> Option<usize> {
