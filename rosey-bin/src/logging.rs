@@ -38,8 +38,23 @@ pub(crate) struct LogGuard {
     _writers: Vec<WorkerGuard>,
 }
 
-/// Installs the global subscriber. `RUST_LOG`, when set, overrides `logging.level`.
-pub(crate) fn init(config: &LoggingConfig) -> Result<LogGuard, LoggingError> {
+/// The time as the default formatter writes it, then `node=<name>`: among several nodes' logs, every
+/// line says which node wrote it.
+struct NodeTime {
+    node: String,
+}
+
+impl fmt::time::FormatTime for NodeTime {
+    fn format_time(&self, w: &mut fmt::format::Writer<'_>) -> std::fmt::Result {
+        fmt::time::SystemTime.format_time(w)?;
+        write!(w, " node={}", self.node)
+    }
+}
+
+/// Installs the global subscriber, every line naming `node`. `RUST_LOG`, when set, overrides
+/// `logging.level`.
+pub(crate) fn init(config: &LoggingConfig, node: &str) -> Result<LogGuard, LoggingError> {
+    let timer = || NodeTime { node: node.to_owned() };
     let filter = || {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(config.level.as_str()))
     };
@@ -61,7 +76,13 @@ pub(crate) fn init(config: &LoggingConfig) -> Result<LogGuard, LoggingError> {
                 .thread_name("rosey-log-file")
                 .finish(file);
             guards.push(guard);
-            Some(fmt::layer().with_ansi(false).with_writer(writer).with_filter(filter()))
+            Some(
+                fmt::layer()
+                    .with_ansi(false)
+                    .with_timer(timer())
+                    .with_writer(writer)
+                    .with_filter(filter()),
+            )
         }
         None => None,
     };
@@ -72,6 +93,7 @@ pub(crate) fn init(config: &LoggingConfig) -> Result<LogGuard, LoggingError> {
     guards.push(guard);
     let stderr_layer = fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
+        .with_timer(timer())
         .with_writer(stderr)
         .with_filter(filter());
     tracing_subscriber::registry()

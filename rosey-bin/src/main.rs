@@ -96,7 +96,7 @@ fn run(config_path: Option<&Path>) -> ExitCode {
         }
     };
     // Held until main returns, so the writer threads flush every queued line at exit.
-    let _log_guard = match logging::init(&config.logging) {
+    let _log_guard = match logging::init(&config.logging, &config.node.name()) {
         Ok(guard) => guard,
         Err(err) => {
             let text = format!("rosey: {}", Chain(&err));

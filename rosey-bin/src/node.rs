@@ -239,6 +239,7 @@ async fn start(
     let prometheus = PrometheusMetrics::new(PrometheusOptions {
         enabled: config.metrics.enabled && config.metrics.prometheus_enabled,
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        node: Some(config.node.name()),
     });
     let collector = config.metrics.enabled.then(|| {
         MetricsCollector::new(collector_options(config))
@@ -651,7 +652,7 @@ fn admin_options(config: &Config) -> AdminOptions {
         owner: config.owner.clone(),
         admins: config.admins.clone(),
         dashboard_url,
-        node: node_name(),
+        node: config.node.name(),
         ..AdminOptions::default()
     }
 }
@@ -667,7 +668,7 @@ fn dashboard_options(config: &Config, bus_kind: &str) -> DashboardOptions {
         max_age: (poll / 2).min(Duration::from_secs(1)),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         bus: bus_kind.to_owned(),
-        node: node_name(),
+        node: config.node.name(),
     }
 }
 
@@ -737,7 +738,7 @@ fn collector_options(config: &Config) -> CollectorOptions {
 fn writer_options(config: &Config) -> WriterOptions {
     let days = config.database.retention_days;
     WriterOptions {
-        node: node_name(),
+        node: config.node.name(),
         retention: (days > 0).then(|| Duration::from_secs(days.saturating_mul(86_400))),
         ..WriterOptions::default()
     }
@@ -745,15 +746,6 @@ fn writer_options(config: &Config) -> WriterOptions {
 
 fn kv_limits(config: &Config) -> KvLimits {
     KvLimits { max_keys: config.database.kv_max_keys, ..KvLimits::default() }
-}
-
-/// The name this node signs its records with: the machine's host name.
-fn node_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "rosey".to_owned())
 }
 
 /// Reports whether the database takes the records, and how many wait while it does not.

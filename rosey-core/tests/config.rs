@@ -836,3 +836,31 @@ fn check_files_names_nats_credential_files_that_are_missing_or_hold_something_el
     .unwrap();
     assert_eq!(config_with("creds_file", &creds), Ok(()));
 }
+
+#[test]
+fn the_node_name_is_checked_overridable_and_defaults_to_host_and_pid() {
+    let config = Config::from_json_str(r#"{"node": {"name": "eu-west_2"}}"#).unwrap();
+    assert_eq!(config.node.name(), "eu-west_2");
+    let error = only_error(r#"{"node": {"name": "eu.west 2"}}"#);
+    assert!(error.starts_with("node.name: \"eu.west 2\" is not a node name"), "{error}");
+    assert!(only_error(r#"{"node": {"name": ""}}"#).starts_with("node.name: "));
+    assert!(
+        only_error(&format!(r#"{{"node": {{"name": "{}"}}}}"#, "n".repeat(65)))
+            .starts_with("node.name: ")
+    );
+    assert!(only_error(r#"{"node": {"nmae": "x"}}"#).contains("did you mean \"name\""));
+
+    let mut config = Config::from_json_str("{}").unwrap();
+    config.apply_env(|name| (name == "ROSEY_NODE_NAME").then(|| "from-env".to_owned()));
+    assert_eq!(config.node.name(), "from-env");
+
+    let default = Config::default().node.name();
+    let pid = std::process::id().to_string();
+    assert!(default.ends_with(&format!("-{pid}")), "{default}");
+    assert!(default.len() <= 64, "{default}");
+    assert!(
+        default.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "{default}"
+    );
+    assert_eq!(default, Config::default().node.name(), "one name for the life of the process");
+}

@@ -25,6 +25,8 @@ pub(crate) struct Overview {
 pub(crate) struct Header {
     /// Rosey's version.
     pub(crate) version: String,
+    /// This node's name.
+    pub(crate) node: String,
     /// The bot's uptime, seconds.
     pub(crate) uptime_seconds: u64,
     /// The bus: `memory` or `nats`.

@@ -53,7 +53,7 @@ pub struct DashboardOptions {
     pub version: String,
     /// The bus kind shown in the header (`memory`, `nats`).
     pub bus: String,
-    /// The node's name in audit records of the actions.
+    /// The node's name (`node.name`): on the page's header, and in audit records of the actions.
     pub node: String,
 }
 
@@ -142,6 +142,7 @@ impl Dashboard {
             connector: None,
             version: options.version.clone(),
             bus: options.bus.clone(),
+            node: options.node.clone(),
             actions: options.token.is_some(),
         };
         Self { options, sources }

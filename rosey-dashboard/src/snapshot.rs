@@ -52,6 +52,8 @@ pub(crate) struct Sources {
     pub(crate) connector: Option<ConnectorView>,
     pub(crate) version: String,
     pub(crate) bus: String,
+    /// This node's name (`node.name`).
+    pub(crate) node: String,
     /// Whether the page shows the reload and restart buttons (a token is configured).
     pub(crate) actions: bool,
 }
@@ -220,6 +222,7 @@ impl Builder {
         let connector = self.sources.connector.as_ref();
         Header {
             version: self.sources.version.clone(),
+            node: self.sources.node.clone(),
             uptime_seconds: health.uptime().as_secs(),
             bus: self.sources.bus.clone(),
             bus_healthy: healthy(health::BUS),

@@ -86,7 +86,7 @@ fn value(body: &str, series: &str) -> Option<f64> {
 /// A registry fed with one of everything the runtime reports.
 fn fed() -> PrometheusMetrics {
     let metrics =
-        PrometheusMetrics::new(PrometheusOptions { enabled: true, version: "9.8.7".into() });
+        PrometheusMetrics::new(PrometheusOptions { version: "9.8.7".into(), ..Default::default() });
     metrics.set_started_at(SystemTime::now() - Duration::from_secs(120));
     metrics.set_plugin_source(|| {
         vec![

@@ -54,6 +54,36 @@ pub(super) fn get_json(port: u16, path: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
 }
 
+/// `GET /metrics`, checked by promtool, with the `node` label every sample carries (`node.name`)
+/// taken out, so that series can be matched as their plugins and counters name them.
+pub(super) fn scrape(port: u16) -> String {
+    let (status, body) = request(port, "GET", "/metrics", "");
+    assert_eq!(status, 200, "{body}");
+    rosey_testkit::promtool::check_metrics(&body);
+    let samples = body.lines().filter(|line| !line.is_empty() && !line.starts_with('#'));
+    let unlabelled: Vec<&str> = samples.filter(|line| !line.contains("{node=\"")).collect();
+    assert!(unlabelled.is_empty(), "samples without their node: {unlabelled:?}");
+    let mut plain = String::with_capacity(body.len());
+    for line in body.lines() {
+        match line.split_once("{node=\"") {
+            Some((name, rest)) => {
+                let (_, rest) = rest.split_once('"').unwrap();
+                plain.push_str(name);
+                match rest.strip_prefix(',') {
+                    Some(labels) => {
+                        plain.push('{');
+                        plain.push_str(labels);
+                    }
+                    None => plain.push_str(rest.strip_prefix('}').unwrap()),
+                }
+            }
+            None => plain.push_str(line),
+        }
+        plain.push('\n');
+    }
+    plain
+}
+
 /// Polls `probe` every 100 ms until it gives a value, for at most `patience`. For state that only an
 /// HTTP endpoint shows, where there is nothing to await.
 pub(super) fn poll<T>(patience: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {

@@ -35,7 +35,7 @@ pub struct EnvOverrides {
 type Setter = fn(&mut Config, String) -> Result<(), &'static str>;
 
 /// Every override, in the order they are applied and reported.
-const OVERRIDES: [(EnvOverride, Setter); 7] = [
+const OVERRIDES: [(EnvOverride, Setter); 8] = [
     (EnvOverride { variable: "ROSEY_CYTUBE_PASSWORD", key: "cytube.password" }, |config, value| {
         cytube(config)?.password = Some(Secret::new(value));
         Ok(())
@@ -66,6 +66,10 @@ const OVERRIDES: [(EnvOverride, Setter); 7] = [
     }),
     (EnvOverride { variable: "ROSEY_DASHBOARD_TOKEN", key: "dashboard.token" }, |config, value| {
         config.dashboard.token = Some(Secret::new(value));
+        Ok(())
+    }),
+    (EnvOverride { variable: "ROSEY_NODE_NAME", key: "node.name" }, |config, value| {
+        config.node.name = Some(value);
         Ok(())
     }),
 ];

@@ -62,6 +62,7 @@ pub use nats::{NatsConfig, NatsCredentials};
 pub use secret::{Secret, SecretUrl};
 pub use sections::{
     CytubeConfig, DashboardConfig, DatabaseConfig, LoggingConfig, MetricsConfig, MetricsRetention,
+    NodeConfig,
 };
 
 /// The whole configuration of a Rosey node. `Debug` is safe to log: secrets print as `***`.
@@ -88,6 +89,8 @@ pub struct Config {
     pub dashboard: DashboardConfig,
     /// The logging section (an addition to the spec's keys).
     pub logging: LoggingConfig,
+    /// The node section: this node's name among several.
+    pub node: NodeConfig,
     /// Where values came from; not a key.
     #[serde(skip)]
     provenance: Provenance,
@@ -124,6 +127,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             dashboard: DashboardConfig::default(),
             logging: LoggingConfig::default(),
+            node: NodeConfig::default(),
             provenance: Provenance::default(),
         }
     }

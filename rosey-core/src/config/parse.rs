@@ -24,7 +24,7 @@ use serde_json::Value;
 use super::nats::Stage;
 use super::{
     Config, ConfigError, ConfigErrors, CytubeConfig, DashboardConfig, DatabaseConfig,
-    LoggingConfig, MetricsConfig, MetricsRetention, NatsConfig, validate,
+    LoggingConfig, MetricsConfig, MetricsRetention, NatsConfig, NodeConfig, validate,
 };
 
 /// Unknown keys reported by name. Locating a key reads the text up to it, so thousands of them would
@@ -280,6 +280,7 @@ fn known_keys(parent: &[Step]) -> &'static [&'static str] {
             "metrics" => field_names::<MetricsConfig>(),
             "dashboard" => field_names::<DashboardConfig>(),
             "logging" => field_names::<LoggingConfig>(),
+            "node" => field_names::<NodeConfig>(),
             _ => &[],
         },
         [Step::Key(section), Step::Key(sub)] if section == "metrics" && sub == "retention" => {

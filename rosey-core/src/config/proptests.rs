@@ -59,6 +59,7 @@ const SECTIONS: &[(&str, Keys)] = &[
             ("prot", &[]),
         ],
     ),
+    ("node", &[("name", &["\"node-1\"", "\"eu_2\""]), ("nmae", &[])]),
     (
         "logging",
         &[("level", &["\"info\"", "\"DEBUG\""]), ("file", &["\"logs/rosey.log\""]), ("lvl", &[])],

@@ -155,6 +155,49 @@ impl DashboardConfig {
     }
 }
 
+/// `node`: who this node is among several sharing one NATS (DESIGN.md §2, "scale-out").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, expecting = "a JSON object")]
+pub struct NodeConfig {
+    /// The node's name in logs, metrics (`node` label), audit and lifecycle records, the dashboard
+    /// and control answers: 1–64 of `a-z A-Z 0-9 - _`, unique among the nodes sharing a NATS. `None`
+    /// (the default) takes [`NodeConfig::default_name`]. `ROSEY_NODE_NAME` overrides it.
+    pub name: Option<String>,
+}
+
+impl NodeConfig {
+    /// The name in force: the configured one, else [`default_name`](Self::default_name).
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(Self::default_name)
+    }
+
+    /// `<host name>-<pid>`, with every character outside `a-z A-Z 0-9 - _` turned into `-` (a host
+    /// name's dots would split a NATS subject token), cut to fit 64 characters: unique per process on
+    /// one machine and telling which machine across several.
+    pub fn default_name() -> String {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "rosey".to_owned());
+        let pid = std::process::id().to_string();
+        let host: String = host
+            .chars()
+            .map(|c| if is_node_name_char(c) { c } else { '-' })
+            .take(NODE_NAME_MAX - 1 - pid.len())
+            .collect();
+        format!("{host}-{pid}")
+    }
+}
+
+/// Longest node name.
+pub(super) const NODE_NAME_MAX: usize = 64;
+
+/// A character allowed in a node name (it is used as a NATS subject token).
+pub(super) fn is_node_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '_'
+}
+
 /// `logging` (an addition to the spec's keys): log level and optional log file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, expecting = "a JSON object")]

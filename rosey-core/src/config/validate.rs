@@ -1,6 +1,6 @@
 //! Semantic checks: values that parse but that the runtime cannot use.
 
-use super::sections::port_out_of_range;
+use super::sections::{NODE_NAME_MAX, is_node_name_char, port_out_of_range};
 use url::Url;
 
 use super::nats::Stage;
@@ -148,6 +148,18 @@ pub(super) fn check(config: &Config, stage: Stage) -> Vec<ConfigError> {
         }
     }
 
+    if let Some(name) = &config.node.name {
+        let chars = name.chars().count();
+        if chars == 0 || chars > NODE_NAME_MAX || !name.chars().all(is_node_name_char) {
+            fail(
+                "node.name",
+                format!(
+                    "\"{name}\" is not a node name: 1-{NODE_NAME_MAX} of a-z A-Z 0-9 - _ (it names \
+                     the node in NATS subjects)"
+                ),
+            );
+        }
+    }
     let level = &config.logging.level;
     if !LOG_LEVELS.iter().any(|known| known.eq_ignore_ascii_case(level)) {
         fail("logging.level", format!("\"{level}\" is not one of {}", LOG_LEVELS.join(", ")));

@@ -11,13 +11,15 @@ use crate::model::{Card, Header, Light, TimelineEntry};
 /// Characters of `last_error` and of a timeline reason that the page shows.
 const MAX_MESSAGE: usize = 240;
 
-/// The figures in `<div id="header">`: version, uptime, bus, connector, channel, users, plugins.
+/// The figures in `<div id="header">`: node, version, uptime, bus, connector, channel, users,
+/// plugins.
 pub(super) struct HeaderFigures<'a>(pub(super) &'a Header);
 
 impl Display for HeaderFigures<'_> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let h = self.0;
         f.write_str(r#"<dl class="figures">"#)?;
+        figure(f, "Node", "", Esc(&h.node))?;
         figure(f, "Version", "", Esc(&h.version))?;
         figure(f, "Uptime", "", Uptime(h.uptime_seconds))?;
         let bus = if h.bus_healthy { "healthy" } else { "down" };

@@ -9,6 +9,7 @@ const HOSTILE_ESCAPED: &str = "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;
 fn header() -> Header {
     Header {
         version: "0.1.0".into(),
+        node: "eu-1".into(),
         uptime_seconds: 3 * 86_400 + 4 * 3_600,
         bus: "nats".into(),
         bus_healthy: true,
@@ -200,6 +201,7 @@ fn hostile_plugin_text_is_escaped_in_text_and_attributes() {
     o.timeline[0].version = Some(HOSTILE.into());
     o.timeline[0].reason = Some(HOSTILE.into());
     o.header.version = HOSTILE.into();
+    o.header.node = HOSTILE.into();
     o.header.bus = HOSTILE.into();
     o.header.connector = Some(HOSTILE.into());
     o.header.channel = Some(HOSTILE.into());
@@ -208,8 +210,8 @@ fn hostile_plugin_text_is_escaped_in_text_and_attributes() {
     assert!(!html.contains("<script>"), "raw markup leaked");
     assert!(!html.contains("alert(\""), "a raw quote leaked");
     // name ×2 (heading, data-plugin) + 2 buttons, version, state, error, reason, 4 timeline fields,
-    // 4 header fields.
-    assert_eq!(html.matches(HOSTILE_ESCAPED).count(), 2 + 2 + 4 + 4 + 4, "{html}");
+    // 5 header fields.
+    assert_eq!(html.matches(HOSTILE_ESCAPED).count(), 2 + 2 + 4 + 4 + 5, "{html}");
     let plugin_attrs = attribute_values(&html, "data-plugin");
     assert_eq!(plugin_attrs.len(), 3, "the card and its two buttons");
     assert!(plugin_attrs.iter().all(|v| *v == HOSTILE_ESCAPED));

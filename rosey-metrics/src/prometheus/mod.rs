@@ -84,11 +84,14 @@ pub struct PrometheusOptions {
     pub enabled: bool,
     /// The `version` label of `rosey_build_info`. Default: this crate's version (the workspace's).
     pub version: String,
+    /// A `node` label on every sample (`node.name`), so that several nodes' series stay apart
+    /// whoever scrapes them. Default `None`: no such label.
+    pub node: Option<String>,
 }
 
 impl Default for PrometheusOptions {
     fn default() -> Self {
-        Self { enabled: true, version: env!("CARGO_PKG_VERSION").to_owned() }
+        Self { enabled: true, version: env!("CARGO_PKG_VERSION").to_owned(), node: None }
     }
 }
 
@@ -388,6 +391,9 @@ impl PrometheusMetrics {
         families.extend(self.inner.custom.families());
         families.retain(|f| !f.get_metric().is_empty());
         families.sort_by(|a, b| a.name().cmp(b.name()));
+        if let Some(node) = &self.inner.options.node {
+            label_every_sample(&mut families, "node", node);
+        }
         let mut out = Vec::new();
         match TextEncoder::new().encode(&families, &mut out) {
             Ok(()) => String::from_utf8(out).unwrap_or_default(),
@@ -457,6 +463,20 @@ impl PrometheusMetrics {
             .sample(&[("version", &self.inner.options.version)], 1.0)
             .build(),
         ]
+    }
+}
+
+/// Adds the label `name="value"` to every sample of `families` (first, before the family's own).
+fn label_every_sample(families: &mut [MetricFamily], name: &str, value: &str) {
+    for family in families {
+        for metric in family.mut_metric().iter_mut() {
+            let mut pair = prometheus::proto::LabelPair::default();
+            pair.set_name(name.to_owned());
+            pair.set_value(value.to_owned());
+            let mut labels = vec![pair];
+            labels.extend(metric.get_label().iter().cloned());
+            metric.set_label(labels);
+        }
     }
 }
 
