@@ -949,3 +949,42 @@ async fn me_lines_that_pass_cytubes_limiter_twice_draw_no_cooldown() {
     assert_eq!(bot.stats.snapshot().cooldowns, 0);
     bot.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pms_the_server_drops_with_a_cooldown_are_sent_again_and_not_mistaken_for_chat() {
+    let server = started_server(FakeCytubeOptions::default()).await;
+    server.channel(CHANNEL).join_peer("alice", 0.0);
+    // A limiter far above CyTube's, so the server's own flood limit (shared by chat and PMs) drops
+    // some of each.
+    let greedy =
+        CytubeOptions { rate_burst: 1000, rate_per_second: 1000.0, ..options(&server, BOT) };
+    let bot = Bot::start(greedy).await;
+    let mut events = server.subscribe();
+    for i in 0..15 {
+        bot.say(&format!("line {i}")).await;
+        let pm = PmSend { channel: CHANNEL.into(), to: "alice".into(), message: format!("pm {i}") };
+        bot.bus.publish_json("cytube.pm.send", &pm).await.unwrap();
+    }
+    let (mut lines, mut pms) = (Vec::new(), Vec::new());
+    while lines.len() + pms.len() < 30 {
+        let event = wait_for(&mut events, |e| match e {
+            ServerEvent::Chat { user, .. } | ServerEvent::ChatDropped { user, .. }
+                if user == BOT =>
+            {
+                Some(e.clone())
+            }
+            ServerEvent::Pm { from, .. } if from == BOT => Some(e.clone()),
+            _ => None,
+        })
+        .await;
+        match event {
+            ServerEvent::Chat { msg, .. } => lines.push(msg),
+            ServerEvent::Pm { msg, .. } => pms.push(msg),
+            _ => {}
+        }
+    }
+    assert_eq!(lines, (0..15).map(|i| format!("line {i}")).collect::<Vec<_>>(), "each line once");
+    assert_eq!(pms, (0..15).map(|i| format!("pm {i}")).collect::<Vec<_>>(), "each PM once");
+    assert!(bot.stats.snapshot().cooldowns > 0, "the server's cooldown was exercised");
+    bot.stop().await;
+}

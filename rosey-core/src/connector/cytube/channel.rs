@@ -144,6 +144,10 @@ impl ChannelState {
             "errorMsg" => {
                 let text = arg.and_then(|a| a.get("msg")).and_then(Value::as_str).unwrap_or("");
                 tracing::warn!(message = "CyTube refused a message", channel = %self.channel, error = text);
+                if is_pm_refusal(text) {
+                    // The answer to the oldest PM in flight: it will not be delivered, nor sent again.
+                    self.outbox.pm_answered();
+                }
             }
             "changeMedia" => {
                 if let Some(media) = arg.and_then(|a| self.media_change(a)) {
@@ -151,6 +155,13 @@ impl ChannelState {
                 }
             }
             "pm" => {
+                let from_bot = arg
+                    .and_then(|a| a.get("username"))
+                    .and_then(Value::as_str)
+                    .is_some_and(|user| self.incoming.is_bot(user));
+                if from_bot {
+                    self.outbox.pm_answered();
+                }
                 let pm = self.incoming.pm(arg, &self.users.0.read());
                 if let Some(pm) = pm {
                     self.stats.chat_received();
@@ -239,4 +250,13 @@ async fn publish<T: Serialize + Sync>(bus: &dyn EventBus, subject: &str, payload
     if let Err(error) = bus.publish_json(subject, payload).await {
         tracing::warn!(message = "cannot publish a CyTube event", subject, %error);
     }
+}
+
+/// Whether an `errorMsg` is CyTube's refusal of a PM the bot sent (as recorded: `PM failed: x isn't
+/// connected to this channel.`, `You can't PM yourself!`, `You must be signed in to send PMs`, and
+/// `PM failed: x isn't a valid username.` from its source).
+fn is_pm_refusal(text: &str) -> bool {
+    text.starts_with("PM failed")
+        || text.starts_with("You can't PM yourself")
+        || text.starts_with("You must be signed in to send PMs")
 }

@@ -1,11 +1,14 @@
 //! What the bot has to say, kept until CyTube has taken it.
 //!
 //! Long messages are split at the channel's limit; the [`RateLimiter`] spaces them out below CyTube's
-//! flood limit, so the server's `cooldown` is a safety net rather than the pacing. CyTube answers every `chatMsg` of a logged-in user, in order, either with its echo or
-//! with `cooldown` (the message was dropped), so the chat messages sent and not yet answered wait in an
-//! in-flight list: an echo settles the oldest, a `cooldown` puts the oldest back at the front of the
-//! queue to be sent again after the pause. When the connection is lost, what is still in flight goes
-//! back to the queue and is sent again after the reconnect: delivery is at least once, never lost.
+//! flood limit, so the server's `cooldown` is a safety net rather than the pacing. CyTube answers every
+//! `chatMsg` and `pm` of a logged-in user, in order (one flood limiter serves both): a chat line with
+//! its echo, a PM with its echo to the sender or an `errorMsg` (`PM failed: …`), either with `cooldown`
+//! when the limiter dropped it. So what was sent and not yet answered waits in one in-flight list: an
+//! answer settles the oldest message of its kind (and anything older, which was answered already or
+//! never will be), a `cooldown` puts the oldest back at the front of the queue to be sent again after
+//! the pause. When the connection is lost, what is still in flight goes back to the queue and is sent
+//! again after the reconnect: delivery is at least once, never lost.
 //!
 //! The queue is bounded in lines (pieces): once over its capacity, the *oldest* lines are dropped,
 //! counted in [`OutboxStats`] and logged as an error (the first drop, then at most once every 10 s
@@ -73,7 +76,7 @@ pub(super) enum Outgoing {
 #[derive(Debug)]
 pub(super) struct Outbox {
     queue: VecDeque<Outgoing>,
-    in_flight: VecDeque<(String, Instant)>,
+    in_flight: VecDeque<(Outgoing, Instant)>,
     limiter: RateLimiter,
     max_length: usize,
     max_pieces: usize,
@@ -176,12 +179,6 @@ impl Outbox {
         self.settle();
     }
 
-    /// Puts back a message that was taken but could not be written, ahead of everything else.
-    pub(super) fn retry(&mut self, message: Outgoing) {
-        self.queue.push_front(message);
-        self.settle();
-    }
-
     /// Messages waiting to be sent (not counting those in flight).
     pub(super) fn len(&self) -> usize {
         self.queue.len()
@@ -213,36 +210,49 @@ impl Outbox {
         Ok(next)
     }
 
-    /// Records a message as written to the server; chat now waits for its echo.
+    /// Records a message as written to the server; it now waits for its answer.
     pub(super) fn sent(&mut self, message: &Outgoing, now: Instant) {
         self.expire(now);
-        if let Outgoing::Chat(text) = message {
-            self.in_flight.push_back((text.clone(), now));
-        }
+        self.in_flight.push_back((message.clone(), now));
     }
 
-    /// The server echoed one of the bot's chat messages: the oldest in flight was delivered.
+    /// The server echoed one of the bot's chat messages: the oldest chat line in flight was
+    /// delivered.
     pub(super) fn echoed(&mut self) {
-        self.in_flight.pop_front();
+        self.settle_oldest(|message| matches!(message, Outgoing::Chat(_)));
+    }
+
+    /// The server answered one of the bot's PMs, with its echo (delivered) or an `errorMsg` (refused
+    /// for good, e.g. the recipient left): the oldest PM in flight is settled either way.
+    pub(super) fn pm_answered(&mut self) {
+        self.settle_oldest(|message| matches!(message, Outgoing::Pm { .. }));
+    }
+
+    /// Takes the oldest message in flight of a kind out, with everything sent before it: answers come
+    /// in order, so those had theirs already (or, like a muted line, never get one).
+    fn settle_oldest(&mut self, kind: impl Fn(&Outgoing) -> bool) {
+        if let Some(i) = self.in_flight.iter().position(|(message, _)| kind(message)) {
+            self.in_flight.drain(..=i);
+        }
     }
 
     /// The server answered `cooldown <millis>`: the oldest message in flight was dropped and goes
     /// back to the front of the queue; nothing is sent during the pause.
     pub(super) fn cooldown(&mut self, now: Instant, millis: u64) {
         self.limiter.cooldown(now, millis);
-        if let Some((text, _)) = self.in_flight.pop_front() {
-            self.queue.insert(self.requeued.min(self.queue.len()), Outgoing::Chat(text));
+        if let Some((message, _)) = self.in_flight.pop_front() {
+            self.queue.insert(self.requeued.min(self.queue.len()), message);
             self.requeued += 1;
             self.settle();
         }
     }
 
-    /// The connection was lost: chat still in flight may not have arrived, so it is queued again,
+    /// The connection was lost: what is still in flight may not have arrived, so it is queued again,
     /// in order, ahead of everything else.
     pub(super) fn connection_lost(&mut self, now: Instant) {
         self.expire(now);
-        for (text, _) in self.in_flight.drain(..).rev() {
-            self.queue.push_front(Outgoing::Chat(text));
+        for (message, _) in self.in_flight.drain(..).rev() {
+            self.queue.push_front(message);
         }
         self.requeued = 0;
         self.settle();
@@ -362,6 +372,43 @@ mod tests {
         outbox.push(chat("d"));
         outbox.connection_lost(now);
         assert_eq!(drain(&mut outbox, now), [chat("b"), chat("c"), chat("d")]);
+    }
+
+    #[test]
+    fn pms_are_answered_in_line_with_chat_and_a_dropped_pm_is_the_one_sent_again() {
+        let now = Instant::now();
+        let mut outbox = outbox(now);
+        let pm = |text: &str| Outgoing::Pm { to: "alice".into(), text: text.into() };
+        for message in [chat("a"), pm("p1"), chat("b"), pm("p2"), chat("c"), pm("p3")] {
+            outbox.push(message);
+        }
+        assert_eq!(drain(&mut outbox, now).len(), 6);
+        // CyTube answers in order: a's echo, p1's echo, b's echo, p2 refused (`PM failed`), then
+        // drops c and p3 with a cooldown each.
+        outbox.echoed();
+        outbox.pm_answered();
+        outbox.echoed();
+        outbox.pm_answered();
+        outbox.cooldown(now, 100);
+        outbox.cooldown(now, 100);
+        let later = now + Duration::from_secs(1);
+        let mut resent = drain(&mut outbox, later);
+        resent.extend(drain(&mut outbox, later + Duration::from_millis(110)));
+        assert_eq!(resent, [chat("c"), pm("p3")], "each dropped message, of its own kind");
+        // A lost connection sends again whatever was not answered, PMs included.
+        outbox.echoed();
+        outbox.connection_lost(later);
+        assert_eq!(drain(&mut outbox, later + Duration::from_secs(3)), [pm("p3")]);
+        // An answer settles what was sent before it too (a muted line gets none).
+        outbox.push(chat("muted"));
+        outbox.push(pm("p4"));
+        let again = later + Duration::from_secs(6);
+        assert_eq!(drain(&mut outbox, again), [chat("muted"), pm("p4")]);
+        // In flight: p3, muted, p4. p3 is echoed, muted gets no answer, p4 is echoed.
+        outbox.pm_answered();
+        outbox.pm_answered();
+        outbox.connection_lost(again);
+        assert!(drain(&mut outbox, again + Duration::from_secs(3)).is_empty(), "nothing in flight");
     }
 
     #[test]

@@ -337,17 +337,12 @@ impl Link {
                     Frame::event("pm", json!({"to": to, "msg": text, "meta": {}}))
                 }
             };
-            // Recorded before writing: chat in flight is resent after a reconnect, and a PM that
-            // could not be written goes back to the queue. Counted as sent once handed to the
-            // connection (a line written again after a reconnect or a cooldown counts again).
+            // Recorded before writing: what is in flight (this one included, should the write fail)
+            // is sent again after a reconnect. Counted as sent once handed to the connection (a
+            // line written again after a reconnect or a cooldown counts again).
             state.outbox.sent(&message, now);
             state.stats.chat_sent();
-            if let Err(err) = self.send(&frame).await {
-                if let Outgoing::Pm { .. } = message {
-                    state.outbox.retry(message);
-                }
-                return Err(err);
-            }
+            self.send(&frame).await?;
         }
     }
 
