@@ -268,7 +268,8 @@ async fn start(
     wait_for_plugins(&manager).await;
     // The control API (rosey.control.*) belongs with the plugin manager it drives.
     let since = Instant::now();
-    let control = ControlService::new(bus.clone(), manager.clone()).start().await?;
+    let control =
+        ControlService::new(bus.clone(), manager.clone()).node(&config.node.name()).start().await?;
     parts.started("control API", Part::Control(control), since);
     // 4. MetricsCollector (and the Prometheus registry's view of the plugins).
     match collector {

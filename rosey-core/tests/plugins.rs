@@ -60,7 +60,7 @@ impl Bed {
         Self::on(Arc::new(NatsBus::connect(&crate::support::nats_url()).await.unwrap())).await
     }
 
-    async fn on(bus: Arc<dyn EventBus>) -> Self {
+    pub(crate) async fn on(bus: Arc<dyn EventBus>) -> Self {
         let manager = PluginManager::builder(bus.clone(), Arc::new(ProcessRuntime::new()))
             .options(ManagerOptions {
                 sample_interval: Duration::from_millis(100),

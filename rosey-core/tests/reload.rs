@@ -258,54 +258,145 @@ async fn reloading_a_failed_plugin_starts_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_control_api_over_nats_lists_reloads_and_restarts() {
+async fn one_control_request_over_nats_covers_every_node_and_reloads_roll_node_by_node() {
     use bytes::Bytes;
     use rosey_core::bus::{EventBus, NatsBus};
     use rosey_core::control::ControlService;
+    use serde_json::{Value, json};
     use std::sync::Arc;
 
-    let bed = Bed::nats().await;
+    // A NATS server of this test's own: the control subjects are the same for every cluster.
+    let server = rosey_testkit::nats::NatsServer::start();
+    let connect = || async { Arc::new(NatsBus::connect(server.url()).await.unwrap()) };
     let command = format!("k{}", crate::support::unique_prefix());
-    let manifest = testbed_manifest("controlled", &command, &[], "");
-    bed.start(manifest.clone()).await;
-    let manager = Arc::new(bed.manager);
-    let service = ControlService::new(bed.bus.clone(), manager.clone()).start().await.unwrap();
+    let mut nodes = Vec::new();
+    let mut members = Vec::new();
+    let mut manifests = Vec::new();
+    for name in ["alpha", "beta"] {
+        let bus: Arc<dyn EventBus> = connect().await;
+        let bed = Bed::on(bus.clone()).await;
+        let manifest = testbed_manifest("controlled", &command, &[], "");
+        bed.start(manifest.clone()).await;
+        if name == "beta" {
+            let solo = format!("s{}", crate::support::unique_prefix());
+            bed.start(testbed_manifest("solo", &solo, &[], "")).await;
+        }
+        let manager = Arc::new(bed.manager);
+        let service = ControlService::new(bus, manager.clone()).node(name);
+        members.push(service.members());
+        nodes.push((service.start().await.unwrap(), manager));
+        manifests.push(manifest);
+    }
 
     // An operator on another connection.
-    let operator = NatsBus::connect(&crate::support::nats_url()).await.unwrap();
-    let ask = |subject: &'static str, body: &'static str| {
+    let operator = connect().await;
+    let ask = |subject: &'static str, body: Value| {
         let operator = operator.clone();
         async move {
-            let reply = operator.request(subject, Bytes::from(body), PATIENCE).await.unwrap();
-            serde_json::from_slice::<serde_json::Value>(reply.payload()).unwrap()
+            let body = Bytes::from(body.to_string());
+            let reply = operator.request(subject, body, PATIENCE).await.unwrap();
+            serde_json::from_slice::<Value>(reply.payload()).unwrap()
         }
     };
-    let status = ask("rosey.control.status", r#"{"name":"controlled"}"#).await;
+    let where_ = |answer: &Value, key: &str| -> Vec<(String, String)> {
+        let items = answer[key].as_array().cloned().unwrap_or_default();
+        let field = |item: &Value, k: &str| item[k].as_str().unwrap_or_default().to_owned();
+        items.iter().map(|item| (field(item, "node"), field(item, "name"))).collect()
+    };
+    // The nodes find each other through their heartbeats (a newcomer's is answered at once).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !members.iter().all(|m| m.known() == ["alpha", "beta"]) {
+        assert!(tokio::time::Instant::now() < deadline, "the nodes never met");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // What a list says after a membership change settles within moments (it reaches every node
+    // over the bus).
+    let list_until = |done: fn(&Value) -> bool| {
+        let ask = &ask;
+        async move {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            loop {
+                let list = ask("rosey.control.list", json!({})).await;
+                if done(&list) {
+                    return list;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "the list never settled: {list}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let list = ask("rosey.control.list", json!({})).await;
+    assert_eq!(list["nodes"], json!(["alpha", "beta"]), "{list}");
+    let pair = |node: &str, name: &str| (node.to_owned(), name.to_owned());
     assert_eq!(
-        (status["state"].as_str(), status["version"].as_str()),
-        (Some("RUNNING"), Some("1.0.0"))
+        where_(&list, "plugins"),
+        [pair("alpha", "controlled"), pair("beta", "controlled"), pair("beta", "solo")]
     );
-    let list = ask("rosey.control.list", "").await;
-    assert!(list.as_array().unwrap().iter().any(|p| p["name"] == "controlled"), "{list}");
-
-    deploy(&manifest, "1.1.0", &["--version", "1.1.0"], "");
-    let report = ask("rosey.control.reload", r#"{"name":"controlled"}"#).await;
-    assert_eq!(report["outcome"], "success", "{report}");
+    assert_eq!(list["unanswered"], json!([]));
+    let status = ask("rosey.control.status", json!({"name": "controlled"})).await;
     assert_eq!(
-        (report["from_version"].as_str(), report["to_version"].as_str()),
-        (Some("1.0.0"), Some("1.1.0"))
+        where_(&status, "plugins"),
+        [pair("alpha", "controlled"), pair("beta", "controlled")]
     );
 
-    let restarted = ask("rosey.control.restart", r#"{"name":"controlled"}"#).await;
-    assert_eq!(restarted["state"], "RUNNING", "{restarted}");
-    let unknown = ask("rosey.control.reload", r#"{"name":"nope"}"#).await;
-    assert_eq!(unknown["error"], "unknown plugin \"nope\"");
-    assert_eq!(unknown["code"], "not_found");
-    let bad = ask("rosey.control.reload", "{not json").await;
+    // A reload reaches every node that runs the plugin, one after the other.
+    for manifest in &manifests {
+        deploy(manifest, "1.1.0", &["--version", "1.1.0"], "");
+    }
+    let reload = ask("rosey.control.reload", json!({"name": "controlled"})).await;
+    assert_eq!(reload["outcome"], "success", "{reload}");
+    let reports = reload["reports"].as_array().unwrap();
+    let rolled: Vec<(&str, &str)> = reports
+        .iter()
+        .map(|r| (r["node"].as_str().unwrap(), r["to_version"].as_str().unwrap()))
+        .collect();
+    assert_eq!(rolled, [("alpha", "1.1.0"), ("beta", "1.1.0")]);
+
+    // A failure on the first node stops the roll there: the next node keeps its version.
+    deploy(&manifests[0], "1.2.0", &["--no-pong"], "[timeouts]\nhealth_secs = 0.3");
+    deploy(&manifests[1], "1.2.0", &["--version", "1.2.0"], "");
+    let failed = ask("rosey.control.reload", json!({"name": "controlled"})).await;
+    assert_eq!(
+        (&failed["outcome"], &failed["stopped_at"], &failed["skipped"]),
+        (&json!("failed"), &json!("alpha"), &json!(["beta"])),
+        "{failed}"
+    );
+    assert_eq!(failed["reports"][0]["outcome"], "rolled_back", "{failed}");
+    let versions = ask("rosey.control.status", json!({"name": "controlled"})).await;
+    let versions: Vec<&str> = versions["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["1.1.0", "1.1.0"], "alpha rolled back, beta untouched");
+
+    let restart = ask("rosey.control.restart", json!({"name": "solo"})).await;
+    assert_eq!(restart["outcome"], "success", "{restart}");
+    assert_eq!(where_(&restart, "statuses"), [pair("beta", "solo")]);
+    let unknown = ask("rosey.control.reload", json!({"name": "nope"})).await;
+    assert_eq!(unknown["code"], "not_found", "{unknown}");
+    let bad = operator.request("rosey.control.reload", Bytes::from("{not json"), PATIENCE).await;
+    let bad: Value = serde_json::from_slice(bad.unwrap().payload()).unwrap();
     assert!(bad["error"].as_str().unwrap().starts_with("bad request"), "{bad}");
 
-    service.shutdown().await.unwrap();
-    manager.shutdown().await;
+    // A node that announces itself but does not answer is named, not waited for forever.
+    let ghost = json!({"node": "ghost", "instance": "0"}).to_string();
+    operator.publish("rosey.node.heartbeat", Bytes::from(ghost)).await.unwrap();
+    operator.flush().await.unwrap();
+    let list = list_until(|list| list["unanswered"] == json!(["ghost"])).await;
+    assert_eq!(list["nodes"], json!(["alpha", "beta"]), "the others answered all the same");
+
+    // A node that stops says goodbye: the others stop asking it at once.
+    let (beta_service, beta_manager) = nodes.pop().unwrap();
+    beta_service.shutdown().await.unwrap();
+    beta_manager.shutdown().await;
+    let left = |list: &Value| !list.to_string().contains("\"beta\"");
+    let list = list_until(left).await;
+    assert_eq!(list["nodes"], json!(["alpha"]), "beta is no member any more: {list}");
+    let (alpha_service, alpha_manager) = nodes.pop().unwrap();
+    alpha_service.shutdown().await.unwrap();
+    alpha_manager.shutdown().await;
 }
 
 /// Records what the runtime tells its metrics sink about reloads.

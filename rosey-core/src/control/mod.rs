@@ -1,13 +1,16 @@
 //! The control API on the bus: `rosey.control.<list|status|reload|restart>` answered through a
 //! [`PluginControl`], so an operator can script a deployment from any machine that reaches the bus
-//! (`nats req rosey.control.reload '{"name":"dice-roller"}'`).
+//! (`nats req rosey.control.reload '{"name":"dice-roller"}'`). With several nodes on one NATS, one
+//! request gets one answer covering every node ([`cluster`] says how: each node's part, with its
+//! name, and the nodes that did not answer; reloads and restarts roll from node to node). Each node
+//! answers its own part on `rosey.node.<name>.control.<action>`:
 //!
-//! | subject | request | reply |
+//! | subject | request | reply (one node's part) |
 //! |---|---|---|
-//! | `rosey.control.list` | anything | `[status, …]` |
-//! | `rosey.control.status` | `{"name": "x"}` or `{}` | `status`, or the list |
-//! | `rosey.control.reload` | `{"name": "x"}` or `{"all": true}` | `report`, or `[report, …]` |
-//! | `rosey.control.restart` | `{"name": "x"}` | `status` |
+//! | `…list` | anything | `[status, …]` |
+//! | `…status` | `{"name": "x"}` or `{}` | `status`, or the list |
+//! | `…reload` | `{"name": "x"}` or `{"all": true}` | `report`, or `[report, …]` |
+//! | `…restart` | `{"name": "x"}` | `status` |
 //!
 //! The JSON is this module's own (the wire types below), not the core structs': times are numbers of
 //! seconds, versions strings. A `status` is `{name, version, state, pid, loaded_at, uptime_seconds,
@@ -17,6 +20,11 @@
 //! and a rollback alike. A request that cannot be served is answered `{"error": "…", "code": "…"}`.
 //! docs/OPERATIONS.md shows each. Anyone who can publish on the bus can use this API: with NATS, the
 //! server's credentials and permissions are what protect it.
+
+pub mod cluster;
+pub mod members;
+
+pub use members::Members;
 
 use std::sync::Arc;
 
@@ -34,11 +42,12 @@ use crate::subject::CONTROL_PREFIX;
 /// The queue group of control services, so one node answers each request.
 pub const CONTROL_GROUP: &str = "rosey-control";
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Request {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     name: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     all: bool,
 }
 
@@ -195,6 +204,7 @@ fn to_value<T: Serialize>(reply: &T) -> Value {
 pub struct ControlService {
     bus: Arc<dyn EventBus>,
     control: Arc<dyn PluginControl>,
+    members: Members,
 }
 
 impl std::fmt::Debug for ControlService {
@@ -218,48 +228,101 @@ pub enum ControlServiceError {
 pub type ControlHandle = ServiceHandle<ControlServiceError>;
 
 impl ControlService {
-    /// A service answering through `control`.
+    /// A service answering through `control`, for the node named `rosey` (see
+    /// [`node`](Self::node)).
     pub fn new(bus: Arc<dyn EventBus>, control: Arc<dyn PluginControl>) -> Self {
-        Self { bus, control }
+        Self { bus, control, members: Members::new("rosey") }
     }
 
-    /// Subscribes and answers in a spawned task until stopped. Each request is answered in its own
-    /// task (tracked, and ended when the service stops), so a long reload does not hold up a status
-    /// request. Returns once the subscription is live.
+    /// Names this node (`node.name`): its part of every answer carries the name, and other nodes ask
+    /// it on `rosey.node.<name>.control.*`. Each node sharing a bus needs its own.
+    pub fn node(mut self, name: &str) -> Self {
+        self.members = Members::new(name);
+        self
+    }
+
+    /// The cluster as this service sees it.
+    pub fn members(&self) -> Members {
+        self.members.clone()
+    }
+
+    /// Subscribes and answers in a spawned task until stopped, announcing this node to the others
+    /// (heartbeats, and a goodbye when stopped). Each request is answered in its own task (tracked,
+    /// and ended when the service stops), so a long reload does not hold up a status request.
+    /// Returns once the subscriptions are live and the first heartbeat is out.
     pub async fn start(self) -> Result<ControlHandle, ControlServiceError> {
-        let mut requests = self
-            .bus
-            .queue_subscribe(&format!("{CONTROL_PREFIX}.*"), CONTROL_GROUP)
-            .await
-            .map_err(ControlServiceError::Subscribe)?;
+        let subscribe =
+            |result: Result<_, BusError>| result.map_err(ControlServiceError::Subscribe);
+        let mut public = subscribe(
+            self.bus.queue_subscribe(&format!("{CONTROL_PREFIX}.*"), CONTROL_GROUP).await,
+        )?;
+        let own = format!("{}.*", members::node_control_prefix(self.members.node()));
+        let mut own = subscribe(self.bus.subscribe(&own).await)?;
+        let mut beats = subscribe(self.bus.subscribe(members::HEARTBEAT_SUBJECT).await)?;
+        let mut leaves = subscribe(self.bus.subscribe(members::LEAVE_SUBJECT).await)?;
+        let beat = Bytes::from(serde_json::to_vec(&self.members.beat()).unwrap_or_default());
         let service = Arc::new(self);
+        service.announce(members::HEARTBEAT_SUBJECT, &beat).await;
         Ok(ServiceHandle::spawn("control API", move |token| async move {
             let tracker = TaskTracker::new();
+            let mut heartbeat = tokio::time::interval(members::HEARTBEAT_EVERY);
+            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tokio::select! {
+                let (request, whole_cluster) = tokio::select! {
                     () = token.cancelled() => break,
-                    request = requests.next() => match request {
-                        Some(request) => {
-                            let service = service.clone();
-                            let token = token.clone();
-                            tracker.spawn(async move {
-                                tokio::select! {
-                                    () = token.cancelled() => {}
-                                    () = service.answer(request) => {}
-                                }
-                            });
+                    _ = heartbeat.tick() => {
+                        service.announce(members::HEARTBEAT_SUBJECT, &beat).await;
+                        continue;
+                    }
+                    Some(message) = beats.next() => {
+                        // A newcomer hears this node at once, so a node that just started knows
+                        // the others before it is asked anything.
+                        let beat_ = message.decode().ok();
+                        if beat_.is_some_and(|b| service.members.heard(&b)) {
+                            service.announce(members::HEARTBEAT_SUBJECT, &beat).await;
                         }
+                        continue;
+                    }
+                    Some(message) = leaves.next() => {
+                        if let Ok(beat) = message.decode() {
+                            service.members.left(&beat);
+                        }
+                        continue;
+                    }
+                    request = public.next() => match request {
+                        Some(request) => (request, true),
                         None => break,
                     },
-                }
+                    request = own.next() => match request {
+                        Some(request) => (request, false),
+                        None => break,
+                    },
+                };
+                let service = service.clone();
+                let token = token.clone();
+                tracker.spawn(async move {
+                    tokio::select! {
+                        () = token.cancelled() => {}
+                        () = service.answer(request, whole_cluster) => {}
+                    }
+                });
             }
+            service.announce(members::LEAVE_SUBJECT, &beat).await;
             tracker.close();
             tracker.wait().await;
             Ok(())
         }))
     }
 
-    async fn answer(&self, request: Message) {
+    /// Publishes a heartbeat or a goodbye (a failure is logged: the next beat tries again).
+    async fn announce(&self, subject: &str, beat: &Bytes) {
+        if let Err(err) = self.bus.publish(subject, beat.clone()).await {
+            tracing::debug!(message = "cannot announce this node", subject, %err);
+        }
+    }
+
+    /// Answers one request: for the whole cluster (`rosey.control.*`) or this node's part.
+    async fn answer(&self, request: Message, whole_cluster: bool) {
         let action = request.subject().rsplit('.').next().unwrap_or_default().to_owned();
         let body: Result<Request, _> = if request.payload().iter().all(u8::is_ascii_whitespace) {
             Ok(Request::default())
@@ -268,10 +331,11 @@ impl ControlService {
         };
         let reply = match body {
             Err(err) => json!({ "error": format!("bad request: {err}"), "code": "bad_request" }),
+            Ok(body) if whole_cluster => self.cluster(&action, body).await,
             Ok(body) => self.run(&action, body).await,
         };
-        let ok = reply.get("error").is_none();
-        tracing::info!(message = "control request", action = %action, ok);
+        let ok = reply.get("error").is_none() && reply.get("outcome") != Some(&json!("failed"));
+        tracing::info!(message = "control request", action = %action, whole_cluster, ok);
         let payload = Bytes::from(reply.to_string());
         if let Err(err) = self.bus.respond(&request, payload).await {
             tracing::warn!(message = "cannot answer control request", %err);
