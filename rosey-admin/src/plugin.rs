@@ -165,6 +165,8 @@ impl AdminPlugin {
         manifest.description =
             "Operator commands: list, status, reload, restart, metrics".to_owned();
         manifest.subscribe = vec![subject::CHAT_MESSAGE.to_owned(), subject::PM_MESSAGE.to_owned()];
+        // Each node keeps its own pending confirmations: every node's instance hears each `yes`.
+        manifest.subscribe_every_node = true;
         manifest.timeouts.event = ADMIN_EVENT_TIMEOUT;
         manifest.redeliver_on_crash = false;
         // Every chat line comes here (to hear `yes`): room for a busy channel during a long reload.

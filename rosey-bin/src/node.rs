@@ -19,7 +19,7 @@ use rosey_core::bus::{BusError, EventBus, MemoryBus};
 use rosey_core::config::Config;
 use rosey_core::connector::console::{ConsoleConnector, ConsoleOptions, ConsoleProgress};
 use rosey_core::connector::{Connector, ConnectorError, ConnectorHandle};
-use rosey_core::control::{ControlHandle, ControlService, ControlServiceError};
+use rosey_core::control::{ClusterControl, ControlHandle, ControlService, ControlServiceError};
 use rosey_core::health::{self, HealthRegistry};
 use rosey_core::metrics::{FanoutSink, MetricsSink};
 use rosey_core::plugin::{MixedRuntime, PluginControl, PluginManager, PluginState};
@@ -271,6 +271,10 @@ async fn start(
     let control =
         ControlService::new(bus.clone(), manager.clone()).node(&config.node.name()).start().await?;
     parts.started("control API", Part::Control(control), since);
+    // `!admin` and the dashboard's actions reload and restart on every node that runs the plugin,
+    // through the control API, like an operator's request.
+    let cluster: Arc<dyn PluginControl> =
+        Arc::new(ClusterControl::new(bus.clone(), manager.clone()));
     // 4. MetricsCollector (and the Prometheus registry's view of the plugins).
     match collector {
         Some(collector) => {
@@ -293,7 +297,7 @@ async fn start(
     } else {
         let since = Instant::now();
         let dashboard =
-            Dashboard::new(dashboard_options(config, bus_kind), manager.clone(), health.clone())
+            Dashboard::new(dashboard_options(config, bus_kind), cluster.clone(), health.clone())
                 .prometheus(prometheus.clone())
                 .storage(storage.clone())
                 .audit(records.clone())
@@ -318,8 +322,7 @@ async fn start(
         skipped("admin plugin", "no owner or admins in the config");
     } else {
         let since = Instant::now();
-        let control: Arc<dyn PluginControl> = manager.clone();
-        let mut admin = AdminPlugin::new(admin_options, control)
+        let mut admin = AdminPlugin::new(admin_options, cluster.clone())
             .audit(records.clone())
             .metrics_sink(sink.clone())
             .started_at(health.started_at());

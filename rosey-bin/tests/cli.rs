@@ -17,6 +17,8 @@ const ROSEY: &str = env!("CARGO_BIN_EXE_rosey");
 mod admin;
 #[path = "cli/checklist.rs"]
 mod checklist;
+#[path = "cli/cluster.rs"]
+mod cluster;
 #[path = "cli/dashboard.rs"]
 mod dashboard;
 #[path = "cli/e2e.rs"]

@@ -142,7 +142,7 @@ for line in sys.stdin:
 
 /// A plugin folder in `dir`: the Python dice-roller at `version`, and the bundled 8ball and quotes
 /// (their manifests; the programs are found next to the rosey executable).
-fn deploy_plugins(dir: &Path) -> PathBuf {
+pub(super) fn deploy_plugins(dir: &Path) -> PathBuf {
     let plugins = dir.join("plugins");
     let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
     for name in ["8ball", "quotes"] {
@@ -158,7 +158,7 @@ fn deploy_plugins(dir: &Path) -> PathBuf {
 }
 
 /// Puts dice-roller `version` in place: its program and its manifest, as a new release does.
-fn release_dice_roller(plugins: &Path, version: &str) {
+pub(super) fn release_dice_roller(plugins: &Path, version: &str) {
     let folder = plugins.join("dice-roller");
     std::fs::create_dir_all(&folder).unwrap();
     let program = PYTHON_DICE_ROLLER.replace("1.0.0", version);

@@ -23,8 +23,10 @@
 
 pub mod cluster;
 pub mod members;
+mod remote;
 
 pub use members::Members;
+pub use remote::ClusterControl;
 
 use std::sync::Arc;
 
@@ -175,6 +177,7 @@ pub fn error_json(error: &ControlError) -> Value {
         ControlError::StartFailed(_) => "start_failed",
         ControlError::ReloadFailed(_) => "reload_failed",
         ControlError::Failed { .. } => "failed",
+        ControlError::Node { .. } => "node_failed",
         ControlError::Timeout { .. } => "timeout",
     };
     json!({ "error": error.to_string(), "code": code })

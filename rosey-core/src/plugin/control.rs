@@ -83,6 +83,15 @@ pub enum ControlError {
         /// Its last error.
         reason: String,
     },
+    /// Another node sharing the bus could not carry the action out (or did not answer); the reason
+    /// says which node and, for a rolling action, what happened on the others.
+    #[error("on node {node}: {reason}")]
+    Node {
+        /// The node's name.
+        node: String,
+        /// What went wrong there.
+        reason: String,
+    },
     /// Waiting for the plugin to run ran out of time.
     #[error("{name} is {state} after waiting {waited:?}")]
     Timeout {

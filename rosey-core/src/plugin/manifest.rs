@@ -300,6 +300,12 @@ pub struct Manifest {
     pub commands: Vec<CommandSpec>,
     /// Extra bus subjects (patterns) whose events it receives.
     pub subscribe: Vec<String>,
+    /// Whether every node's instance receives each event of [`subscribe`](Self::subscribe) (plain
+    /// subscriptions), rather than one instance per event across the nodes sharing a bus (a queue
+    /// group named after the plugin, the default). For a plugin that keeps state per node, such as the
+    /// admin plugin's pending confirmations: the `yes` must reach the node that asked. Commands are
+    /// always handled once.
+    pub subscribe_every_node: bool,
     /// Extra subjects (patterns) it may publish on, besides `cytube.chat.send`, `cytube.pm.send` and
     /// `rosey.plugin.<its name>.>`; never a reserved one (see [`PublishRules`](super::PublishRules)).
     pub publish: Vec<String>,
@@ -351,6 +357,7 @@ impl Manifest {
             commands: commands.into_iter().map(Into::into).collect(),
             subscribe: Vec::new(),
             publish: Vec::new(),
+            subscribe_every_node: false,
             redeliver_on_crash: true,
             probe: None,
             limits: Limits::default(),
@@ -408,6 +415,13 @@ impl Manifest {
     /// The bus subjects the plugin's slot subscribes to: one per command (plus `<command>.>` for a
     /// command with sub-commands) and the extra subscriptions.
     pub fn subjects(&self) -> Vec<String> {
+        let mut subjects = self.command_subjects();
+        subjects.extend(self.subscribe.iter().cloned());
+        subjects
+    }
+
+    /// The subjects of its commands: `rosey.command.<name>` (and `….>` for one with sub-commands).
+    pub fn command_subjects(&self) -> Vec<String> {
         let mut subjects = Vec::new();
         for command in &self.commands {
             subjects.push(format!("{}.{}", subject::COMMAND_PREFIX, command.name));
@@ -415,7 +429,6 @@ impl Manifest {
                 subjects.push(format!("{}.{}.>", subject::COMMAND_PREFIX, command.name));
             }
         }
-        subjects.extend(self.subscribe.iter().cloned());
         subjects
     }
 }

@@ -26,6 +26,21 @@ pub enum PluginState {
 }
 
 impl PluginState {
+    /// The state named `name` (as [`as_str`](Self::as_str) writes it).
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            Self::Stopped,
+            Self::Starting,
+            Self::Running,
+            Self::Draining,
+            Self::Stopping,
+            Self::Crashed,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == name)
+    }
+
     /// The state as shown to users (`RUNNING`, `FAILED`, …).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -148,6 +163,21 @@ pub enum StartStep {
 }
 
 impl StartStep {
+    /// The step named `name` (as [`as_str`](Self::as_str) writes it).
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            Self::Manifest,
+            Self::Spawn,
+            Self::Ready,
+            Self::Pong,
+            Self::Probe,
+            Self::Memory,
+            Self::Drain,
+        ]
+        .into_iter()
+        .find(|step| step.as_str() == name)
+    }
+
     /// The step as shown to users (`manifest`, `spawn`, `ready`, `pong`, `probe`, `memory`, `drain`).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -54,6 +54,7 @@ pub(super) fn parse_table(
         }
     }
     let redeliver_on_crash: bool = top.take("redeliver_on_crash").unwrap_or(true);
+    let subscribe_every_node: bool = top.take("subscribe_every_node").unwrap_or(false);
 
     let mut health = top.section("health");
     let probe: Option<String> = health.take("probe");
@@ -118,6 +119,7 @@ pub(super) fn parse_table(
         exec: exec?,
         commands,
         subscribe,
+        subscribe_every_node,
         publish,
         redeliver_on_crash,
         probe,

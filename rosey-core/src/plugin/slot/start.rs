@@ -78,8 +78,17 @@ impl Slot {
 
     pub(super) async fn subscribe(&mut self) -> Result<(), crate::bus::BusError> {
         let mut all = SelectAll::new();
-        for subject in self.manifest.subjects() {
+        // Commands once across the nodes (a queue group named after the plugin); the extra subjects
+        // likewise unless every node's instance must see them.
+        for subject in self.manifest.command_subjects() {
             all.push(self.bus.queue_subscribe(&subject, &self.manifest.name).await?);
+        }
+        for subject in &self.manifest.subscribe {
+            all.push(if self.manifest.subscribe_every_node {
+                self.bus.subscribe(subject).await?
+            } else {
+                self.bus.queue_subscribe(subject, &self.manifest.name).await?
+            });
         }
         self.subscription = Some(all);
         Ok(())
