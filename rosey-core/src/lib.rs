@@ -5,6 +5,8 @@
 //! - [`event`]: the typed payloads that travel on the bus;
 //! - [`bus`]: the [`EventBus`](bus::EventBus) trait with the in-process [`MemoryBus`](bus::MemoryBus)
 //!   and, with the `nats` feature, `NatsBus`;
+//! - `cluster` (with the `nats` feature): the JetStream leader lease and outgoing chat queue that let
+//!   several nodes share one CyTube connection;
 //! - [`config`]: the JSON configuration, its embedded defaults and its validation;
 //! - [`plugin`]: plugin manifests, the [`PluginRuntime`](plugin::PluginRuntime) trait with child
 //!   processes and in-process plugins, supervision, resource limits and blue-green hot reload, all run
@@ -35,6 +37,8 @@
 
 pub mod backoff;
 pub mod bus;
+#[cfg(feature = "nats")]
+pub mod cluster;
 pub mod config;
 pub mod connector;
 pub mod control;

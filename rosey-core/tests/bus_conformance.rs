@@ -252,6 +252,27 @@ pub(crate) async fn invalid_subjects_are_errors<H: Harness>(h: &H) {
     assert!(matches!(err, BusError::Subject(_)), "bad group gave {err:?}");
 }
 
+pub(crate) async fn publish_with_id_reaches_subscribers_like_publish<H: Harness>(h: &H) {
+    let p = unique_prefix();
+    let subject = format!("{p}.chat.send");
+    let subscriber = h.connect().await;
+    let publisher = h.connect().await;
+    let mut sub = subscriber.subscribe(&subject).await.unwrap();
+    publisher.publish_with_id(&subject, "event-1/0", Bytes::from("1")).await.unwrap();
+    publisher.publish_with_id(&subject, "event-1/0", Bytes::from("2")).await.unwrap();
+    publisher.publish(&subject, Bytes::from("end")).await.unwrap();
+    // Only a stream de-duplicates; a plain subscriber sees every publish.
+    assert_eq!(until_end(&mut sub).await, [format!("{subject}=1"), format!("{subject}=2")]);
+
+    let too_long = "x".repeat(257);
+    for bad in ["", "line\nbreak", "carriage\rreturn", too_long.as_str()] {
+        let err = publisher.publish_with_id(&subject, bad, Bytes::new()).await.unwrap_err();
+        assert!(matches!(err, BusError::InvalidMessageId { .. }), "id {bad:?} gave {err:?}");
+    }
+    let err = publisher.publish_with_id("a..b", "ok", Bytes::new()).await.unwrap_err();
+    assert!(matches!(err, BusError::Subject(_)), "bad subject gave {err:?}");
+}
+
 /// Instantiates every conformance case as a `#[tokio::test]` for one harness.
 macro_rules! conformance_suite {
     ($harness:expr) => {
@@ -265,6 +286,7 @@ macro_rules! conformance_suite {
             dropping_a_subscription_unsubscribes,
             a_hundred_subscribers_each_get_every_message,
             invalid_subjects_are_errors,
+            publish_with_id_reaches_subscribers_like_publish,
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {

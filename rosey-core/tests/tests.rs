@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with its location
 
 mod bus_conformance;
+mod cluster;
 mod config;
 mod console;
 mod containment;

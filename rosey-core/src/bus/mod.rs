@@ -94,6 +94,15 @@ pub enum BusError {
         /// How long was waited.
         timeout: Duration,
     },
+    /// A message id given to [`EventBus::publish_with_id`] is empty, longer than
+    /// [`MAX_MESSAGE_ID_LEN`] bytes, or holds a control character (it travels in a header line).
+    #[error("invalid message id {id:?}: {reason}")]
+    InvalidMessageId {
+        /// The id as given.
+        id: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The transport failed during `operation` (e.g. the NATS connection broke while publishing).
     #[error("bus transport failed to {operation}")]
     Transport {
@@ -182,6 +191,26 @@ impl fmt::Debug for Subscription {
     }
 }
 
+/// The longest id [`EventBus::publish_with_id`] accepts, in bytes: enough for a node name, an event id
+/// and a reply index, small enough that a header never crowds the payload.
+pub const MAX_MESSAGE_ID_LEN: usize = 256;
+
+/// Checks an id for [`EventBus::publish_with_id`]: non-empty, at most [`MAX_MESSAGE_ID_LEN`] bytes, no
+/// control characters (a NATS header value ends at a line break). Every implementation applies the
+/// same rule, so an id that works in process works on NATS too.
+pub fn validate_message_id(id: &str) -> Result<(), BusError> {
+    let reason = if id.is_empty() {
+        "it is empty"
+    } else if id.len() > MAX_MESSAGE_ID_LEN {
+        "it is longer than 256 bytes"
+    } else if id.chars().any(char::is_control) {
+        "it holds a control character"
+    } else {
+        return Ok(());
+    };
+    Err(BusError::InvalidMessageId { id: id.chars().take(64).collect(), reason })
+}
+
 /// Publish/subscribe with NATS semantics, the one way Rosey's parts and nodes talk.
 ///
 /// Contract, checked by the conformance suite for every implementation:
@@ -197,6 +226,24 @@ impl fmt::Debug for Subscription {
 pub trait EventBus: Send + Sync + 'static {
     /// Publishes `payload` on `subject` (no wildcards).
     async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError>;
+
+    /// Publishes `payload` on `subject` with an id that names this message for de-duplication: where the
+    /// subject is stored by a JetStream stream (the outgoing chat queue, see `rosey_core::cluster`),
+    /// the server keeps one message per id within the stream's duplicate window, so a publisher that
+    /// is not sure its first attempt arrived can publish again with the same id. Subscribers see it as
+    /// a plain publish.
+    ///
+    /// The default, for buses without such storage (the in-process bus), checks the id with
+    /// [`validate_message_id`] and publishes plainly. `NatsBus` sends it as the `Nats-Msg-Id` header.
+    async fn publish_with_id(
+        &self,
+        subject: &str,
+        id: &str,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        validate_message_id(id)?;
+        self.publish(subject, payload).await
+    }
 
     /// Subscribes to every subject matching `pattern`.
     async fn subscribe(&self, pattern: &str) -> Result<Subscription, BusError>;
@@ -261,6 +308,14 @@ impl<B: EventBus + ?Sized> EventBusExt for B {}
 impl<B: EventBus + ?Sized> EventBus for Arc<B> {
     async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
         (**self).publish(subject, payload).await
+    }
+    async fn publish_with_id(
+        &self,
+        subject: &str,
+        id: &str,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        (**self).publish_with_id(subject, id, payload).await
     }
     async fn subscribe(&self, pattern: &str) -> Result<Subscription, BusError> {
         (**self).subscribe(pattern).await

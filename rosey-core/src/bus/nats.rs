@@ -323,6 +323,27 @@ impl EventBus for NatsBus {
         self.client.publish(subject.to_owned(), payload).await.map_err(transport("publish"))
     }
 
+    async fn publish_with_id(
+        &self,
+        subject: &str,
+        id: &str,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        subject::validate_publish(subject)?;
+        super::validate_message_id(id)?;
+        let value: async_nats::HeaderValue =
+            id.parse().map_err(|_| BusError::InvalidMessageId {
+                id: id.to_owned(),
+                reason: "it is not a valid header value",
+            })?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, value);
+        self.client
+            .publish_with_headers(subject.to_owned(), headers, payload)
+            .await
+            .map_err(transport("publish"))
+    }
+
     async fn subscribe(&self, pattern: &str) -> Result<Subscription, BusError> {
         subject::validate_pattern(pattern)?;
         let sub =
