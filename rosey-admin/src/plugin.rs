@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use rosey_core::event::CommandEvent;
+use rosey_core::event::{CommandEvent, EpochMillis, now_millis};
 use rosey_core::metrics::MetricsSink;
 use rosey_core::plugin::{
     CommandSpec, InProcessPlugin, InProcessRuntime, Manifest, PluginContext, PluginControl,
@@ -81,7 +81,28 @@ impl AdminOptions {
 struct Shared {
     confirmations: Mutex<Confirmations>,
     limits: Limits,
+    /// `yes` lines that found no request: the command they confirm may still be on its way (it
+    /// goes through the router, the `yes` comes straight from the chat).
+    early: Mutex<Vec<EarlyYes>>,
 }
+
+/// A `yes` that came before any request of its sender.
+#[derive(Debug)]
+struct EarlyYes {
+    user: String,
+    origin: Origin,
+    /// When it was said (the chat line's time).
+    said: EpochMillis,
+    rank: Option<f64>,
+    heard: Instant,
+}
+
+/// How long a `yes` waits for the command it may confirm. Only a command said *before* the `yes`
+/// (by the chat's own times) is confirmed by it: a `yes` said first never confirms a later request.
+const EARLY_YES_WAIT: Duration = Duration::from_secs(5);
+
+/// Most `yes` lines kept waiting at once (a flood of them cannot grow memory).
+const EARLY_YES_MAX: usize = 64;
 
 /// The `!admin` chat plugin: `help`, `list`, `status [plugin]`, `reload <plugin>`, `reload --all`,
 /// `restart <plugin>` and `metrics`, for the owner and admins only, acting through a
@@ -123,7 +144,11 @@ impl AdminPlugin {
             ranks: None,
             auditor,
             started_at: SystemTime::now(),
-            shared: Arc::new(Shared { confirmations: Mutex::default(), limits }),
+            shared: Arc::new(Shared {
+                confirmations: Mutex::default(),
+                limits,
+                early: Mutex::default(),
+            }),
         }
     }
 
@@ -226,9 +251,28 @@ impl AdminPlugin {
             }
         };
         let origin = Origin { channel: event.channel.clone(), private: came_by_pm(event) };
-        let (outcome, lines) = self.answer(command, &prefix, rank, origin, &event.user, rest).await;
+        let (outcome, mut lines) =
+            self.answer(command, &prefix, rank, origin.clone(), &event.user, rest).await;
         self.auditor.record(entry(rank, outcome, Some(lines.join(" | "))));
+        // The `yes` may have overtaken its command (piped input, a busy router): one said after
+        // the command confirms it now.
+        if outcome == Outcome::Pending
+            && let Some(yes) = self.take_early_yes(&event.user, &origin, event.time)
+        {
+            lines.extend(self.hear(&event.user, origin, "yes", yes.rank, yes.said).await);
+        }
         lines
+    }
+
+    /// Takes the `yes` of `user` at `origin` said at or after `asked` that waited for its command.
+    fn take_early_yes(&self, user: &str, origin: &Origin, asked: EpochMillis) -> Option<EarlyYes> {
+        let user = fold(user);
+        let mut early = self.shared.early.lock();
+        early.retain(|yes| yes.heard.elapsed() < EARLY_YES_WAIT);
+        let i = early
+            .iter()
+            .position(|yes| yes.user == user && yes.origin == *origin && yes.said >= asked)?;
+        Some(early.remove(i))
     }
 
     /// What a well-formed command from an admin says, and how it ended.
@@ -345,13 +389,28 @@ impl AdminPlugin {
     }
 
     /// A chat or private line from `user` at `origin`: a `yes` goes ahead with their request.
-    async fn hear(&self, user: &str, origin: Origin, line: &str, rank: Option<f64>) -> Vec<String> {
+    async fn hear(
+        &self,
+        user: &str,
+        origin: Origin,
+        line: &str,
+        rank: Option<f64>,
+        said: EpochMillis,
+    ) -> Vec<String> {
         if !line.trim().eq_ignore_ascii_case("yes") {
             return Vec::new();
         }
         let answer = self.shared.confirmations.lock().answer(&fold(user), &origin);
         let request = match answer {
-            Answer::Nothing => return Vec::new(),
+            Answer::Nothing => {
+                let mut early = self.shared.early.lock();
+                early.retain(|yes| yes.heard.elapsed() < EARLY_YES_WAIT);
+                if early.len() < EARLY_YES_MAX {
+                    let heard = Instant::now();
+                    early.push(EarlyYes { user: fold(user), origin, said, rank, heard });
+                }
+                return Vec::new();
+            }
             Answer::Expired => {
                 tracing::info!(message = "a yes came after the request expired", actor = user);
                 return vec![answers::EXPIRED.to_owned()];
@@ -470,6 +529,7 @@ impl InProcessPlugin for AdminPlugin {
         };
         let origin = Origin { channel: channel.to_owned(), private };
         let rank = data.get("rank").and_then(Value::as_f64);
-        Ok(self.hear(user, origin, line, rank).await)
+        let said = data.get("time").and_then(Value::as_i64).unwrap_or_else(now_millis);
+        Ok(self.hear(user, origin, line, rank, said).await)
     }
 }

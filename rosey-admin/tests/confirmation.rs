@@ -122,3 +122,22 @@ async fn reload_all_asks_for_every_plugin_but_the_admin_plugin() {
     );
     bed.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_yes_that_overtook_its_command_confirms_it_and_one_said_before_does_not() {
+    let bed = Setup::console().start().await;
+    let channel = bed.channel.clone();
+    // Said before the command (by the chat's clock), even if heard first: no confirmation.
+    assert!(bed.say_at(&channel, "carol", "yes", 10).await.is_empty());
+    let mut command = bed.command_event("carol", "restart echo");
+    command["time"] = serde_json::json!(20);
+    assert_eq!(bed.admin_event(command).await, [PROMPT]);
+    // Said after the command but heard first (piped input, a busy router): it confirms.
+    assert!(bed.say_at(&channel, "carol", "no", 21).await.is_empty());
+    assert!(bed.say_at(&channel, "bob", "yes", 31).await.is_empty());
+    assert!(bed.say_at(&channel, "alice", "yes", 31).await.is_empty(), "someone else's yes");
+    let mut command = bed.command_event("bob", "restart echo");
+    command["time"] = serde_json::json!(30);
+    assert_eq!(bed.admin_event(command).await, [PROMPT, "✅ Restarted echo v1.0.0 (0.0s)"]);
+    bed.stop().await;
+}

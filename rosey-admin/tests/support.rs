@@ -218,7 +218,18 @@ impl Bed {
 
     /// Says `line` in `channel` as `user`.
     pub(crate) async fn say_in(&self, channel: &str, user: &str, line: &str) -> Vec<String> {
-        let message = json!({"channel": channel, "user": user, "message": line, "time": 2});
+        self.say_at(channel, user, line, 2).await
+    }
+
+    /// Says `line` in `channel` as `user`, with the chat's time `time` (epoch milliseconds).
+    pub(crate) async fn say_at(
+        &self,
+        channel: &str,
+        user: &str,
+        line: &str,
+        time: i64,
+    ) -> Vec<String> {
+        let message = json!({"channel": channel, "user": user, "message": line, "time": time});
         self.ask("cytube.chat.message", message).await
     }
 
