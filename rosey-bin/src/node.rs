@@ -212,7 +212,7 @@ async fn start(
     health.expect(health::CONNECTOR);
     // 1. EventBus
     let since = Instant::now();
-    let (bus, bus_kind, memory_bus) = start_bus(config).await?;
+    let (bus, bus_kind, memory_bus, nats) = start_bus(config).await?;
     parts.started("event bus", Part::Bus(bus.clone()), since);
     health.report(health::BUS, true, format!("connected ({bus_kind})"));
     // 2. Database: opened (and migrated) before anything can write to it; lifecycle records and the
@@ -290,7 +290,7 @@ async fn start(
     // The connector is made (not started) here: its counters and user table feed the metrics and
     // the dashboard from now on.
     let bot_name = config.cytube.as_ref().map_or("rosey", |c| c.username.as_str()).to_owned();
-    let made = make_connector(config, bot_name.clone(), health)?;
+    let made = make_connector(config, bot_name.clone(), health, nats.as_ref())?;
     // 5. Dashboard
     if !config.dashboard.enabled {
         skipped("dashboard", "dashboard.enabled is false");
@@ -599,6 +599,7 @@ fn make_connector(
     config: &Config,
     bot_name: String,
     health: &HealthRegistry,
+    nats: Option<&NatsBusOf>,
 ) -> Result<MadeConnector, NodeError> {
     match &config.cytube {
         None => {
@@ -627,21 +628,31 @@ fn make_connector(
                 user = %cytube.username,
                 guest = cytube.password.is_none()
             );
-            let connector = CytubeConnector::new(CytubeOptions::from_config(cytube))
-                .with_health(health.clone());
-            let users = connector.users();
+            let options = CytubeOptions::from_config(cytube);
+            // On NATS every node with a `cytube` section competes for the channel: the one holding
+            // its lease joins, the others wait in standby (docs/SCALING.md).
+            let (connector, users): (Box<dyn Connector>, _) = match nats {
+                #[cfg(feature = "nats")]
+                Some(nats) => {
+                    let connector =
+                        rosey_core::cluster::LeasedCytube::new(options, nats, &config.node.name())
+                            .with_health(health.clone());
+                    let users = connector.users();
+                    (Box::new(connector), users)
+                }
+                _ => {
+                    let connector = CytubeConnector::new(options).with_health(health.clone());
+                    let users = connector.users();
+                    (Box::new(connector), users)
+                }
+            };
             let ranks: Arc<dyn RankLookup> = Arc::new(UserRanks(users.clone()));
             let view = ConnectorView {
                 name: "cytube".to_owned(),
                 channel: Some(cytube.channel.clone()),
                 users: Some(Arc::new(move || users.len())),
             };
-            Ok(MadeConnector {
-                connector: Box::new(connector),
-                console: None,
-                view,
-                ranks: Some(ranks),
-            })
+            Ok(MadeConnector { connector, console: None, view, ranks: Some(ranks) })
         }
         #[cfg(not(feature = "cytube"))]
         Some(_) => Err(NodeError::CytubeNotBuilt),
@@ -687,14 +698,22 @@ async fn step<T>(name: &str, work: impl Future<Output = T>) {
     }
 }
 
-/// The bus, its kind, and the in-process bus again when it is one (for its statistics).
-type StartedBus = (Arc<dyn EventBus>, &'static str, Option<Arc<MemoryBus>>);
+/// The NATS bus itself, when the node is on NATS (the CyTube connector competes for its channel
+/// through JetStream there).
+#[cfg(feature = "nats")]
+type NatsBusOf = rosey_core::bus::NatsBus;
+#[cfg(not(feature = "nats"))]
+type NatsBusOf = std::convert::Infallible;
+
+/// The bus, its kind, the in-process bus again when it is one (for its statistics), and the NATS bus
+/// when it is that.
+type StartedBus = (Arc<dyn EventBus>, &'static str, Option<Arc<MemoryBus>>, Option<NatsBusOf>);
 
 async fn start_bus(config: &Config) -> Result<StartedBus, NodeError> {
     match &config.nats_url {
         None => {
             let bus = Arc::new(MemoryBus::new());
-            Ok((bus.clone(), "memory", Some(bus)))
+            Ok((bus.clone(), "memory", Some(bus), None))
         }
         #[cfg(feature = "nats")]
         Some(url) => {
@@ -704,7 +723,7 @@ async fn start_bus(config: &Config) -> Result<StartedBus, NodeError> {
             tracing::info!(message = "connecting to NATS", url = %url, credentials = %credentials.summary());
             let options = NatsOptions { credentials, ..NatsOptions::default() };
             let bus = NatsBus::connect_with(url.expose(), options).await?;
-            Ok((Arc::new(bus), "nats", None))
+            Ok((Arc::new(bus.clone()), "nats", None, Some(bus)))
         }
         #[cfg(not(feature = "nats"))]
         Some(_) => Err(NodeError::NatsNotBuilt),

@@ -460,6 +460,8 @@ fn run_with_nats_url_uses_nats_and_never_logs_credentials() {
     let url =
         std::env::var("ROSEY_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
     let with_creds = url.replacen("nats://", "nats://rosey:s3cr3t-nats@", 1);
+    // A channel of this run's own: on a shared NATS, nodes with one channel compete for its lease.
+    let channel = format!("lobby-{}", std::process::id());
     // The test PostgreSQL trusts loopback, so it accepts (and ignores) the password.
     let database = storage::test_database();
     let database_url = storage::with_password(database.url(), "s3cr3t-db");
@@ -468,7 +470,7 @@ fn run_with_nats_url_uses_nats_and_never_logs_credentials() {
         &format!(
             r#"{{"owner": "alice", "nats_url": "{with_creds}",
                  "database": {{"url": "{database_url}"}},
-                 "cytube": {{"server": "{}", "channel": "lobby", "username": "rosey",
+                 "cytube": {{"server": "{}", "channel": "{channel}", "username": "rosey",
                              "password": "s3cr3t-cytube"}}}}"#,
             cytube.server.url()
         ),

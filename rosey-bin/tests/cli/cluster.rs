@@ -57,3 +57,93 @@ fn an_admin_reload_on_one_node_reaches_every_node() {
         super::e2e::assert_clean(&log);
     }
 }
+
+/// A node's connector, as its `/readyz` reports it.
+fn connector_detail(port: u16) -> String {
+    let (_, body) = super::e2e::request(port, "GET", "/readyz", "");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let components = body["components"].as_array().cloned().unwrap_or_default();
+    let connector = components.iter().find(|c| c["name"] == "connector").cloned();
+    connector.map(|c| c["detail"].as_str().unwrap_or_default().to_owned()).unwrap_or_default()
+}
+
+#[test]
+fn one_node_holds_the_channel_and_another_takes_it_within_ten_seconds_of_a_sigkill() {
+    use rosey_testkit::cytube::{Account, FakeCytube, FakeCytubeOptions, ServerEvent};
+    use std::path::Path;
+    use std::time::Instant;
+
+    let nats = NatsServer::start();
+    let account = Account::new("RoseyBot", "hunter22");
+    let cytube =
+        super::Cytube::start(FakeCytubeOptions { accounts: vec![account], ..Default::default() });
+    let channel = cytube.server.channel("testchan");
+    channel.join_peer("alice", 0.0);
+    let mut events = cytube.server.subscribe();
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let mut nodes = Vec::new();
+    for name in ["n1", "n2", "n3"] {
+        let dir = scratch_dir();
+        let port = free_port();
+        let config = super::write_config(
+            &dir,
+            &format!(
+                r#"{{"plugin_dir": {:?}, "logging": {{"file": null}}, "dashboard": {{"port": {port}}},
+                    "nats_url": "{}", "node": {{"name": "{name}"}},
+                    "cytube": {{"server": "{}", "channel": "testchan", "username": "RoseyBot",
+                                "password": "hunter22"}}}}"#,
+                plugins.display().to_string(),
+                nats.url(),
+                cytube.server.url()
+            ),
+        );
+        let running = super::Running::start(super::rosey(
+            &dir,
+            &["run", "--config", config.to_str().unwrap()],
+        ));
+        running.wait_for("rosey ready");
+        nodes.push((running, port));
+    }
+    let wait = |events: &mut _, patience: Duration, f: &dyn Fn(&ServerEvent) -> bool| {
+        cytube._runtime.block_on(FakeCytube::wait_for(events, patience, |e| f(e).then_some(())))
+    };
+    // Exactly one node joins; the others wait in standby.
+    let holder = poll(Duration::from_secs(15), "one node joined", || {
+        let details: Vec<String> = nodes.iter().map(|(_, port)| connector_detail(*port)).collect();
+        let joined: Vec<usize> =
+            (0..details.len()).filter(|&i| details[i].starts_with("joined")).collect();
+        let standby = details.iter().filter(|d| d.starts_with("standby")).count();
+        (joined.len() == 1 && standby == 2).then(|| joined[0])
+    });
+    channel.say("alice", "!roll 1d6");
+    wait(
+        &mut events,
+        Duration::from_secs(20),
+        &|e| matches!(e, ServerEvent::Chat { user, msg, .. } if user == "RoseyBot" && msg.starts_with("🎲")),
+    );
+
+    // The holder dies without a word: another node takes the channel within 10 s.
+    let (dead, _) = nodes.remove(holder);
+    let killed = Instant::now();
+    dead.signal("KILL");
+    let _ = dead.wait_exit();
+    wait(
+        &mut events,
+        Duration::from_secs(10),
+        &|e| matches!(e, ServerEvent::LoggedIn { name, .. } if name == "RoseyBot"),
+    );
+    assert!(killed.elapsed() < Duration::from_secs(10), "took over after {:?}", killed.elapsed());
+    channel.say("alice", "!roll 2d6");
+    wait(
+        &mut events,
+        Duration::from_secs(20),
+        &|e| matches!(e, ServerEvent::Chat { user, msg, .. } if user == "RoseyBot" && msg.starts_with("🎲")),
+    );
+    let details: Vec<String> = nodes.iter().map(|(_, port)| connector_detail(*port)).collect();
+    assert_eq!(details.iter().filter(|d| d.starts_with("joined")).count(), 1, "{details:?}");
+    for (running, _) in nodes {
+        running.signal("TERM");
+        let (status, rest) = running.wait_exit();
+        assert!(status.success(), "{rest}");
+    }
+}

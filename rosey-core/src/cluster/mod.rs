@@ -36,6 +36,8 @@
 
 pub mod chat_queue;
 pub mod lease;
+#[cfg(feature = "cytube")]
+pub mod leased;
 
 use std::time::Duration;
 
@@ -45,6 +47,8 @@ use crate::service::TaskFailed;
 
 pub use chat_queue::{ChatQueue, ChatQueueOptions, Delivery, Stored};
 pub use lease::{Lease, LeaseHandle, LeaseOptions};
+#[cfg(feature = "cytube")]
+pub use leased::LeasedCytube;
 
 /// What went wrong setting up or using the lease or the chat queue.
 ///

@@ -30,6 +30,11 @@ pub enum ConnectorError {
     #[cfg(feature = "cytube")]
     #[error(transparent)]
     Cytube(#[from] cytube::CytubeError),
+    /// The lease that decides which node holds the channel could not be set up (JetStream off, no
+    /// permission on its bucket…).
+    #[cfg(feature = "nats")]
+    #[error("cannot compete for the channel: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The connector's task panicked.
     #[error(transparent)]
     Task(#[from] TaskFailed),

@@ -274,6 +274,14 @@ impl CytubeConnector {
         }
     }
 
+    /// Keeps its user table in `users` and counts into `stats`, shared with whoever holds them (a
+    /// connector that is started again and again, such as the leased one of a cluster).
+    pub fn sharing(mut self, users: UserDirectory, stats: ConnectorStats) -> Self {
+        self.users = users;
+        self.stats = stats;
+        self
+    }
+
     /// Reports into `health` as the [`CONNECTOR`](health::CONNECTOR); see the [module docs](self).
     pub fn with_health(mut self, health: HealthRegistry) -> Self {
         self.health = Health(Some(health));
