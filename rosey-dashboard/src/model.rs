@@ -37,6 +37,9 @@ pub(crate) struct Header {
     pub(crate) connector: Option<String>,
     /// Whether the connector is joined.
     pub(crate) connector_joined: bool,
+    /// Whether the connector waits in standby while another node holds the channel (healthy, not
+    /// joined).
+    pub(crate) connector_standby: bool,
     /// The channel, when the connector is in one.
     pub(crate) channel: Option<String>,
     /// Users in the channel, when known.

@@ -220,6 +220,9 @@ impl Builder {
         let health = &self.sources.health;
         let healthy = |name| health.component(name).is_some_and(|c| c.healthy);
         let connector = self.sources.connector.as_ref();
+        let standby = health
+            .component(health::CONNECTOR)
+            .is_some_and(|c| c.healthy && c.detail.starts_with("standby"));
         Header {
             version: self.sources.version.clone(),
             node: self.sources.node.clone(),
@@ -227,7 +230,8 @@ impl Builder {
             bus: self.sources.bus.clone(),
             bus_healthy: healthy(health::BUS),
             connector: connector.map(|c| c.name.clone()),
-            connector_joined: healthy(health::CONNECTOR),
+            connector_joined: healthy(health::CONNECTOR) && !standby,
+            connector_standby: standby,
             channel: connector.and_then(|c| c.channel.clone()),
             users: connector.and_then(|c| c.users.as_ref()).map(|users| users()),
             total_plugins: statuses.len(),

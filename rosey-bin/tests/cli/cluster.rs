@@ -115,6 +115,12 @@ fn one_node_holds_the_channel_and_another_takes_it_within_ten_seconds_of_a_sigki
         let standby = details.iter().filter(|d| d.starts_with("standby")).count();
         (joined.len() == 1 && standby == 2).then(|| joined[0])
     });
+    // A standby node says so on its page (built from a snapshot at most a second old).
+    let standby = nodes[(holder + 1) % nodes.len()].1;
+    poll(Duration::from_secs(5), "a standby node's page says standby", || {
+        let (_, page) = super::e2e::request(standby, "GET", "/", "");
+        page.contains("cytube · standby").then_some(())
+    });
     channel.say("alice", "!roll 1d6");
     wait(
         &mut events,

@@ -26,8 +26,12 @@ impl Display for HeaderFigures<'_> {
         figure(f, "Bus", ok_class(h.bus_healthy), format_args!("{} · {bus}", Esc(&h.bus)))?;
         match &h.connector {
             Some(name) => {
-                let joined = if h.connector_joined { "joined" } else { "not joined" };
-                let class = ok_class(h.connector_joined);
+                let joined = match (h.connector_joined, h.connector_standby) {
+                    (true, _) => "joined",
+                    (false, true) => "standby",
+                    (false, false) => "not joined",
+                };
+                let class = ok_class(h.connector_joined || h.connector_standby);
                 figure(f, "Connector", class, format_args!("{} · {joined}", Esc(name)))?;
             }
             None => figure(f, "Connector", "", "none")?,

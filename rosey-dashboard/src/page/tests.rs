@@ -15,6 +15,7 @@ fn header() -> Header {
         bus_healthy: true,
         connector: Some("cytube".into()),
         connector_joined: true,
+        connector_standby: false,
         channel: Some("movienight".into()),
         users: Some(12),
         total_plugins: 2,
