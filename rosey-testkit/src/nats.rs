@@ -83,12 +83,27 @@ impl NatsServer {
     /// race with another process for a port chosen beforehand), with JetStream storing in a fresh
     /// temporary directory.
     pub fn try_start() -> Result<NatsServer, NatsServerError> {
+        Self::try_start_with(true)
+    }
+
+    /// A server like [`start`](Self::start) but with JetStream off, as a plain NATS deployment runs.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn start_without_jetstream() -> NatsServer {
+        Self::try_start_with(false).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    fn try_start_with(jetstream: bool) -> Result<NatsServer, NatsServerError> {
         let program = program()?;
         let dir = fresh_dir()?;
         let log = dir.join("nats.log");
-        let spawned = Command::new(&program)
-            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
-            .arg(dir.join("store"))
+        let mut command = Command::new(&program);
+        command.args(["-a", "127.0.0.1", "-p", "-1"]);
+        if jetstream {
+            command.arg("-js").arg("-sd").arg(dir.join("store"));
+        }
+        let spawned = command
             .arg("--ports_file_dir")
             .arg(&dir)
             .arg("-l")

@@ -153,3 +153,30 @@ fn one_node_holds_the_channel_and_another_takes_it_within_ten_seconds_of_a_sigki
         assert!(status.success(), "{rest}");
     }
 }
+
+#[test]
+fn without_jetstream_a_node_joins_the_channel_as_a_single_node_with_a_warning() {
+    use rosey_testkit::cytube::FakeCytubeOptions;
+
+    let nats = NatsServer::start_without_jetstream();
+    let cytube = super::Cytube::start(FakeCytubeOptions::default());
+    let dir = scratch_dir();
+    let config = super::write_config(
+        &dir,
+        &format!(
+            r#"{{"plugin_dir": "plugins", "logging": {{"file": null}}, "dashboard": {{"enabled": false}},
+                "nats_url": "{}",
+                "cytube": {{"server": "{}", "channel": "testchan", "username": "RoseyBot"}}}}"#,
+            nats.url(),
+            cytube.server.url()
+        ),
+    );
+    let running =
+        super::Running::start(super::rosey(&dir, &["run", "--config", config.to_str().unwrap()]));
+    let startup = running.wait_for("rosey ready");
+    assert!(startup.contains("JetStream is not available"), "{startup}");
+    assert!(startup.contains("joined the CyTube channel"), "{startup}");
+    running.signal("TERM");
+    let (status, rest) = running.wait_exit();
+    assert!(status.success(), "{rest}");
+}

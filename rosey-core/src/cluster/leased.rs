@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::ClusterError;
 use super::lease::{Lease, LeaseOptions};
 use crate::bus::{EventBus, NatsBus};
 use crate::connector::cytube::{CytubeConnector, CytubeOptions, UserDirectory};
@@ -87,7 +88,23 @@ impl Connector for LeasedCytube {
     ) -> Result<ConnectorHandle, ConnectorError> {
         let Self { options, client, node, users, stats, health } = *self;
         let key = lease_key(&options.channel);
-        let lease = Lease::start(client, LeaseOptions::new(key.clone(), node.clone())).await?;
+        let lease = match Lease::start(client, LeaseOptions::new(key.clone(), node.clone())).await {
+            Ok(lease) => lease,
+            Err(error @ ClusterError::LeaseBucket { .. }) => {
+                // Plain NATS, without JetStream: no lease to hold, so no failover; the node joins
+                // as a single node does (run one node with a `cytube` section there).
+                tracing::warn!(
+                    message = "JetStream is not available: this node joins the CyTube channel without a lease (no failover; run only one node with a cytube section, or turn JetStream on)",
+                    %error
+                );
+                let mut connector = CytubeConnector::new(options).sharing(users, stats);
+                if let Some(health) = health {
+                    connector = connector.with_health(health);
+                }
+                return Box::new(connector).start(bus).await;
+            }
+            Err(error) => return Err(error.into()),
+        };
         let channel = options.channel.clone();
         let inner_health = health.clone();
         let connector = move || {
