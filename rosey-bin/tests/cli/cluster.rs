@@ -180,3 +180,90 @@ fn without_jetstream_a_node_joins_the_channel_as_a_single_node_with_a_warning() 
     let (status, rest) = running.wait_exit();
     assert!(status.success(), "{rest}");
 }
+
+#[test]
+fn a_hundred_replies_reach_the_channel_once_each_across_a_sigkill_of_the_holder() {
+    use rosey_core::bus::{EventBus, EventBusExt, NatsBus};
+    use rosey_testkit::cytube::{Account, FakeCytube, FakeCytubeOptions, ServerEvent};
+    use std::collections::BTreeMap;
+
+    let nats = NatsServer::start();
+    let account = Account::new("RoseyBot", "hunter22");
+    let cytube =
+        super::Cytube::start(FakeCytubeOptions { accounts: vec![account], ..Default::default() });
+    let mut events = cytube.server.subscribe();
+    let mut nodes = Vec::new();
+    for name in ["n1", "n2", "n3"] {
+        let dir = scratch_dir();
+        let port = free_port();
+        let config = super::write_config(
+            &dir,
+            &format!(
+                r#"{{"plugin_dir": "plugins", "logging": {{"file": null}}, "dashboard": {{"port": {port}}},
+                    "nats_url": "{}", "node": {{"name": "{name}"}},
+                    "cytube": {{"server": "{}", "channel": "testchan", "username": "RoseyBot",
+                                "password": "hunter22"}}}}"#,
+                nats.url(),
+                cytube.server.url()
+            ),
+        );
+        let running = super::Running::start(super::rosey(
+            &dir,
+            &["run", "--config", config.to_str().unwrap()],
+        ));
+        running.wait_for("rosey ready");
+        nodes.push((running, port));
+    }
+    let holder = poll(Duration::from_secs(15), "one node joined", || {
+        let joined: Vec<usize> = (0..nodes.len())
+            .filter(|&i| connector_detail(nodes[i].1).starts_with("joined"))
+            .collect();
+        (joined.len() == 1).then(|| joined[0])
+    });
+
+    // A hundred replies, as plugins on any node publish them.
+    let runtime = &cytube._runtime;
+    let bus = runtime.block_on(NatsBus::connect(nats.url())).unwrap();
+    for i in 0..100 {
+        let line = serde_json::json!({"channel": "testchan", "message": format!("reply {i}")});
+        runtime.block_on(bus.publish_json("cytube.chat.send", &line)).unwrap();
+    }
+    runtime.block_on(bus.flush()).unwrap();
+    let mut said: BTreeMap<String, usize> = BTreeMap::new();
+    let next_said = |events: &mut _, patience| {
+        runtime.block_on(FakeCytube::wait_for(events, patience, |e| match e {
+            ServerEvent::Chat { user, msg, .. } if user == "RoseyBot" => Some(msg.clone()),
+            _ => None,
+        }))
+    };
+    // The holder dies in the middle of the burst.
+    while said.len() < 30 {
+        *said.entry(next_said(&mut events, Duration::from_secs(20))).or_default() += 1;
+    }
+    let (dead, _) = nodes.remove(holder);
+    dead.signal("KILL");
+    let _ = dead.wait_exit();
+    // Another node takes over and says the rest: up to the lease's ttl, a join, and (for a line the
+    // dead holder had pulled) the queue's ack wait.
+    while said.len() < 100 {
+        *said.entry(next_said(&mut events, Duration::from_secs(40))).or_default() += 1;
+    }
+    // A last line: anything said twice would come before it.
+    let end = serde_json::json!({"channel": "testchan", "message": "the end"});
+    runtime.block_on(bus.publish_json("cytube.chat.send", &end)).unwrap();
+    loop {
+        let line = next_said(&mut events, Duration::from_secs(40));
+        if line == "the end" {
+            break;
+        }
+        *said.entry(line).or_default() += 1;
+    }
+    let twice: Vec<(&String, &usize)> = said.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "said more than once: {twice:?}");
+    assert_eq!(said.len(), 100);
+    for (running, _) in nodes {
+        running.signal("TERM");
+        let (status, rest) = running.wait_exit();
+        assert!(status.success(), "{rest}");
+    }
+}

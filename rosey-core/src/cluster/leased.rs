@@ -4,7 +4,10 @@
 //! and another node takes the lease and joins; when it stops cleanly it gives the lease back at once.
 //!
 //! The nodes without the lease wait in standby (healthy: they run plugins and route commands, and
-//! their replies reach the channel through the holder). Permanent CyTube errors (a ban, a wrong
+//! their replies reach the channel through the holder). What is said goes through the cluster's
+//! [chat queue](super::chat_queue): a line is taken off it once CyTube has taken it, so replies said
+//! while no node holds the channel are said once one does, and a dead holder's unsaid lines go to
+//! the next. Permanent CyTube errors (a ban, a wrong
 //! password) stop the node that meets them, as with a single node: another node would meet them
 //! too. A registered account is the one to use: a new holder's login takes over the old holder's
 //! session at once, where a guest name would be "in use" until CyTube's ping timeout.
@@ -15,6 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::ClusterError;
+use super::chat_queue::{ChatQueue, ChatQueueOptions};
 use super::lease::{Lease, LeaseOptions};
 use crate::bus::{EventBus, NatsBus};
 use crate::connector::cytube::{CytubeConnector, CytubeOptions, UserDirectory};
@@ -88,7 +92,10 @@ impl Connector for LeasedCytube {
     ) -> Result<ConnectorHandle, ConnectorError> {
         let Self { options, client, node, users, stats, health } = *self;
         let key = lease_key(&options.channel);
-        let lease = match Lease::start(client, LeaseOptions::new(key.clone(), node.clone())).await {
+        let lease_client = client.clone();
+        let lease = match Lease::start(lease_client, LeaseOptions::new(key.clone(), node.clone()))
+            .await
+        {
             Ok(lease) => lease,
             Err(error @ ClusterError::LeaseBucket { .. }) => {
                 // Plain NATS, without JetStream: no lease to hold, so no failover; the node joins
@@ -105,11 +112,22 @@ impl Connector for LeasedCytube {
             }
             Err(error) => return Err(error.into()),
         };
+        // The chat queue exists from now on (every node opens it), so replies said anywhere are kept
+        // until a holder says them.
+        let queue_options = ChatQueueOptions::default();
+        let open_queue = move || ChatQueue::open(client.clone(), queue_options.clone());
+        if let Err(error) = open_queue().await {
+            if let Err(stop_error) = lease.stop().await {
+                tracing::warn!(message = "cannot give the lease back", error = %stop_error);
+            }
+            return Err(error.into());
+        }
         let channel = options.channel.clone();
         let inner_health = health.clone();
-        let connector = move || {
-            let connector =
-                CytubeConnector::new(options.clone()).sharing(users.clone(), stats.clone());
+        let connector = move |queue: ChatQueue| {
+            let connector = CytubeConnector::new(options.clone())
+                .sharing(users.clone(), stats.clone())
+                .chat_queue(queue);
             match &inner_health {
                 Some(health) => connector.with_health(health.clone()),
                 None => connector,
@@ -120,7 +138,11 @@ impl Connector for LeasedCytube {
         let mut first = None;
         if lease.held() {
             tracing::info!(message = "this node holds the CyTube channel; joining", lease = %key);
-            match Box::new(connector()).start(bus.clone()).await {
+            let started = match open_queue().await {
+                Ok(queue) => Box::new(connector(queue)).start(bus.clone()).await,
+                Err(error) => Err(error.into()),
+            };
+            match started {
                 Ok(handle) => first = Some(handle),
                 Err(error) => {
                     if let Err(stop_error) = lease.stop().await {
@@ -148,7 +170,11 @@ impl Connector for LeasedCytube {
                             alive = until(&mut held, true) => if !alive { break Ok(()) },
                         }
                         tracing::info!(message = "this node holds the CyTube channel; joining", lease = %key);
-                        let start = Box::new(connector()).start(bus.clone());
+                        let queue = match open_queue().await {
+                            Ok(queue) => queue,
+                            Err(error) => break Err(error.into()),
+                        };
+                        let start = Box::new(connector(queue)).start(bus.clone());
                         let started = tokio::select! {
                             () = stop.cancelled() => break Ok(()),
                             _ = until(&mut held, false) => {

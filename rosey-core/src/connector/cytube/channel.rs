@@ -2,10 +2,11 @@
 //! CyTube sends: the user table, chat and PMs onto the bus, media changes, the flood limit (the bot's
 //! rank and the channel's `chat_antiflood`), echoes and `cooldown` for the outbox.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -70,6 +71,35 @@ pub(super) struct ChannelState {
     antiflood: Option<FloodLimit>,
     /// The connector's counters (shared with the outbox).
     pub(super) stats: ConnectorStats,
+    /// The bot's own lines in the history of the last join.
+    recent_own: RecentOwn,
+}
+
+/// The bot's own lines in the chat history CyTube replayed at the last join (what the channel shows
+/// the bot said last), so that a line a dead holder of the channel already said is not said again.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RecentOwn(Arc<Mutex<VecDeque<String>>>);
+
+impl RecentOwn {
+    /// Lines kept: CyTube replays at most 15.
+    const KEPT: usize = 32;
+
+    fn clear(&self) {
+        self.0.lock().clear();
+    }
+
+    fn push(&self, line: String) {
+        let mut lines = self.0.lock();
+        if lines.len() == Self::KEPT {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+
+    /// Whether the history shows the bot saying `line`.
+    pub(crate) fn contains(&self, line: &str) -> bool {
+        self.0.lock().iter().any(|own| own == line)
+    }
 }
 
 impl ChannelState {
@@ -93,6 +123,7 @@ impl ChannelState {
             own_rank: -1.0,
             antiflood: None,
             stats,
+            recent_own: RecentOwn::default(),
         }
     }
 
@@ -100,6 +131,12 @@ impl ChannelState {
     pub(super) fn new_connection(&mut self) {
         self.incoming.rejoin();
         self.own_rank = -1.0;
+        self.recent_own.clear();
+    }
+
+    /// The bot's own lines in the history of the last join (shared, kept current).
+    pub(crate) fn recent_own(&self) -> RecentOwn {
+        self.recent_own.clone()
     }
 
     /// The bot's rank as the server last said (-1 before the first `rank`).
@@ -173,6 +210,12 @@ impl ChannelState {
                     .and_then(|a| a.get("username"))
                     .and_then(Value::as_str)
                     .is_some_and(|user| self.incoming.is_bot(user));
+                if from_bot && !self.incoming.joined() {
+                    let msg = arg.and_then(|a| a.get("msg")).and_then(Value::as_str);
+                    if let Some(msg) = msg {
+                        self.recent_own.push(super::text::html_to_text(msg));
+                    }
+                }
                 if from_bot && self.incoming.joined() {
                     self.outbox.echoed();
                 }

@@ -73,7 +73,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::channel::ChannelState;
 pub use self::channel::UserDirectory;
-use self::outbox::Outgoing;
+use self::outbox::{Handoff, Outgoing, Settled};
 use self::session::{Link, SessionEnd};
 pub use self::users::User;
 use super::{Connector, ConnectorError, ConnectorHandle, ConnectorStats};
@@ -261,6 +261,9 @@ pub struct CytubeConnector {
     users: UserDirectory,
     stats: ConnectorStats,
     health: Health,
+    /// Outgoing chat from the cluster's JetStream queue instead of the bus subjects.
+    #[cfg(feature = "nats")]
+    queue: Option<crate::cluster::ChatQueue>,
 }
 
 impl CytubeConnector {
@@ -271,7 +274,20 @@ impl CytubeConnector {
             users: UserDirectory::default(),
             stats: ConnectorStats::default(),
             health: Health(None),
+            #[cfg(feature = "nats")]
+            queue: None,
         }
+    }
+
+    /// Takes what to say from the cluster's chat queue (`cytube.chat.send` and `cytube.pm.send` as
+    /// JetStream stores them) rather than from subscriptions to those subjects: each line is
+    /// acknowledged once CyTube has taken it (echoed, or a PM answered) or it was given up, so a
+    /// connector that dies leaves what it had not said to the next holder. A line delivered again
+    /// that CyTube's join history shows the bot already said is not said twice.
+    #[cfg(feature = "nats")]
+    pub fn chat_queue(mut self, queue: crate::cluster::ChatQueue) -> Self {
+        self.queue = Some(queue);
+        self
     }
 
     /// Keeps its user table in `users` and counts into `stats`, shared with whoever holds them (a
@@ -327,15 +343,24 @@ impl Connector for CytubeConnector {
         self: Box<Self>,
         bus: Arc<dyn EventBus>,
     ) -> Result<ConnectorHandle, ConnectorError> {
-        let Self { options, users, stats, health } = *self;
+        let this = *self;
+        #[cfg(feature = "nats")]
+        let queue = this.queue;
+        #[cfg(feature = "nats")]
+        let from_queue = queue.is_some();
+        #[cfg(not(feature = "nats"))]
+        let from_queue = false;
+        let Self { options, users, stats, health, .. } = this;
         // Subscribe before connecting, so nothing said while joining is missed. The forwarders end
         // with the JoinSet: when the connector stops, or if this start fails or is abandoned.
         let (tx, mut outgoing) = mpsc::channel(HANDOFF_CAPACITY);
-        let chat = bus.subscribe(subject::CHAT_SEND).await?;
-        let pms = bus.subscribe(subject::PM_SEND).await?;
         let mut forwarders = JoinSet::new();
-        forwarders.spawn(forward(chat, tx.clone(), options.clone()));
-        forwarders.spawn(forward(pms, tx, options.clone()));
+        if !from_queue {
+            let chat = bus.subscribe(subject::CHAT_SEND).await?;
+            let pms = bus.subscribe(subject::PM_SEND).await?;
+            forwarders.spawn(forward(chat, tx.clone(), options.clone()));
+            forwarders.spawn(forward(pms, tx.clone(), options.clone()));
+        }
 
         let tls = discovery::tls_config()?;
         let mut state = ChannelState::new(&options, users, stats);
@@ -362,6 +387,13 @@ impl Connector for CytubeConnector {
             channel = %options.channel,
             user = %state.incoming.bot_name()
         );
+        // Pulled once joined, so a line delivered again can be checked against the join history.
+        #[cfg(feature = "nats")]
+        if let Some(queue) = queue {
+            let recent = state.recent_own();
+            forwarders.spawn(forward_queue(queue, tx.clone(), options.clone(), recent));
+        }
+        drop(tx);
         health.joined(&state);
         Ok(ServiceHandle::spawn("cytube", |stop| async move {
             let ended = run(link, &options, &tls, state, &bus, &mut outgoing, &health, &stop).await;
@@ -394,7 +426,7 @@ async fn run(
     tls: &Arc<rustls::ClientConfig>,
     mut state: ChannelState,
     bus: &Arc<dyn EventBus>,
-    outgoing: &mut mpsc::Receiver<Outgoing>,
+    outgoing: &mut mpsc::Receiver<Handoff>,
     health: &Health,
     stop: &CancellationToken,
 ) -> Result<(), CytubeError> {
@@ -464,7 +496,7 @@ impl<'a> Retry<'a> {
         deadline: Option<(tokio::time::Instant, Duration)>,
         state: &mut ChannelState,
         bus: &dyn EventBus,
-        outgoing: &mut mpsc::Receiver<Outgoing>,
+        outgoing: &mut mpsc::Receiver<Handoff>,
         stop: &CancellationToken,
     ) -> Result<Option<Link>, CytubeError> {
         let options = self.options;
@@ -523,7 +555,9 @@ impl<'a> Retry<'a> {
                     tokio::select! {
                         () = stop.cancelled() => return Ok(None),
                         () = &mut pause => break,
-                        Some(message) = outgoing.recv() => state.outbox.push(message),
+                        Some((message, settled)) = outgoing.recv() => {
+                            state.outbox.push_settled(message, settled);
+                        }
                     }
                 }
             }
@@ -555,7 +589,7 @@ impl<'a> Retry<'a> {
 /// its JoinSet).
 async fn forward(
     mut subscription: Subscription,
-    tx: mpsc::Sender<Outgoing>,
+    tx: mpsc::Sender<Handoff>,
     options: CytubeOptions,
 ) {
     let CytubeOptions { channel, max_message_length, max_message_pieces, .. } = options;
@@ -582,8 +616,81 @@ async fn forward(
                 }
             }
         };
-        if tx.send(outgoing).await.is_err() {
+        if tx.send((outgoing, Settled::none())).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Moves what the cluster's chat queue holds for the options' channel into the connector's queue,
+/// one line at a time: the next is pulled once CyTube has taken the last (see
+/// [`CytubeConnector::chat_queue`]). Ends when the connector stops; a line pulled and not yet
+/// acknowledged then goes to the next holder.
+#[cfg(feature = "nats")]
+async fn forward_queue(
+    mut queue: crate::cluster::ChatQueue,
+    tx: mpsc::Sender<Handoff>,
+    options: CytubeOptions,
+    recent: channel::RecentOwn,
+) {
+    let CytubeOptions { channel, max_message_length, max_message_pieces, .. } = options;
+    let clip = |text| outbox::clip(text, max_message_length, max_message_pieces);
+    loop {
+        let delivery = match queue.next().await {
+            Ok(delivery) => delivery,
+            Err(error) => {
+                tracing::warn!(message = "cannot pull from the chat queue; trying again", %error);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let outgoing = if delivery.subject() == subject::PM_SEND {
+            match delivery.decode::<PmSend>() {
+                Ok(pm) if pm.channel == channel => {
+                    Some(Outgoing::Pm { to: pm.to, text: clip(pm.message) })
+                }
+                Ok(_) => None,
+                Err(error) => {
+                    tracing::warn!(message = "malformed PM to send dropped", %error);
+                    None
+                }
+            }
+        } else {
+            match delivery.decode::<ChatSend>() {
+                Ok(chat) if chat.channel == channel => Some(Outgoing::Chat(clip(chat.message))),
+                Ok(_) => None,
+                Err(error) => {
+                    tracing::warn!(message = "malformed chat to send dropped", %error);
+                    None
+                }
+            }
+        };
+        // A line the dead holder said but did not acknowledge: CyTube's join history shows it.
+        let said_already = match &outgoing {
+            Some(Outgoing::Chat(text)) if delivery.delivery_count() > 1 => {
+                let last =
+                    text.lines().flat_map(|l| text::split_message(l, max_message_length)).last();
+                last.is_some_and(|last| recent.contains(&last))
+            }
+            _ => false,
+        };
+        let Some(outgoing) = outgoing.filter(|_| !said_already) else {
+            // Another channel's, unreadable, or said already: taken off the queue.
+            if let Err(error) = delivery.ack().await {
+                tracing::warn!(message = "cannot acknowledge a line of the chat queue", %error);
+            }
+            continue;
+        };
+        let (settled, told) = Settled::new();
+        if tx.send((outgoing, settled)).await.is_err() {
+            return;
+        }
+        if told.await.is_err() {
+            // The connector stopped before CyTube took it: the next holder says it.
+            return;
+        }
+        if let Err(error) = delivery.ack().await {
+            tracing::warn!(message = "cannot acknowledge a line of the chat queue", %error);
         }
     }
 }

@@ -16,7 +16,11 @@
 //! still worth saying.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
 
 use super::ratelimit::{FloodLimit, RateLimiter};
 use super::text::split_message;
@@ -57,6 +61,36 @@ fn limiter_slots(message: &Outgoing) -> u32 {
     }
 }
 
+/// Told once when a message is settled: its last piece delivered (echoed, or for a PM answered), or
+/// given up (dropped when the outbox is full, never answered). A source that must know before it
+/// lets a message go (the cluster's chat queue, which acknowledges it then) passes one with the
+/// message; the others pass [`Settled::none`]. Dropping every clone unfired tells the receiver the
+/// connector stopped first.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Settled(Option<Arc<Mutex<Option<oneshot::Sender<()>>>>>);
+
+impl Settled {
+    /// Nobody waits.
+    pub(crate) fn none() -> Self {
+        Self(None)
+    }
+
+    /// A token and the receiver that hears when it fires.
+    pub(crate) fn new() -> (Self, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (Self(Some(Arc::new(Mutex::new(Some(tx))))), rx)
+    }
+
+    fn fire(&self) {
+        if let Some(sender) = self.0.as_ref().and_then(|slot| slot.lock().take()) {
+            let _ = sender.send(());
+        }
+    }
+}
+
+/// What the bus side hands to the connection: a message and who waits for it to be settled.
+pub(crate) type Handoff = (Outgoing, Settled);
+
 /// One message to send, already cut to the channel's limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Outgoing {
@@ -75,8 +109,10 @@ pub(super) enum Outgoing {
 /// [module docs](self).
 #[derive(Debug)]
 pub(super) struct Outbox {
-    queue: VecDeque<Outgoing>,
-    in_flight: VecDeque<(Outgoing, Instant)>,
+    queue: VecDeque<(Outgoing, Settled)>,
+    in_flight: VecDeque<(Outgoing, Instant, Settled)>,
+    /// The token of the message [`next`](Self::next) handed out, until [`sent`](Self::sent).
+    taken: Settled,
     limiter: RateLimiter,
     max_length: usize,
     max_pieces: usize,
@@ -96,6 +132,7 @@ impl Outbox {
         Self {
             queue: VecDeque::new(),
             in_flight: VecDeque::new(),
+            taken: Settled::none(),
             limiter,
             max_length,
             max_pieces: usize::MAX,
@@ -119,7 +156,9 @@ impl Outbox {
     fn settle(&mut self) {
         let over = self.queue.len().saturating_sub(self.capacity);
         if over > 0 {
-            self.queue.drain(..over);
+            for (_, settled) in self.queue.drain(..over) {
+                settled.fire();
+            }
             self.requeued = self.requeued.saturating_sub(over);
             let over = over as u64;
             self.stats.dropped(over);
@@ -164,17 +203,29 @@ impl Outbox {
     /// Queues a message, one piece per line, each split at the channel's limit (at most the number of
     /// pieces set by [`Outbox::with_max_pieces`] in all); blank lines and empty messages are dropped.
     /// Beyond the capacity set by [`Outbox::with_capacity`], the oldest lines waiting are dropped.
+    #[cfg(test)]
     pub(super) fn push(&mut self, message: Outgoing) {
-        match message {
-            Outgoing::Chat(text) => {
-                let pieces = self.pieces(&text);
-                self.queue.extend(pieces.into_iter().map(Outgoing::Chat));
-            }
-            Outgoing::Pm { to, text } => {
-                let pieces = self.pieces(&text);
-                self.queue
-                    .extend(pieces.into_iter().map(|text| Outgoing::Pm { to: to.clone(), text }));
-            }
+        self.push_settled(message, Settled::none());
+    }
+
+    /// [`push`](Self::push), with the token told when the message's last piece is settled (at once
+    /// when it has no piece to send).
+    pub(crate) fn push_settled(&mut self, message: Outgoing, settled: Settled) {
+        let pieces: Vec<Outgoing> = match message {
+            Outgoing::Chat(text) => self.pieces(&text).into_iter().map(Outgoing::Chat).collect(),
+            Outgoing::Pm { to, text } => self
+                .pieces(&text)
+                .into_iter()
+                .map(|text| Outgoing::Pm { to: to.clone(), text })
+                .collect(),
+        };
+        let last = pieces.len().checked_sub(1);
+        if last.is_none() {
+            settled.fire();
+        }
+        for (i, piece) in pieces.into_iter().enumerate() {
+            let token = if Some(i) == last { settled.clone() } else { Settled::none() };
+            self.queue.push_back((piece, token));
         }
         self.settle();
     }
@@ -202,10 +253,13 @@ impl Outbox {
         if self.queue.is_empty() {
             return Ok(None);
         }
-        let slots = self.queue.front().map_or(1, limiter_slots);
+        let slots = self.queue.front().map_or(1, |(message, _)| limiter_slots(message));
         self.limiter.acquire_slots(now, slots)?;
         self.requeued = 0;
-        let next = self.queue.pop_front();
+        let next = self.queue.pop_front().map(|(message, settled)| {
+            self.taken = settled;
+            message
+        });
         self.settle();
         Ok(next)
     }
@@ -213,7 +267,8 @@ impl Outbox {
     /// Records a message as written to the server; it now waits for its answer.
     pub(super) fn sent(&mut self, message: &Outgoing, now: Instant) {
         self.expire(now);
-        self.in_flight.push_back((message.clone(), now));
+        let settled = std::mem::take(&mut self.taken);
+        self.in_flight.push_back((message.clone(), now, settled));
     }
 
     /// The server echoed one of the bot's chat messages: the oldest chat line in flight was
@@ -231,8 +286,10 @@ impl Outbox {
     /// Takes the oldest message in flight of a kind out, with everything sent before it: answers come
     /// in order, so those had theirs already (or, like a muted line, never get one).
     fn settle_oldest(&mut self, kind: impl Fn(&Outgoing) -> bool) {
-        if let Some(i) = self.in_flight.iter().position(|(message, _)| kind(message)) {
-            self.in_flight.drain(..=i);
+        if let Some(i) = self.in_flight.iter().position(|(message, ..)| kind(message)) {
+            for (.., settled) in self.in_flight.drain(..=i) {
+                settled.fire();
+            }
         }
     }
 
@@ -240,8 +297,8 @@ impl Outbox {
     /// back to the front of the queue; nothing is sent during the pause.
     pub(super) fn cooldown(&mut self, now: Instant, millis: u64) {
         self.limiter.cooldown(now, millis);
-        if let Some((message, _)) = self.in_flight.pop_front() {
-            self.queue.insert(self.requeued.min(self.queue.len()), message);
+        if let Some((message, _, settled)) = self.in_flight.pop_front() {
+            self.queue.insert(self.requeued.min(self.queue.len()), (message, settled));
             self.requeued += 1;
             self.settle();
         }
@@ -251,8 +308,8 @@ impl Outbox {
     /// in order, ahead of everything else.
     pub(super) fn connection_lost(&mut self, now: Instant) {
         self.expire(now);
-        for (message, _) in self.in_flight.drain(..).rev() {
-            self.queue.push_front(message);
+        for (message, _, settled) in self.in_flight.drain(..).rev() {
+            self.queue.push_front((message, settled));
         }
         self.requeued = 0;
         self.settle();
@@ -262,9 +319,11 @@ impl Outbox {
         while self
             .in_flight
             .front()
-            .is_some_and(|(_, sent)| now.saturating_duration_since(*sent) > IN_FLIGHT_TTL)
+            .is_some_and(|(_, sent, _)| now.saturating_duration_since(*sent) > IN_FLIGHT_TTL)
         {
-            self.in_flight.pop_front();
+            if let Some((.., settled)) = self.in_flight.pop_front() {
+                settled.fire();
+            }
         }
     }
 }

@@ -18,7 +18,7 @@ use tokio_tungstenite::{Connector as TlsConnector, MaybeTlsStream, WebSocketStre
 use tokio_util::sync::CancellationToken;
 
 use super::channel::ChannelState;
-use super::outbox::Outgoing;
+use super::outbox::{Handoff, Outgoing};
 use super::packet::Frame;
 use super::{CytubeError, CytubeOptions};
 use crate::bus::EventBus;
@@ -275,7 +275,7 @@ impl Link {
         mut self,
         state: &mut ChannelState,
         bus: &dyn EventBus,
-        outgoing: &mut mpsc::Receiver<Outgoing>,
+        outgoing: &mut mpsc::Receiver<Handoff>,
         shutdown: &CancellationToken,
     ) -> SessionEnd {
         loop {
@@ -303,7 +303,7 @@ impl Link {
                 // Always taken: the outbox bounds itself, dropping its oldest lines when full.
                 message = outgoing.recv() => {
                     match message {
-                        Some(message) => state.outbox.push(message),
+                        Some((message, settled)) => state.outbox.push_settled(message, settled),
                         // The bus side is gone: nothing more to say.
                         None => {
                             self.close().await;
