@@ -268,8 +268,9 @@ async fn start(
     wait_for_plugins(&manager).await;
     // The control API (rosey.control.*) belongs with the plugin manager it drives.
     let since = Instant::now();
-    let control =
-        ControlService::new(bus.clone(), manager.clone()).node(&config.node.name()).start().await?;
+    let control = ControlService::new(bus.clone(), manager.clone()).node(&config.node.name());
+    let members = control.members();
+    let control = control.start().await?;
     parts.started("control API", Part::Control(control), since);
     // `!admin` and the dashboard's actions reload and restart on every node that runs the plugin,
     // through the control API, like an operator's request.
@@ -302,7 +303,8 @@ async fn start(
                 .storage(storage.clone())
                 .audit(records.clone())
                 .metrics_sink(sink.clone())
-                .connector(made.view.clone());
+                .connector(made.view.clone())
+                .members(members.clone());
         let dashboard = match parts.collector() {
             Some(collector) => dashboard.history(collector.reader()),
             None => dashboard,

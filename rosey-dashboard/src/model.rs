@@ -27,6 +27,8 @@ pub(crate) struct Header {
     pub(crate) version: String,
     /// This node's name.
     pub(crate) node: String,
+    /// Every node sharing the bus (this one included), when known.
+    pub(crate) nodes: Vec<String>,
     /// The bot's uptime, seconds.
     pub(crate) uptime_seconds: u64,
     /// The bus: `memory` or `nats`.

@@ -140,6 +140,7 @@ impl Dashboard {
             audit: None,
             sink: None,
             connector: None,
+            members: None,
             version: options.version.clone(),
             bus: options.bus.clone(),
             node: options.node.clone(),
@@ -181,6 +182,13 @@ impl Dashboard {
     /// The connector, for the header.
     pub fn connector(mut self, connector: ConnectorView) -> Self {
         self.sources.connector = Some(connector);
+        self
+    }
+
+    /// The nodes sharing the bus, as this node's control API knows them, for the header (a node
+    /// alone shows only itself).
+    pub fn members(mut self, members: rosey_core::control::Members) -> Self {
+        self.sources.members = Some(members);
         self
     }
 

@@ -50,6 +50,7 @@ pub(crate) struct Sources {
     pub(crate) audit: Option<StorageSink>,
     pub(crate) sink: Option<Arc<dyn MetricsSink>>,
     pub(crate) connector: Option<ConnectorView>,
+    pub(crate) members: Option<rosey_core::control::Members>,
     pub(crate) version: String,
     pub(crate) bus: String,
     /// This node's name (`node.name`).
@@ -226,6 +227,7 @@ impl Builder {
         Header {
             version: self.sources.version.clone(),
             node: self.sources.node.clone(),
+            nodes: self.sources.members.as_ref().map(|m| m.known()).unwrap_or_default(),
             uptime_seconds: health.uptime().as_secs(),
             bus: self.sources.bus.clone(),
             bus_healthy: healthy(health::BUS),

@@ -41,6 +41,11 @@ fn an_admin_reload_on_one_node_reaches_every_node() {
     let done = first.ask("alice", "yes", "Reloaded");
     assert!(done.starts_with("✅ Reloaded dice-roller v1.0.0 → v1.1.0 ("), "{done}");
 
+    // Each node's dashboard names the others.
+    poll(Duration::from_secs(5), "the dashboard lists every node", || {
+        let (_, page) = super::e2e::request(nodes[2].port, "GET", "/", "");
+        page.contains("n1 · n2 · n3").then_some(())
+    });
     // Every node serves 1.1 now, as its own dashboard shows.
     for bot in &nodes {
         let version = poll(Duration::from_secs(10), "dice-roller 1.1.0 on every node", || {

@@ -20,6 +20,9 @@ impl Display for HeaderFigures<'_> {
         let h = self.0;
         f.write_str(r#"<dl class="figures">"#)?;
         figure(f, "Node", "", Esc(&h.node))?;
+        if h.nodes.len() > 1 {
+            figure(f, "Nodes", "", Esc(&h.nodes.join(" · ")))?;
+        }
         figure(f, "Version", "", Esc(&h.version))?;
         figure(f, "Uptime", "", Uptime(h.uptime_seconds))?;
         let bus = if h.bus_healthy { "healthy" } else { "down" };

@@ -10,6 +10,7 @@ fn header() -> Header {
     Header {
         version: "0.1.0".into(),
         node: "eu-1".into(),
+        nodes: Vec::new(),
         uptime_seconds: 3 * 86_400 + 4 * 3_600,
         bus: "nats".into(),
         bus_healthy: true,
