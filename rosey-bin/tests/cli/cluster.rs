@@ -54,9 +54,14 @@ fn an_admin_reload_on_one_node_reaches_every_node() {
         });
         assert_eq!(version, "1.1.0");
     }
-    // And a roll is still answered once, by whichever node takes it.
+    // And a roll is answered exactly once, by whichever node takes it: nothing else comes before the
+    // answer to the next command.
     let roll = nodes[1].ask("carol", "!roll 1d6", "🎲");
     assert!(roll.contains("] = "), "{roll}");
+    nodes[1].say_line("carol", "!help roll");
+    let (between, help) = nodes[1].answer_after("!roll —");
+    assert!(help.starts_with("!roll — "), "{help}");
+    assert!(!between.iter().any(|line| line.contains("🎲")), "a second answer: {between:?}");
     for bot in nodes {
         let log = bot.stop();
         super::e2e::assert_clean(&log);

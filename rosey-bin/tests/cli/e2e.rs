@@ -244,6 +244,12 @@ impl Bot {
 
     /// The bot's next chat line containing `needle` (lines before it are skipped).
     pub(super) fn answer(&mut self, needle: &str) -> String {
+        self.answer_after(needle).1
+    }
+
+    /// The bot's chat lines before the next one containing `needle`, and that one.
+    pub(super) fn answer_after(&mut self, needle: &str) -> (Vec<String>, String) {
+        let mut before = Vec::new();
         loop {
             let line = match &mut self.chat {
                 Chat::Console(_) => {
@@ -254,9 +260,15 @@ impl Bot {
                 Chat::Cytube { server, events, .. } => server.wait_chat_from(events, "RoseyBot"),
             };
             if line.contains(needle) {
-                return line;
+                return (before, line);
             }
+            before.push(line);
         }
+    }
+
+    /// `user` says `line`.
+    pub(super) fn say_line(&mut self, user: &str, line: &str) {
+        self.say(user, line);
     }
 
     /// `user` says `line`; the bot's answer containing `needle`.

@@ -144,6 +144,16 @@ impl Slot {
         }
     }
 
+    /// [`say`](Self::say) with a message id unique to this reply (this process, the plugin's
+    /// instance, the event and the reply's place in it), so that a bus that keeps what is said (the
+    /// cluster's JetStream chat queue) stores a reply published twice only once.
+    async fn say_once(&self, target: &ReplyTarget, text: &str, id: &str) {
+        let published = self.bus.publish_with_id(target.subject(), id, target.encode(text)).await;
+        if let Err(err) = published {
+            tracing::warn!(message = "cannot publish reply", plugin = %self.manifest.name, %err);
+        }
+    }
+
     /// Ends an event: records it and answers a request with the replies.
     pub(super) async fn finish(&mut self, event: InFlight, error: Option<String>) {
         let latency = event.started.elapsed();
@@ -214,8 +224,10 @@ impl Slot {
         if event.message.reply().is_some() {
             event.replies.push(message.clone());
         }
+        let nth = event.replies_said;
         if let Some(target) = event.target.clone() {
-            self.say(&target, &message).await;
+            let message_id = format!("{}:{name}:{generation}:{id}:{nth}", process_id_for_replies());
+            self.say_once(&target, &message, &message_id).await;
         }
     }
 
@@ -473,6 +485,19 @@ fn event_kind(subject: &str) -> &'static str {
 /// Whether `subject` is `prefix` followed by at least one more token.
 fn has_prefix(subject: &str, prefix: &str) -> bool {
     subject.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.') && rest.len() > 1)
+}
+
+/// A random id of this process, which the ids of its replies start with (so that two processes'
+/// event numbers never make the same id).
+fn process_id_for_replies() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        hasher.write_u128(std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_nanos()));
+        format!("{:016x}", hasher.finish())
+    })
 }
 
 #[cfg(test)]
