@@ -250,9 +250,16 @@ fn a_hundred_replies_reach_the_channel_once_each_across_a_sigkill_of_the_holder(
     while said.len() < 30 {
         *said.entry(next_said(&mut events, Duration::from_secs(20))).or_default() += 1;
     }
+    let mut logins = cytube.server.subscribe();
     let (dead, _) = nodes.remove(holder);
+    let killed = std::time::Instant::now();
     dead.signal("KILL");
     let _ = dead.wait_exit();
+    runtime.block_on(FakeCytube::wait_for(&mut logins, Duration::from_secs(10), |e| match e {
+        ServerEvent::LoggedIn { name, .. } if name == "RoseyBot" => Some(()),
+        _ => None,
+    }));
+    assert!(killed.elapsed() < Duration::from_secs(10), "rejoined after {:?}", killed.elapsed());
     // Another node takes over and says the rest: up to the lease's ttl, a join, and (for a line the
     // dead holder had pulled) the queue's ack wait.
     while said.len() < 100 {
