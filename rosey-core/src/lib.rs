@@ -49,6 +49,7 @@ mod lines;
 pub mod metrics;
 pub mod plugin;
 mod quiet;
+mod random;
 pub mod router;
 pub mod service;
 pub mod storage;

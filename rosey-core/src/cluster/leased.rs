@@ -104,10 +104,7 @@ impl Connector for LeasedCytube {
                     message = "JetStream is not available: this node joins the CyTube channel without a lease (no failover; run only one node with a cytube section, or turn JetStream on)",
                     %error
                 );
-                let mut connector = CytubeConnector::new(options).sharing(users, stats);
-                if let Some(health) = health {
-                    connector = connector.with_health(health);
-                }
+                let connector = cytube_connector(&options, &users, &stats, health.as_ref());
                 return Box::new(connector).start(bus).await;
             }
             Err(error) => return Err(error.into()),
@@ -125,13 +122,7 @@ impl Connector for LeasedCytube {
         let channel = options.channel.clone();
         let inner_health = health.clone();
         let connector = move |queue: ChatQueue| {
-            let connector = CytubeConnector::new(options.clone())
-                .sharing(users.clone(), stats.clone())
-                .chat_queue(queue);
-            match &inner_health {
-                Some(health) => connector.with_health(health.clone()),
-                None => connector,
-            }
+            cytube_connector(&options, &users, &stats, inner_health.as_ref()).chat_queue(queue)
         };
         // Holding the lease at start: join now, so that a node that holds the channel is ready only
         // once joined (as a single node is); a start that fails gives the lease back.
@@ -210,6 +201,21 @@ impl Connector for LeasedCytube {
             }
             ended
         }))
+    }
+}
+
+/// The CyTube connector of this node, counting into the leased connector's user table and stats and
+/// reporting into its health.
+fn cytube_connector(
+    options: &CytubeOptions,
+    users: &UserDirectory,
+    stats: &ConnectorStats,
+    health: Option<&HealthRegistry>,
+) -> CytubeConnector {
+    let connector = CytubeConnector::new(options.clone()).sharing(users.clone(), stats.clone());
+    match health {
+        Some(health) => connector.with_health(health.clone()),
+        None => connector,
     }
 }
 

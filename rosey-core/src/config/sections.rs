@@ -175,6 +175,12 @@ impl NodeConfig {
     /// name's dots would split a NATS subject token), cut to fit 64 characters: unique per process on
     /// one machine and telling which machine across several.
     pub fn default_name() -> String {
+        // The same for the life of the process: read once, whoever asks.
+        static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        NAME.get_or_init(Self::read_default_name).clone()
+    }
+
+    fn read_default_name() -> String {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()
             .map(|name| name.trim().to_owned())

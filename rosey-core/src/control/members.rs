@@ -55,7 +55,7 @@ impl Members {
     pub fn new(node: &str) -> Self {
         Self {
             node: Arc::from(node),
-            instance: Arc::from(instance_id().as_str()),
+            instance: Arc::from(crate::random::random_hex().as_str()),
             seen: Arc::default(),
             twins: Arc::default(),
         }
@@ -109,15 +109,6 @@ impl Members {
             self.seen.lock().remove(&beat.node);
         }
     }
-}
-
-/// A random id for this process's membership (not a secret).
-fn instance_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    hasher.write_u128(std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_nanos()));
-    format!("{:016x}", hasher.finish())
 }
 
 #[cfg(test)]

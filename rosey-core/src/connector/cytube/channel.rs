@@ -139,6 +139,13 @@ impl ChannelState {
         self.recent_own.clone()
     }
 
+    /// Whether a `chatMsg` or `pm` came from the bot itself (CyTube echoes what it says).
+    fn said_by_bot(&self, arg: Option<&Value>) -> bool {
+        arg.and_then(|a| a.get("username"))
+            .and_then(Value::as_str)
+            .is_some_and(|user| self.incoming.is_bot(user))
+    }
+
     /// The bot's rank as the server last said (-1 before the first `rank`).
     pub(super) fn own_rank(&self) -> f64 {
         self.own_rank
@@ -192,10 +199,7 @@ impl ChannelState {
                 }
             }
             "pm" => {
-                let from_bot = arg
-                    .and_then(|a| a.get("username"))
-                    .and_then(Value::as_str)
-                    .is_some_and(|user| self.incoming.is_bot(user));
+                let from_bot = self.said_by_bot(arg);
                 if from_bot {
                     self.outbox.pm_answered();
                 }
@@ -206,10 +210,7 @@ impl ChannelState {
                 }
             }
             "chatMsg" => {
-                let from_bot = arg
-                    .and_then(|a| a.get("username"))
-                    .and_then(Value::as_str)
-                    .is_some_and(|user| self.incoming.is_bot(user));
+                let from_bot = self.said_by_bot(arg);
                 if from_bot && !self.incoming.joined() {
                     let msg = arg.and_then(|a| a.get("msg")).and_then(Value::as_str);
                     if let Some(msg) = msg {

@@ -511,8 +511,9 @@ impl<'a> Retry<'a> {
                 if error.is_permanent(self.reconnecting) {
                     return Err(error);
                 }
-                let mut delay =
-                    options.reconnect.delay_with_jitter(self.attempt, random_fraction());
+                let mut delay = options
+                    .reconnect
+                    .delay_with_jitter(self.attempt, crate::random::random_fraction());
                 if let CytubeError::ConnectRefused(_) = error {
                     delay = delay.max(options.refused_delay);
                 }
@@ -695,14 +696,6 @@ async fn forward_queue(
     }
 }
 
-/// A uniform sample in `[0, 1)` for the reconnect jitter; std's hasher seeds are random per process.
-fn random_fraction() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_nanos()));
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -720,13 +713,5 @@ mod tests {
         };
         assert!(in_use.is_permanent(false), "at startup the name is someone else's");
         assert!(!in_use.is_permanent(true), "after a drop it is probably our own ghost");
-    }
-
-    #[test]
-    fn jitter_samples_stay_in_range() {
-        for _ in 0..100 {
-            let x = random_fraction();
-            assert!((0.0..1.0).contains(&x), "{x}");
-        }
     }
 }

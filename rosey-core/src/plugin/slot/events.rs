@@ -491,13 +491,7 @@ fn has_prefix(subject: &str, prefix: &str) -> bool {
 /// event numbers never make the same id).
 fn process_id_for_replies() -> &'static str {
     static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    ID.get_or_init(|| {
-        use std::hash::{BuildHasher, Hasher};
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u32(std::process::id());
-        hasher.write_u128(std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_nanos()));
-        format!("{:016x}", hasher.finish())
-    })
+    ID.get_or_init(crate::random::random_hex)
 }
 
 #[cfg(test)]
