@@ -712,13 +712,10 @@ fn sigint_while_startup_waits_for_hanging_plugins_stops_rosey_within_the_stop_bo
     assert!(signalled.elapsed() < STOP_WITH_HANGING_PLUGINS);
 }
 
-#[test]
-fn piped_console_input_is_answered_then_rosey_exits_0() {
-    // printf 'alice: !roll 2d6\n' | rosey run
-    let dir = scratch_dir();
-    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
-    let config = config_with_plugins(&dir, &plugins);
-    let mut child = rosey(&dir, &["run", "--config", config.to_str().unwrap()])
+/// `rosey run --config <config>` in `dir` with `input` on its standard input and then the end of
+/// it, as `printf … | rosey run` does: its exit (within 60 s) and the chat lines it printed.
+fn run_piped(dir: &Path, config: &Path, input: &[u8]) -> (std::process::ExitStatus, Vec<String>) {
+    let mut child = rosey(dir, &["run", "--config", config.to_str().unwrap()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -727,7 +724,7 @@ fn piped_console_input_is_answered_then_rosey_exits_0() {
     {
         use std::io::Write as _;
         let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(b"alice: !roll 2d6\n").unwrap();
+        stdin.write_all(input).unwrap();
     } // end of input
     let stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
@@ -735,8 +732,17 @@ fn piped_console_input_is_answered_then_rosey_exits_0() {
     });
     let status = exit_within(&mut child, Duration::from_secs(60))
         .expect("rosey kept running after its input ended");
+    (status, reader.join().unwrap())
+}
+
+#[test]
+fn piped_console_input_is_answered_then_rosey_exits_0() {
+    // printf 'alice: !roll 2d6\n' | rosey run
+    let dir = scratch_dir();
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let config = config_with_plugins(&dir, &plugins);
+    let (status, stdout) = run_piped(&dir, &config, b"alice: !roll 2d6\n");
     assert!(status.success(), "exit {status:?}");
-    let stdout = reader.join().unwrap();
     let rolls: Vec<&String> = stdout.iter().filter(|l| l.starts_with("rosey: 🎲")).collect();
     assert_eq!(rolls.len(), 1, "one answer to one line:\n{}", stdout.join("\n"));
     let total: u32 = rolls[0].rsplit("= ").next().unwrap().trim().parse().unwrap();

@@ -1,13 +1,8 @@
 //! The CyTube wire units against every frame recorded from a real CyTube server
 //! (`rosey-testkit/fixtures/cytube/`).
 
-use std::path::PathBuf;
-
 use rosey_core::connector::cytube::__private::{Frame, html_to_text};
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../rosey-testkit/fixtures/cytube")
-}
+use rosey_testkit::recorded::fixtures_dir as fixtures;
 
 /// Every (direction, frame) of every recorded scenario.
 fn frames() -> Vec<(String, String)> {
@@ -127,41 +122,12 @@ fn recorded_join_and_chat_give_plugins_only_live_chat_from_others() {
 
 /// What alice typed and what CyTube broadcast of it, for every chat line and PM of the `filters`
 /// scenarios (`filters`: a registered channel, with CyTube's default chat filters; `unregistered`:
-/// without them). Her own echo is what every other user received; a line the flood limiter dropped
-/// (answered with `cooldown`) is left out.
+/// without them).
 fn typed_and_received(scenario: &str) -> Vec<(String, String)> {
-    let path = fixtures().join(format!("{scenario}.peers.jsonl"));
-    let mut typed = std::collections::VecDeque::new();
-    let mut pairs = Vec::new();
-    for line in std::fs::read_to_string(path).unwrap().lines() {
-        let record: serde_json::Value = serde_json::from_str(line).unwrap();
-        if record["conn"] != "alice" {
-            continue;
-        }
-        let Ok(Frame::Event { name, arg: Some(arg) }) =
-            Frame::parse(record["frame"].as_str().unwrap())
-        else {
-            continue;
-        };
-        if name == "cooldown" {
-            // The flood limiter dropped the oldest line not yet echoed (a `/me` counts twice).
-            typed.pop_front();
-            continue;
-        }
-        if name != "chatMsg" && name != "pm" {
-            continue;
-        }
-        let msg = arg["msg"].as_str().unwrap().to_owned();
-        match record["dir"].as_str() {
-            Some("out") => typed.push_back(msg),
-            Some("in") if arg["username"] == "alice" => {
-                pairs.push((typed.pop_front().expect("an echo follows what was typed"), msg));
-            }
-            _ => {}
-        }
-    }
-    assert!(typed.is_empty(), "every line was echoed: {typed:?}");
-    pairs
+    rosey_testkit::recorded::typed_and_received(scenario)
+        .into_iter()
+        .map(|line| (line.typed, line.received))
+        .collect()
 }
 
 /// The HTML CyTube broadcast for what alice typed in the filtered channel.

@@ -58,6 +58,7 @@ mod http;
 pub mod nats;
 pub mod postgres;
 pub mod promtool;
+pub mod recorded;
 mod session;
 mod state;
 mod text;

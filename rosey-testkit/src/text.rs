@@ -410,48 +410,19 @@ mod tests {
     #[test]
     fn chat_and_pms_are_rendered_as_recorded() {
         for (scenario, filters) in [("filters", true), ("filters_unregistered", false)] {
-            let path =
-                format!("{}/fixtures/cytube/{scenario}.peers.jsonl", env!("CARGO_MANIFEST_DIR"));
-            let mut typed = std::collections::VecDeque::new();
-            let mut checked = 0;
-            for line in std::fs::read_to_string(path).expect("fixture").lines() {
-                let record: serde_json::Value = serde_json::from_str(line).expect("json");
-                let frame = record["frame"].as_str().unwrap_or_default();
-                if record["conn"] != "alice" || !frame.starts_with("42") {
-                    continue;
-                }
-                let event: serde_json::Value = serde_json::from_str(&frame[2..]).expect("event");
-                let (name, arg) = (event[0].as_str().unwrap_or_default(), &event[1]);
-                match (record["dir"].as_str(), name) {
-                    (Some("in"), "cooldown") => {
-                        typed.pop_front();
+            let lines = crate::recorded::typed_and_received(scenario);
+            for line in &lines {
+                let ours = if line.event == "pm" {
+                    process_pm(&line.typed, filters)
+                } else {
+                    match process_chat(&clean_input(&line.typed), filters) {
+                        ChatAction::Say { msg, .. } => msg,
+                        ChatAction::ToggleAfk => panic!("{}", line.typed),
                     }
-                    (Some("out"), "chatMsg" | "pm") => {
-                        typed.push_back((
-                            name.to_owned(),
-                            arg["msg"].as_str().unwrap_or_default().to_owned(),
-                        ));
-                    }
-                    (Some("in"), "chatMsg" | "pm") if arg["username"] == "alice" => {
-                        let (kind, text) = typed.pop_front().expect("typed before echoed");
-                        let ours = if kind == "pm" {
-                            process_pm(&text, filters)
-                        } else {
-                            match process_chat(&clean_input(&text), filters) {
-                                ChatAction::Say { msg, .. } => msg,
-                                ChatAction::ToggleAfk => panic!("{text}"),
-                            }
-                        };
-                        assert_eq!(
-                            ours,
-                            arg["msg"].as_str().unwrap_or_default(),
-                            "{scenario}: {text:?}"
-                        );
-                        checked += 1;
-                    }
-                    _ => {}
-                }
+                };
+                assert_eq!(ours, line.received, "{scenario}: {:?}", line.typed);
             }
+            let checked = lines.len();
             assert!(checked >= 25, "{scenario}: {checked} lines");
         }
     }

@@ -114,20 +114,9 @@ fn a_piped_reload_and_its_yes_are_both_answered_before_rosey_exits() {
     let dir = scratch_dir();
     let config = owner_alice_config(&dir);
     // `yes` is not a command: only the admin plugin hears it, and the end of input must wait for it.
-    let mut child = rosey(&dir, &["run", "--config", config.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"alice: !admin reload dice-roller\nalice: yes\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let chat = String::from_utf8_lossy(&out.stdout);
+    let input = b"alice: !admin reload dice-roller\nalice: yes\n";
+    let (status, chat) = super::run_piped(&dir, &config, input);
+    assert!(status.success());
+    let chat = chat.join("\n");
     assert!(chat.contains("rosey: ✅ Reloaded dice-roller v1.0.0 → v1.0.0 ("), "{chat}");
 }

@@ -1,6 +1,7 @@
 //! Several `rosey run` nodes on one NATS: `!admin reload` on one node reloads the plugin on every
 //! node that runs it, one node at a time, and the control API answers for all of them.
 
+use std::path::Path;
 use std::time::Duration;
 
 use rosey_testkit::nats::NatsServer;
@@ -58,13 +59,68 @@ fn an_admin_reload_on_one_node_reaches_every_node() {
     // answer to the next command.
     let roll = nodes[1].ask("carol", "!roll 1d6", "🎲");
     assert!(roll.contains("] = "), "{roll}");
-    nodes[1].say_line("carol", "!help roll");
+    nodes[1].say("carol", "!help roll");
     let (between, help) = nodes[1].answer_after("!roll —");
     assert!(help.starts_with("!roll — "), "{help}");
     assert!(!between.iter().any(|line| line.contains("🎲")), "a second answer: {between:?}");
     for bot in nodes {
         let log = bot.stop();
         super::e2e::assert_clean(&log);
+    }
+}
+
+/// Three nodes `n1`…`n3` on `nats` with the plugins of `plugins` and a `cytube` section for the fake
+/// server's `testchan` as the registered `RoseyBot` (password `hunter22`); each with its dashboard's
+/// port, once ready.
+fn cytube_nodes(
+    nats: &NatsServer,
+    cytube: &rosey_testkit::cytube::FakeCytube,
+    plugins: &Path,
+) -> Vec<(super::Running, u16)> {
+    let mut nodes = Vec::new();
+    for name in ["n1", "n2", "n3"] {
+        let dir = scratch_dir();
+        let port = free_port();
+        let config = super::write_config(
+            &dir,
+            &format!(
+                r#"{{"plugin_dir": {:?}, "logging": {{"file": null}}, "dashboard": {{"port": {port}}},
+                    "nats_url": "{}", "node": {{"name": "{name}"}},
+                    "cytube": {{"server": "{}", "channel": "testchan", "username": "RoseyBot",
+                                "password": "hunter22"}}}}"#,
+                plugins.display().to_string(),
+                nats.url(),
+                cytube.url()
+            ),
+        );
+        let running = super::Running::start(super::rosey(
+            &dir,
+            &["run", "--config", config.to_str().unwrap()],
+        ));
+        running.wait_for("rosey ready");
+        nodes.push((running, port));
+    }
+    nodes
+}
+
+/// The index of the one node that joined the channel, once exactly one has and the others say
+/// they are in standby.
+fn the_holder(nodes: &[(super::Running, u16)]) -> usize {
+    poll(Duration::from_secs(15), "one node joined", || {
+        let details: Vec<String> = nodes.iter().map(|(_, port)| connector_detail(*port)).collect();
+        let joined: Vec<usize> =
+            (0..details.len()).filter(|&i| details[i].starts_with("joined")).collect();
+        let standby = details.iter().filter(|d| d.starts_with("standby")).count();
+        (joined.len() == 1 && standby == details.len() - 1).then(|| joined[0])
+    })
+}
+
+/// Stops every node with SIGTERM; each must exit 0.
+fn stop_cleanly(nodes: Vec<(super::Running, u16)>) {
+    for (running, _) in nodes {
+        running.signal("TERM");
+        let (status, rest) = running.wait_exit();
+        assert!(status.success(), "{rest}");
     }
 }
 
@@ -80,7 +136,6 @@ fn connector_detail(port: u16) -> String {
 #[test]
 fn one_node_holds_the_channel_and_another_takes_it_within_ten_seconds_of_a_sigkill() {
     use rosey_testkit::cytube::{Account, FakeCytube, FakeCytubeOptions, ServerEvent};
-    use std::path::Path;
     use std::time::Instant;
 
     let nats = NatsServer::start();
@@ -91,40 +146,11 @@ fn one_node_holds_the_channel_and_another_takes_it_within_ten_seconds_of_a_sigki
     channel.join_peer("alice", 0.0);
     let mut events = cytube.server.subscribe();
     let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
-    let mut nodes = Vec::new();
-    for name in ["n1", "n2", "n3"] {
-        let dir = scratch_dir();
-        let port = free_port();
-        let config = super::write_config(
-            &dir,
-            &format!(
-                r#"{{"plugin_dir": {:?}, "logging": {{"file": null}}, "dashboard": {{"port": {port}}},
-                    "nats_url": "{}", "node": {{"name": "{name}"}},
-                    "cytube": {{"server": "{}", "channel": "testchan", "username": "RoseyBot",
-                                "password": "hunter22"}}}}"#,
-                plugins.display().to_string(),
-                nats.url(),
-                cytube.server.url()
-            ),
-        );
-        let running = super::Running::start(super::rosey(
-            &dir,
-            &["run", "--config", config.to_str().unwrap()],
-        ));
-        running.wait_for("rosey ready");
-        nodes.push((running, port));
-    }
+    let mut nodes = cytube_nodes(&nats, &cytube.server, &plugins);
     let wait = |events: &mut _, patience: Duration, f: &dyn Fn(&ServerEvent) -> bool| {
         cytube._runtime.block_on(FakeCytube::wait_for(events, patience, |e| f(e).then_some(())))
     };
-    // Exactly one node joins; the others wait in standby.
-    let holder = poll(Duration::from_secs(15), "one node joined", || {
-        let details: Vec<String> = nodes.iter().map(|(_, port)| connector_detail(*port)).collect();
-        let joined: Vec<usize> =
-            (0..details.len()).filter(|&i| details[i].starts_with("joined")).collect();
-        let standby = details.iter().filter(|d| d.starts_with("standby")).count();
-        (joined.len() == 1 && standby == 2).then(|| joined[0])
-    });
+    let holder = the_holder(&nodes);
     // A standby node says so on its page (built from a snapshot at most a second old).
     let standby = nodes[(holder + 1) % nodes.len()].1;
     poll(Duration::from_secs(5), "a standby node's page says standby", || {
@@ -157,11 +183,7 @@ fn one_node_holds_the_channel_and_another_takes_it_within_ten_seconds_of_a_sigki
     );
     let details: Vec<String> = nodes.iter().map(|(_, port)| connector_detail(*port)).collect();
     assert_eq!(details.iter().filter(|d| d.starts_with("joined")).count(), 1, "{details:?}");
-    for (running, _) in nodes {
-        running.signal("TERM");
-        let (status, rest) = running.wait_exit();
-        assert!(status.success(), "{rest}");
-    }
+    stop_cleanly(nodes);
 }
 
 #[test]
@@ -202,34 +224,8 @@ fn a_hundred_replies_reach_the_channel_once_each_across_a_sigkill_of_the_holder(
     let cytube =
         super::Cytube::start(FakeCytubeOptions { accounts: vec![account], ..Default::default() });
     let mut events = cytube.server.subscribe();
-    let mut nodes = Vec::new();
-    for name in ["n1", "n2", "n3"] {
-        let dir = scratch_dir();
-        let port = free_port();
-        let config = super::write_config(
-            &dir,
-            &format!(
-                r#"{{"plugin_dir": "plugins", "logging": {{"file": null}}, "dashboard": {{"port": {port}}},
-                    "nats_url": "{}", "node": {{"name": "{name}"}},
-                    "cytube": {{"server": "{}", "channel": "testchan", "username": "RoseyBot",
-                                "password": "hunter22"}}}}"#,
-                nats.url(),
-                cytube.server.url()
-            ),
-        );
-        let running = super::Running::start(super::rosey(
-            &dir,
-            &["run", "--config", config.to_str().unwrap()],
-        ));
-        running.wait_for("rosey ready");
-        nodes.push((running, port));
-    }
-    let holder = poll(Duration::from_secs(15), "one node joined", || {
-        let joined: Vec<usize> = (0..nodes.len())
-            .filter(|&i| connector_detail(nodes[i].1).starts_with("joined"))
-            .collect();
-        (joined.len() == 1).then(|| joined[0])
-    });
+    let mut nodes = cytube_nodes(&nats, &cytube.server, Path::new("plugins"));
+    let holder = the_holder(&nodes);
 
     // A hundred replies, as plugins on any node publish them.
     let runtime = &cytube._runtime;
@@ -278,9 +274,5 @@ fn a_hundred_replies_reach_the_channel_once_each_across_a_sigkill_of_the_holder(
     let twice: Vec<(&String, &usize)> = said.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "said more than once: {twice:?}");
     assert_eq!(said.len(), 100);
-    for (running, _) in nodes {
-        running.signal("TERM");
-        let (status, rest) = running.wait_exit();
-        assert!(status.success(), "{rest}");
-    }
+    stop_cleanly(nodes);
 }

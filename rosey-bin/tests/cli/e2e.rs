@@ -235,7 +235,7 @@ impl Bot {
     }
 
     /// `user` says `line` in the chat.
-    fn say(&mut self, user: &str, line: &str) {
+    pub(super) fn say(&mut self, user: &str, line: &str) {
         match &mut self.chat {
             Chat::Console(stdin) => writeln!(stdin.as_mut().unwrap(), "{user}: {line}").unwrap(),
             Chat::Cytube { channel, .. } => channel.say(user, line),
@@ -264,11 +264,6 @@ impl Bot {
             }
             before.push(line);
         }
-    }
-
-    /// `user` says `line`.
-    pub(super) fn say_line(&mut self, user: &str, line: &str) {
-        self.say(user, line);
     }
 
     /// `user` says `line`; the bot's answer containing `needle`.
