@@ -225,6 +225,17 @@ impl Running {
     }
 }
 
+/// A test that fails half way leaves no `rosey run` behind (it would hold its ports, its NATS
+/// subjects and its lease for the next runs).
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 #[test]
 fn run_on_embedded_defaults_starts_and_stops_cleanly_on_sigterm() {
     let dir = scratch_dir();
